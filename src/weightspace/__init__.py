@@ -1,0 +1,50 @@
+"""weightspace: work in the weight space of neural networks.
+
+The top-level namespace holds the core objects and the library's exceptions. Subpackages are
+imported on first use (``weightspace.data``, ``weightspace.models``, ...), so that
+``import weightspace`` needs only the core dependencies and stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from weightspace._errors import CacheError as CacheError
+from weightspace._errors import MissingSourceError as MissingSourceError
+from weightspace._errors import ShapeMismatchError as ShapeMismatchError
+from weightspace._errors import WeightspaceError as WeightspaceError
+from weightspace._errors import WeightspaceValueError as WeightspaceValueError
+from weightspace._version import __version__ as __version__
+
+if TYPE_CHECKING:
+    from weightspace import data as data
+    from weightspace import models as models
+
+__all__ = [
+    "CacheError",
+    "MissingSourceError",
+    "ShapeMismatchError",
+    "WeightspaceError",
+    "WeightspaceValueError",
+    "__version__",
+    "data",
+    "models",
+]
+
+_SUBMODULES = frozenset({"data", "models"})
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"{__name__}.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _SUBMODULES)

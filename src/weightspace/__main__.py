@@ -1,0 +1,9 @@
+"""``python -m weightspace``: the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from weightspace._cli import main
+
+sys.exit(main())
