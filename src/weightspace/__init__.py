@@ -20,6 +20,7 @@ from weightspace._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from weightspace import data as data
+    from weightspace import io as io
     from weightspace import models as models
 
 __all__ = [
@@ -30,10 +31,11 @@ __all__ = [
     "WeightspaceValueError",
     "__version__",
     "data",
+    "io",
     "models",
 ]
 
-_SUBMODULES = frozenset({"data", "models"})
+_SUBMODULES = frozenset({"data", "io", "models"})
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

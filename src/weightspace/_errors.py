@@ -2,8 +2,8 @@
 
 Every error that weightspace raises on purpose derives from :class:`WeightspaceError`, so that
 ``except weightspace.WeightspaceError`` catches all of them. Errors about a value the caller
-passed also derive from :class:`ValueError`; a missing optional package or data source also
-derives from :class:`ImportError` or :class:`FileNotFoundError`, so that code written against
+passed also derive from :class:`ValueError`; a missing optional package or data source
+derives from :class:`ImportError`, so that code written against
 the standard exceptions keeps working.
 
 Messages follow one pattern: they name the argument in backticks, show the bad value and say

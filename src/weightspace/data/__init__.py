@@ -1,0 +1,42 @@
+"""Data sets that are available offline, from packages that ship them.
+
+Images (:func:`mnist`, :func:`fashion_mnist`, :func:`digits`, :func:`sample_images`) come as
+:class:`ImageDataset` objects of ``uint8`` tensors; molecular graphs (:func:`molecules`) come as
+a :class:`MoleculeDataset` of :class:`torch_geometric.data.Data`; spoken digits and command
+words synthesised with espeak-ng and flite over a grid of speakers (:func:`spoken_words`) come
+as a :class:`SpokenWords` data set with per-clip speaker metadata. Built data sets are cached as
+checked ``.safetensors`` files (see ``WEIGHTSPACE_CACHE``). Optional dependencies (rdkit,
+torch_geometric, scikit-learn) are imported only when a loader that needs them is called.
+"""
+
+from __future__ import annotations
+
+from weightspace.data._images import ImageDataset as ImageDataset
+from weightspace.data._images import digits as digits
+from weightspace.data._images import fashion_mnist as fashion_mnist
+from weightspace.data._images import mnist as mnist
+from weightspace.data._images import sample_images as sample_images
+from weightspace.data._molecules import MoleculeDataset as MoleculeDataset
+from weightspace.data._molecules import molecules as molecules
+from weightspace.data._speech import COMMAND_WORDS as COMMAND_WORDS
+from weightspace.data._speech import DIGIT_WORDS as DIGIT_WORDS
+from weightspace.data._speech import SPEAKERS as SPEAKERS
+from weightspace.data._speech import Speaker as Speaker
+from weightspace.data._speech import SpokenWords as SpokenWords
+from weightspace.data._speech import spoken_words as spoken_words
+
+__all__ = [
+    "COMMAND_WORDS",
+    "DIGIT_WORDS",
+    "SPEAKERS",
+    "ImageDataset",
+    "MoleculeDataset",
+    "Speaker",
+    "SpokenWords",
+    "digits",
+    "fashion_mnist",
+    "mnist",
+    "molecules",
+    "sample_images",
+    "spoken_words",
+]

