@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 project = "weightspace"
 author = "The weightspace developers"
-copyright = "2026, the weightspace developers"  # noqa: A001
+copyright = "2026, the weightspace developers"
 release = weightspace.__version__
 version = ".".join(release.split(".")[:2])
 
@@ -75,4 +75,5 @@ sphinx_gallery_conf = {
 }
 
 # Third-party warnings that do not concern our docs.
-warnings.filterwarnings("ignore", message=".*torch.jit.*", category=DeprecationWarning)
+warnings.filterwarnings("ignore", message=".*torch.jit.*")
+warnings.filterwarnings("ignore", message=".*set_application.*")

@@ -16,26 +16,38 @@ from weightspace._errors import MissingSourceError as MissingSourceError
 from weightspace._errors import ShapeMismatchError as ShapeMismatchError
 from weightspace._errors import WeightspaceError as WeightspaceError
 from weightspace._errors import WeightspaceValueError as WeightspaceValueError
+from weightspace._lora import LoraAdapter as LoraAdapter
+from weightspace._lora import LowRankTaskVector as LowRankTaskVector
+from weightspace._task_vector import LayerStats as LayerStats
+from weightspace._task_vector import TaskVector as TaskVector
 from weightspace._version import __version__ as __version__
 
 if TYPE_CHECKING:
     from weightspace import data as data
     from weightspace import io as io
+    from weightspace import merge as merge
     from weightspace import models as models
+    from weightspace import select as select
 
 __all__ = [
     "CacheError",
+    "LayerStats",
+    "LoraAdapter",
+    "LowRankTaskVector",
     "MissingSourceError",
     "ShapeMismatchError",
+    "TaskVector",
     "WeightspaceError",
     "WeightspaceValueError",
     "__version__",
     "data",
     "io",
+    "merge",
     "models",
+    "select",
 ]
 
-_SUBMODULES = frozenset({"data", "io", "models"})
+_SUBMODULES = frozenset({"data", "io", "merge", "models", "select"})
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -14,7 +14,7 @@ import argparse
 import importlib.util
 import logging
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from weightspace._errors import WeightspaceError
 from weightspace._version import __version__
@@ -40,7 +40,7 @@ def _cmd_models_check(args: argparse.Namespace) -> int:
 def _cmd_data_build(args: argparse.Namespace) -> int:
     from weightspace import data
 
-    builders = {
+    builders: dict[str, Callable[[], object]] = {
         "mnist": lambda: (data.mnist("train"), data.mnist("test")),
         "fashion-mnist": lambda: (data.fashion_mnist("train"), data.fashion_mnist("test")),
         "spoken-words": lambda: data.spoken_words(),
