@@ -4,6 +4,8 @@ Subcommands:
 
 * ``weightspace models check`` — load every pretrained model that ships offline, run it on
   real inputs and print a table of what it scored.
+* ``weightspace merge CONFIG -o OUT`` — merge checkpoints as a YAML config says (our format
+  or mergekit's, for the methods both share), streaming one tensor at a time.
 * ``weightspace data build`` — build the offline data sets into the cache ahead of time.
 * ``weightspace info`` — the version, the cache folder and which optional groups are usable.
 """
@@ -17,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from weightspace._errors import WeightspaceError
+from weightspace._merge_cli import add_merge_command
 from weightspace._version import __version__
 
 __all__ = ["main"]
@@ -93,6 +96,7 @@ def _parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="version, cache folder and optional groups")
     info.set_defaults(func=_cmd_info)
+    add_merge_command(sub)
     return parser
 
 

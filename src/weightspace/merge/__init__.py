@@ -24,6 +24,12 @@ Example:
 from __future__ import annotations
 
 from weightspace.merge import functional as functional
+from weightspace.merge._config import MergeConfig as MergeConfig
+from weightspace.merge._config import MergePlan as MergePlan
+from weightspace.merge._config import MergeReport as MergeReport
+from weightspace.merge._config import ModelSpec as ModelSpec
+from weightspace.merge._config import plan_merge as plan_merge
+from weightspace.merge._config import run_merge as run_merge
 from weightspace.merge._merge import average as average
 from weightspace.merge._merge import consensus as consensus
 from weightspace.merge._merge import dare as dare
@@ -38,6 +44,10 @@ from weightspace.merge._search import search_coefficients as search_coefficients
 
 __all__ = [
     "CoefficientSearchResult",
+    "MergeConfig",
+    "MergePlan",
+    "MergeReport",
+    "ModelSpec",
     "PackedMasks",
     "average",
     "consensus",
@@ -45,6 +55,8 @@ __all__ = [
     "dare_ties",
     "functional",
     "magnitude_prune",
+    "plan_merge",
+    "run_merge",
     "search_coefficients",
     "tall_masks",
     "task_arithmetic",
