@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import os
 
+import torch
 from hypothesis import HealthCheck, settings
 
 # Nothing in the tests may reach a model hub: fail fast instead of hanging on the network.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+# Under pytest-xdist every worker would otherwise start one torch thread per core, and the
+# workers would fight over the cores; one thread per worker keeps the machine busy but calm.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(1)
 
 # "ci": deterministic, bounded and without deadlines (two shared cores are noisy).
 settings.register_profile(
