@@ -40,9 +40,13 @@ if [ ! -x .venv/bin/python ]; then
     echo "setup: creating .venv with $("$PYTHON" --version)"
     "$PYTHON" -m venv .venv
 fi
+# pip warns about every local package index that lacks a given package; keep the rest.
+quiet_pip() {
+    .venv/bin/python -m pip install -q "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+}
 echo "setup: installing the pinned Python packages (requirements/lock.txt)"
-.venv/bin/python -m pip install -q --upgrade "pip>=24"
-.venv/bin/python -m pip install -q --no-deps -r requirements/lock.txt
-.venv/bin/python -m pip install -q --no-deps --no-build-isolation -e .
+quiet_pip --upgrade "pip>=24"
+quiet_pip --no-deps -r requirements/lock.txt
+quiet_pip --no-deps --no-build-isolation -e .
 echo "$want" > "$stamp"
 echo "setup: done ($(du -sh .venv | cut -f1) in .venv)"

@@ -56,7 +56,9 @@ def test_cached_file_builds_once_then_reuses(tmp_path: Path) -> None:
     assert manifest == {"sha256": file_digest(target), "meta": {"seed": 1}}
 
 
-def test_cached_file_rebuilds_on_other_parameters(tmp_path: Path) -> None:
+def test_cached_file_rebuilds_on_other_parameters(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     calls: list[int] = []
 
     def build(p: Path) -> None:
@@ -65,9 +67,12 @@ def test_cached_file_rebuilds_on_other_parameters(tmp_path: Path) -> None:
 
     target = tmp_path / "a.bin"
     cached_file(target, build, meta={"seed": 1})
-    cached_file(target, build, meta={"seed": 2})
+    with caplog.at_level(logging.INFO, logger="weightspace._cache"):
+        cached_file(target, build, meta={"seed": 2})
     assert len(calls) == 2
     assert target.read_bytes() == b"xx"
+    assert "other sources or parameters" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
 
 def test_cached_file_detects_corruption_and_rebuilds(
@@ -79,7 +84,7 @@ def test_cached_file_detects_corruption_and_rebuilds(
     with caplog.at_level(logging.WARNING, logger="weightspace._cache"):
         cached_file(target, lambda p: p.write_bytes(b"good data"))
     assert target.read_bytes() == b"good data"
-    assert "stale or corrupted" in caplog.text
+    assert "is corrupted" in caplog.text
 
 
 def test_cached_file_rebuilds_without_manifest(

@@ -97,8 +97,8 @@ def cached_file(
 
     ``build(tmp)`` must write the artefact to ``tmp``; it is then moved into place atomically
     and its digest and ``meta`` recorded in ``<path>.json``. On later calls the digest is
-    checked; if it or ``meta`` differ the artefact is rebuilt (and a warning logged), never
-    used silently.
+    checked: a corrupted artefact is rebuilt with a warning, never used; one built with other
+    ``meta`` (other parameters or source files) is rebuilt with an info message.
 
     Args:
         path: Final location of the artefact.
@@ -119,9 +119,14 @@ def cached_file(
             recorded = json.loads(manifest.read_text())
         except (OSError, json.JSONDecodeError):
             recorded = {}
-        if recorded.get("meta") == meta and recorded.get("sha256") == file_digest(path):
+        if recorded.get("meta") != meta:
+            logger.info(
+                "cache entry %s was built from other sources or parameters; rebuilding", path
+            )
+        elif recorded.get("sha256") != file_digest(path):
+            logger.warning("cache entry %s is corrupted (checksum mismatch); rebuilding it", path)
+        else:
             return path
-        logger.warning("cache entry %s is stale or corrupted; rebuilding it", path)
     elif path.exists():
         logger.warning("cache entry %s has no manifest; rebuilding it", path)
     with atomic_path(path) as tmp:
