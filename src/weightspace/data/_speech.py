@@ -432,9 +432,12 @@ class SpokenWords(Dataset[tuple[Tensor, Tensor]]):
         """Return the clips that match every given filter, in their original order.
 
         Example:
+            >>> ds = spoken_words(["yes", "no", "stop"], progress=False)
             >>> names = [s.name for s in ds.speakers()]
             >>> train = ds.subset(speakers=names[:-4])
             >>> test = ds.subset(speakers=names[-4:], words=["yes", "no"])
+            >>> len(train), len(test)
+            (84, 8)
 
         Args:
             speakers: Speakers to keep, by name, id (index into :attr:`speaker_table`) or

@@ -125,7 +125,8 @@ def efficientnet_lite0(*, pretrained: bool = True, path: str | Path | None = Non
             ``path`` is given with ``pretrained=False``.
 
     Example:
-        >>> model = efficientnet_lite0()
+        >>> import weightspace
+        >>> model = efficientnet_lite0().eval()
         >>> china = weightspace.data.sample_images()["china"]
         >>> logits = model(efficientnet_lite0_preprocess(china))
         >>> [imagenet_classes()[i] for i in logits[0].topk(2).indices]

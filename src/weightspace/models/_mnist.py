@@ -129,6 +129,7 @@ def mnist_cnn(*, pretrained: bool = True, path: str | Path | None = None) -> MNI
             ``path`` is given with ``pretrained=False``.
 
     Example:
+        >>> import weightspace
         >>> net = mnist_cnn()
         >>> images = weightspace.data.mnist(split="test").images[:8]
         >>> net(net.preprocess(images)).argmax(-1)
