@@ -11,6 +11,7 @@ setup:
 
 demo: setup
 	$(VENV)/weightspace models check
+	$(VENV)/weightspace demo
 
 test: setup lint typecheck pytest docs
 

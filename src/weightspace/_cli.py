@@ -4,6 +4,9 @@ Subcommands:
 
 * ``weightspace models check`` — load every pretrained model that ships offline, run it on
   real inputs and print a table of what it scored.
+* ``weightspace demo`` — task arithmetic end to end on real data: fine-tune the pretrained
+  MNIST CNN on four tasks, then forget one by negation and merge them (task arithmetic, TIES,
+  averaging), printing a table of normalised accuracies.
 * ``weightspace merge CONFIG -o OUT`` — merge checkpoints as a YAML config says (our format
   or mergekit's, for the methods both share), streaming one tensor at a time.
 * ``weightspace data build`` — build the offline data sets into the cache ahead of time.
@@ -18,6 +21,7 @@ import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from weightspace._demo import add_demo_command
 from weightspace._errors import WeightspaceError
 from weightspace._merge_cli import add_merge_command
 from weightspace._version import __version__
@@ -97,6 +101,7 @@ def _parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="version, cache folder and optional groups")
     info.set_defaults(func=_cmd_info)
     add_merge_command(sub)
+    add_demo_command(sub)
     return parser
 
 
