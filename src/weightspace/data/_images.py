@@ -269,8 +269,8 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, int]]):
                 an index is out of range.
 
         Example:
-            >>> zeros_and_ones = mnist("test").subset(classes=[0, 1])  # doctest: +SKIP
-            >>> len(zeros_and_ones)  # doctest: +SKIP
+            >>> zeros_and_ones = mnist("test").subset(classes=[0, 1])
+            >>> len(zeros_and_ones)
             2115
         """
         if (classes is None) == (indices is None):
@@ -311,8 +311,8 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, int]]):
                 ``0 .. K-1``, or ``classes`` has the wrong length.
 
         Example:
-            >>> odd_even = digits().relabel({i: i % 2 for i in range(10)})  # doctest: +SKIP
-            >>> odd_even.classes  # doctest: +SKIP
+            >>> odd_even = digits().relabel({i: i % 2 for i in range(10)})
+            >>> odd_even.classes
             ('0+2+4+6+8', '1+3+5+7+9')
         """
         if mapping is None:
@@ -425,9 +425,9 @@ class ImageDataset(torch.utils.data.Dataset[tuple[Tensor, int]]):
             WeightspaceValueError: if ``normalize`` has the wrong form or a zero std.
 
         Example:
-            >>> train = mnist("train")  # doctest: +SKIP
-            >>> x, y = train.tensors(normalize=train.mean_std(), flatten=True)  # doctest: +SKIP
-            >>> x.shape  # doctest: +SKIP
+            >>> train = mnist("train")
+            >>> x, y = train.tensors(normalize=train.mean_std(), flatten=True)
+            >>> x.shape
             torch.Size([60000, 784])
         """
         x = self._images.to(torch.float32).div_(255.0)
@@ -760,8 +760,8 @@ def mnist(split: MnistSplit = "train", *, path: str | Path | None = None) -> Ima
         WeightspaceValueError: if ``split`` or ``path`` is invalid.
 
     Example:
-        >>> train = mnist("train")  # doctest: +SKIP
-        >>> len(train), train.targets[:5].tolist()  # doctest: +SKIP
+        >>> train = mnist("train")
+        >>> len(train), train.targets[:5].tolist()
         (60000, [5, 0, 4, 1, 9])
     """
     _check_split(split, ("train", "test", "train50k", "val10k"))
@@ -840,8 +840,8 @@ def fashion_mnist(split: Split = "train", *, path: str | Path | None = None) -> 
         WeightspaceValueError: if ``split`` or ``path`` is invalid.
 
     Example:
-        >>> test = fashion_mnist("test")  # doctest: +SKIP
-        >>> test.classes[test.targets[0]]  # doctest: +SKIP
+        >>> test = fashion_mnist("test")
+        >>> test.classes[test.targets[0]]
         'Ankle boot'
     """
     _check_split(split, ("train", "test"))

@@ -412,10 +412,10 @@ class MoleculeDataset(Sequence["Data"]):
         - y: :math:`(1, n_\text{targets})`
 
     Example:
-        >>> ds = molecules("chembl", targets=("pic50", "logp"))  # doctest: +SKIP
-        >>> ds[0]  # doctest: +SKIP
+        >>> ds = molecules("chembl", targets=("pic50", "logp"))
+        >>> ds[0]
         Data(x=[30, 38], edge_index=[2, 66], edge_attr=[66, 7], y=[1, 2], smiles='O=S(=O)...')
-        >>> train, val, test = ds.split((0.8, 0.1, 0.1), seed=0)  # doctest: +SKIP
+        >>> train, val, test = ds.split((0.8, 0.1, 0.1), seed=0)
     """
 
     atom_feature_names: ClassVar[tuple[str, ...]] = _ATOM_FEATURES
@@ -587,8 +587,8 @@ class MoleculeDataset(Sequence["Data"]):
                 sum to 1, or ``seed`` is not an int.
 
         Example:
-            >>> train, val, test = molecules("nci").split((0.8, 0.1, 0.1))  # doctest: +SKIP
-            >>> len(train), len(val), len(test)  # doctest: +SKIP
+            >>> train, val, test = molecules("nci").split((0.8, 0.1, 0.1))
+            >>> len(train), len(val), len(test)
             (3993, 499, 499)
         """
         try:
@@ -693,8 +693,8 @@ def molecules(
             target name is reported with the list of valid names.
 
     Example:
-        >>> ds = molecules("nci", targets=("tpsa", "logp"), progress=False)  # doctest: +SKIP
-        >>> len(ds), ds.target_names, ds.num_node_features  # doctest: +SKIP
+        >>> ds = molecules("nci", targets=("tpsa", "logp"), progress=False)
+        >>> len(ds), ds.target_names, ds.num_node_features
         (4991, ('tpsa', 'logp'), 38)
     """
     if not isinstance(source, str) or source not in _SOURCE_FILES:

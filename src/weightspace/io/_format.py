@@ -14,7 +14,7 @@ import json
 import math
 import struct
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +194,7 @@ class Header:
     header_bytes: int
     tensors: dict[str, tuple[str, tuple[int, ...], int]]  # name -> (dtype name, shape, nbytes)
     metadata: dict[str, str]
+    offsets: dict[str, int] = field(default_factory=dict)  # name -> first byte in the file
 
 
 def read_header(path: Path) -> Header:
@@ -230,6 +231,7 @@ def read_header(path: Path) -> Header:
     ):
         raise bad("`__metadata__` is not an object of strings")
     tensors: dict[str, tuple[str, tuple[int, ...], int]] = {}
+    offsets: dict[str, int] = {}
     data_size = size - 8 - n
     for name, info in parsed.items():
         try:
@@ -248,4 +250,5 @@ def read_header(path: Path) -> Header:
         if not ok:
             raise bad(f"the entry of tensor {name!r} is malformed: {info!r}")
         tensors[name] = (dtype, shape, end - begin)
-    return Header(path, 8 + n, tensors, dict(meta_raw))
+        offsets[name] = 8 + n + begin
+    return Header(path, 8 + n, tensors, dict(meta_raw), offsets)

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import pickle
+import sys
 import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -48,7 +49,7 @@ class _MissingKeyError(WeightspaceError, KeyError):
 class _Entry:
     """Where one tensor lives and, when known without reading it, its dtype and shape."""
 
-    __slots__ = ("dtype_name", "file", "nbytes", "shape")
+    __slots__ = ("dtype_name", "file", "nbytes", "offset", "shape")
 
     def __init__(
         self,
@@ -56,11 +57,13 @@ class _Entry:
         dtype_name: str | None = None,
         shape: tuple[int, ...] | None = None,
         nbytes: int | None = None,
+        offset: int | None = None,
     ) -> None:
         self.file = file
         self.dtype_name = dtype_name
         self.shape = shape
         self.nbytes = nbytes
+        self.offset = offset
 
 
 def _is_pickle(path: Path) -> bool:
@@ -270,7 +273,8 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             header = headers[files[0]]
             for name in sorted(header.tensors):
                 dtype, shape, nbytes = header.tensors[name]
-                self._entries[name] = _Entry(files[0], dtype, shape, nbytes)
+                offset = header.offsets.get(name)
+                self._entries[name] = _Entry(files[0], dtype, shape, nbytes, offset)
             return
         for name, file in weight_map.items():
             if file not in headers:  # a pickled shard, described when first read
@@ -283,7 +287,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
                     f"says tensor {name!r} is in {file.name!r}, but that shard does not hold it",
                     "regenerate the index, or re-download the checkpoint",
                 )
-            self._entries[name] = _Entry(file, *info)
+            self._entries[name] = _Entry(file, *info, headers[file].offsets.get(name))
 
     def _load(self, file: Path) -> dict[str, torch.Tensor]:
         with self._lock:
@@ -328,6 +332,8 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         entry = self._entry(name)
         if _is_pickle(entry.file):
             tensor = self._load(entry.file)[name].clone().to(self._device)
+        elif entry.offset is not None and self._device == "cpu" and entry.nbytes:
+            tensor = self._read_cpu(entry)
         else:
             tensor = self._handle(entry.file).get_tensor(name)
             if tensor.device.type == "cpu":
@@ -336,6 +342,37 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
                 tensor = tensor.clone()
         with self._lock:
             self._bytes_read += entry.nbytes or 0
+        return tensor
+
+    def _read_cpu(self, entry: _Entry) -> torch.Tensor:
+        """Read one tensor's bytes with positional reads into a new CPU tensor.
+
+        Faster than ``safe_open(...).get_tensor(name).clone()`` (one copy instead of a
+        page-faulting memory map plus a copy), and the file's pages never enter this
+        process's resident set: reading a checkpoint larger than memory keeps RSS at about
+        one tensor.
+        """
+        assert entry.shape is not None
+        assert entry.dtype_name is not None
+        assert entry.offset is not None
+        assert entry.nbytes is not None
+        dtype = dtype_from_name(entry.dtype_name)
+        tensor = torch.empty(entry.shape, dtype=dtype)
+        view = tensor.reshape(-1).view(torch.uint8).numpy().data
+        done = 0
+        with open(entry.file, "rb", buffering=0) as f:
+            f.seek(entry.offset)
+            while done < entry.nbytes:
+                n = f.readinto(view[done:])
+                if not n:
+                    raise WeightspaceError(
+                        f"{str(entry.file)!r} ended {entry.nbytes - done} bytes before the end "
+                        "of a tensor its header describes; the file is truncated, re-create it"
+                    )
+                done += n
+        if sys.byteorder != "little" and tensor.element_size() > 1:  # pragma: no cover
+            tensor = tensor.view(-1).view(torch.uint8).reshape(-1, tensor.element_size())
+            tensor = tensor.flip(1).contiguous().view(dtype).reshape(entry.shape)
         return tensor
 
     def _handle(self, file: Path) -> Any:

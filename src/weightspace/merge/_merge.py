@@ -152,7 +152,10 @@ def task_arithmetic(
     with :math:`\lambda` = ``scale`` and :math:`w_t` = ``weights[t]`` (default 1). Ilharco
     et al., "Editing Models with Task Arithmetic", ICLR 2023, https://arxiv.org/abs/2212.04089
     (their 8-task ViT-B/32 experiments use :math:`\lambda = 0.3`). A negative weight forgets a
-    task. The sum over tasks is bitwise invariant to the order of ``(vector, weight)`` pairs.
+    task. The sum over tasks is accumulated in float64 (for three vectors or more) and rounded
+    once, which makes it bitwise invariant to the order of ``(vector, weight)`` pairs whenever
+    the terms of a coordinate lie within about 27 binades of each other (see
+    :mod:`weightspace.merge.functional`).
 
     The result is lazy: each tensor is computed when it is accessed, from the tensors of the
     same name in every input, so a merge of N vectors holds about N+1 copies of one tensor.

@@ -7,14 +7,20 @@ integrators who hold their own tensors.
 
 Two guarantees hold for every function:
 
-* **Order invariance.** Sums over tasks sort the task values of each coordinate before adding
-  them, so permuting the tasks (together with their weights) gives the same result bit for bit.
+* **Order invariance.** Permuting the tasks (together with their weights) gives the same
+  result bit for bit: sums over three or more float32/bfloat16/float16 tasks are accumulated
+  in float64, which is exact (hence independent of the order) whenever the non-zero terms of a
+  coordinate lie within about 27 binades of each other (a ratio of :math:`10^8`; the exact
+  bound is in :mod:`weightspace.merge._core`), then rounded once; beyond that range two orders
+  differ by at most one float32 unit in the last place. Float64 inputs sort the task values of
+  each coordinate before adding them.
 * **Reproducibility.** Random functions take a ``seed`` or a :class:`torch.Generator`; the
   random draws are made on the generator's device (the CPU for a ``seed``), so a seed gives the
   same mask on every device.
 
-Inputs are expected to be finite floating-point tensors (float32 or float64; half precision
-works but sums are then computed in half precision).
+Inputs are expected to be finite floating-point tensors (float32 or float64; with half
+precision the per-task terms are computed in half precision, and sums over three tasks or more
+are accumulated in float64 and rounded once).
 
 Example:
     >>> import torch

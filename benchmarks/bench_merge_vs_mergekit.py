@@ -1,0 +1,664 @@
+"""weightspace against mergekit: task arithmetic and TIES on a generated Llama-style bf16 model.
+
+Run (after creating the separate mergekit environment, see benchmarks/README.md):
+
+    .venv/bin/python benchmarks/bench_merge_vs_mergekit.py --params 0.5B --repeats 2
+
+The script generates, from a seed, a Llama-style base model in bfloat16 (``--params``
+parameters) and three "fine-tunes" (base + small random deltas, rounded to bfloat16), each an
+HF-style folder of safetensors shards with ``model.safetensors.index.json`` and a minimal
+``config.json``. On these inputs it measures, each run in a fresh subprocess (wall time and
+peak RSS of the whole process, interpreter start and imports included):
+
+* the I/O floor: read every input byte once and write an output of the size of one model;
+* weightspace task arithmetic and TIES (density 0.5), through its Python API (lazy inputs,
+  ``TaskVector.from_models``, ``weightspace.merge``, streaming ``save_state_dict``);
+* mergekit task arithmetic and TIES (density 0.5), through ``mergekit-yaml ... --lazy-unpickle``
+  on the CPU, from its own virtual environment (``--mergekit-python``).
+
+Runs are interleaved (one repeat of every command, then the next repeat), so slow phases of a
+noisy machine hit all of them. Then both outputs are compared, tensor by tensor, with a float64
+reference: the error is ``|out - ref| / ulp_bf16(ref)`` (bf16 rounding steps; a correctly
+rounded result is within 0.5).
+
+TIES semantics. Both libraries are configured alike: each task vector keeps its
+``k = density * numel`` entries of largest magnitude per tensor, the sign is elected from the
+sum of the trimmed deltas (mergekit ``consensus: sum``, weightspace ``majority="total"``), the
+agreeing deltas are averaged (mergekit ``normalize: true`` with weights 1, weightspace's
+disjoint mean), and the result is added to the base (scale / lambda 1). Remaining
+differences, which the report counts: (1) entries tied in magnitude at a task's trim threshold
+(frequent with bf16 data): weightspace keeps the first ones in row-major order (as the
+reference does), mergekit keeps those that ``torch.argsort`` puts first; (2) a sign election
+whose sum is exactly 0: weightspace elects no sign (result 0), mergekit elects ``+``. The
+mergekit error is reported over all entries and over the entries that neither difference
+touches.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+N_FINETUNES = 3
+DELTA_STD = 2e-3
+GIB = 2**30
+
+# --------------------------------------------------------------------------------- model spec
+
+
+@dataclass(frozen=True)
+class Arch:
+    hidden: int
+    intermediate: int
+    layers: int
+    heads: int
+    vocab: int
+
+    def tensors(self) -> list[tuple[str, tuple[int, ...]]]:
+        h, i = self.hidden, self.intermediate
+        out: list[tuple[str, tuple[int, ...]]] = [("model.embed_tokens.weight", (self.vocab, h))]
+        for layer in range(self.layers):
+            p = f"model.layers.{layer}."
+            out += [
+                (p + "input_layernorm.weight", (h,)),
+                (p + "self_attn.q_proj.weight", (h, h)),
+                (p + "self_attn.k_proj.weight", (h, h)),
+                (p + "self_attn.v_proj.weight", (h, h)),
+                (p + "self_attn.o_proj.weight", (h, h)),
+                (p + "post_attention_layernorm.weight", (h,)),
+                (p + "mlp.gate_proj.weight", (i, h)),
+                (p + "mlp.up_proj.weight", (i, h)),
+                (p + "mlp.down_proj.weight", (h, i)),
+            ]
+        out += [("model.norm.weight", (h,)), ("lm_head.weight", (self.vocab, h))]
+        return out
+
+    @property
+    def params(self) -> int:
+        return sum(math.prod(shape) for _, shape in self.tensors())
+
+    def config(self) -> dict[str, Any]:
+        """The LlamaConfig fields that mergekit (through transformers) needs."""
+        return {
+            "architectures": ["LlamaForCausalLM"],
+            "model_type": "llama",
+            "hidden_size": self.hidden,
+            "intermediate_size": self.intermediate,
+            "num_hidden_layers": self.layers,
+            "num_attention_heads": self.heads,
+            "num_key_value_heads": self.heads,
+            "head_dim": self.hidden // self.heads,
+            "vocab_size": self.vocab,
+            "max_position_embeddings": 2048,
+            "rms_norm_eps": 1e-5,
+            "rope_theta": 10000.0,
+            "hidden_act": "silu",
+            "tie_word_embeddings": False,
+            "bos_token_id": 1,
+            "eos_token_id": 2,
+            "torch_dtype": "bfloat16",
+        }
+
+
+def parse_params(text: str) -> int:
+    units = {"K": 10**3, "M": 10**6, "B": 10**9, "G": 10**9}
+    t = text.strip().upper()
+    if t and t[-1] in units:
+        return int(float(t[:-1]) * units[t[-1]])
+    return int(float(t))
+
+
+def choose_arch(params: int) -> Arch:
+    """A Llama-style shape with about ``params`` parameters (hidden 1024 from 0.1B up)."""
+    if params >= 100_000_000:
+        hidden, vocab = 1024, 32000
+    elif params >= 20_000_000:
+        hidden, vocab = 512, 16000
+    else:
+        hidden, vocab = 256, 4000
+    inter = 4 * hidden
+    per_layer = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden
+    layers = max(1, round((params - 2 * vocab * hidden - hidden) / per_layer))
+    return Arch(hidden, inter, layers, max(1, hidden // 64), vocab)
+
+
+# --------------------------------------------------------------------------------- generation
+
+
+def _seed(*parts: object) -> int:
+    digest = hashlib.blake2b("/".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & ((1 << 63) - 1)
+
+
+class _ShardWriter:
+    """Collect tensors and write HF-style shards of at most ``shard_bytes`` bytes."""
+
+    def __init__(self, folder: Path, shard_bytes: int, config: dict[str, Any]) -> None:
+        self.folder = folder
+        self.shard_bytes = shard_bytes
+        folder.mkdir(parents=True)
+        (folder / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        self.pending: dict[str, Any] = {}
+        self.pending_bytes = 0
+        self.shards: list[list[str]] = []
+        self.total = 0
+
+    def add(self, name: str, tensor: Any) -> None:
+        n = tensor.numel() * tensor.element_size()
+        if self.pending and self.pending_bytes + n > self.shard_bytes:
+            self._flush()
+        self.pending[name] = tensor
+        self.pending_bytes += n
+        self.total += n
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        index = len(self.shards)
+        save_file(
+            self.pending, str(self.folder / f"shard-{index:05d}.safetensors"), {"format": "pt"}
+        )
+        self.shards.append(list(self.pending))
+        self.pending = {}
+        self.pending_bytes = 0
+
+    def close(self) -> None:
+        if self.pending:
+            self._flush()
+        n = len(self.shards)
+        weight_map = {}
+        for index, names in enumerate(self.shards):
+            final = f"model-{index + 1:05d}-of-{n:05d}.safetensors"
+            os.rename(self.folder / f"shard-{index:05d}.safetensors", self.folder / final)
+            weight_map.update(dict.fromkeys(names, final))
+        index_json = {"metadata": {"total_size": self.total}, "weight_map": weight_map}
+        (self.folder / "model.safetensors.index.json").write_text(json.dumps(index_json, indent=2))
+
+
+def generate(workdir: Path, arch: Arch, seed: int, shard_bytes: int) -> None:
+    """Write ``base/`` and ``ft0/`` ... ``ft{N-1}/`` under ``workdir``."""
+    import torch
+
+    config = arch.config()
+    writers = [_ShardWriter(workdir / "base", shard_bytes, config)]
+    writers += [_ShardWriter(workdir / f"ft{i}", shard_bytes, config) for i in range(N_FINETUNES)]
+    for name, shape in arch.tensors():
+        gen = torch.Generator().manual_seed(_seed(seed, "base", name))
+        if len(shape) == 1:  # RMSNorm weights, around 1
+            base = 1.0 + 0.1 * torch.randn(shape, generator=gen)
+        else:
+            base = 0.02 * torch.randn(shape, generator=gen)
+        base_bf16 = base.to(torch.bfloat16)
+        writers[0].add(name, base_bf16)
+        ref = base_bf16.float()
+        for i in range(N_FINETUNES):
+            gen = torch.Generator().manual_seed(_seed(seed, "ft", i, name))
+            delta = DELTA_STD * torch.randn(shape, generator=gen)
+            writers[i + 1].add(name, (ref + delta).to(torch.bfloat16))
+        del base, ref
+    for writer in writers:
+        writer.close()
+
+
+# --------------------------------------------------------------------------------- workers
+
+
+def _input_dirs(workdir: Path) -> list[Path]:
+    return [workdir / "base"] + [workdir / f"ft{i}" for i in range(N_FINETUNES)]
+
+
+def worker_io_floor(workdir: Path, out: Path) -> None:
+    """Read every input byte once, write as many bytes as one model holds (no fsync)."""
+    buf = bytearray(16 << 20)
+    view = memoryview(buf)
+    for folder in _input_dirs(workdir):
+        for file in sorted(folder.glob("*.safetensors")):
+            with open(file, "rb", buffering=0) as f:
+                while f.readinto(view):
+                    pass
+    size = sum(f.stat().st_size for f in (workdir / "base").glob("*.safetensors"))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(out / "model.safetensors", "wb", buffering=0) as f:
+        while size > 0:
+            n = min(size, len(buf))
+            f.write(view[:n])
+            size -= n
+
+
+class _Applied(Mapping[str, Any]):
+    """``base + merged`` tensor by tensor, lazily, with ``shape()``/``dtype()`` for streaming."""
+
+    def __init__(self, base: Any, merged: Any) -> None:
+        self._base = base
+        self._merged = merged
+
+    def __getitem__(self, name: str) -> Any:
+        target = {name: self._base[name]}
+        if name not in self._merged:
+            return target[name]
+        return self._merged.intersection([name]).apply_to(target)[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._base)
+
+    def __len__(self) -> int:
+        return len(self._base)
+
+    def shape(self, name: str) -> Any:
+        return self._base.shape(name)
+
+    def dtype(self, name: str) -> Any:
+        return self._base.dtype(name)
+
+
+def worker_weightspace(workdir: Path, out: Path, method: str, density: float) -> None:
+    from weightspace import TaskVector, merge
+    from weightspace.io import open_state_dict, save_state_dict
+
+    base = open_state_dict(workdir / "base")
+    vectors = [
+        TaskVector.from_models(open_state_dict(folder), base) for folder in _input_dirs(workdir)[1:]
+    ]
+    if method == "ta":
+        merged = merge.task_arithmetic(vectors)
+    else:
+        merged = merge.ties(vectors, density=density)
+    save_state_dict(_Applied(base, merged), out, max_shard_size="5GB", inputs=_input_dirs(workdir))
+
+
+def mergekit_config(workdir: Path, method: str, density: float) -> str:
+    lines = [
+        f"merge_method: {'task_arithmetic' if method == 'ta' else 'ties'}",
+        f"base_model: {workdir / 'base'}",
+        "models:",
+    ]
+    for folder in _input_dirs(workdir)[1:]:
+        lines.append(f"  - model: {folder}")
+        params = "weight: 1.0" if method == "ta" else f"weight: 1.0, density: {density}"
+        lines.append(f"    parameters: {{{params}}}")
+    if method == "ties":
+        lines.append("parameters: {normalize: true, int8_mask: false, lambda: 1.0}")
+    lines.append("dtype: bfloat16")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Run:
+    wall: float
+    rss: int  # bytes
+
+
+# A tiny launcher, run with `python -I -S`: it starts the command, waits for it and prints its
+# wall time and peak RSS. Peak RSS survives `exec` (Linux records the pre-exec resident set
+# too), so the measured command must not be started straight from this big process.
+_LAUNCHER = """
+import os, shutil, sys, time
+cmd = sys.argv[1:]
+start = time.perf_counter()
+pid = os.posix_spawn(shutil.which(cmd[0]) or cmd[0], cmd, dict(os.environ))
+_, status, usage = os.wait4(pid, 0)
+wall = time.perf_counter() - start
+code = os.waitstatus_to_exitcode(status)
+sys.stderr.write("@@MEASURE %r %d %d\\n" % (wall, usage.ru_maxrss, code))
+"""
+
+
+def measure(cmd: list[str], env: Mapping[str, str], log: Path) -> Run:
+    """Run ``cmd``; return its wall time and the peak RSS of its process (``wait4``)."""
+    with open(log, "ab") as sink:
+        done = subprocess.run(
+            [sys.executable, "-I", "-S", "-c", _LAUNCHER, *cmd],
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            env=dict(env),
+            check=False,
+        )
+        sink.write(done.stderr)
+    lines = [ln for ln in done.stderr.decode(errors="replace").splitlines() if "@@MEASURE" in ln]
+    code = int(lines[-1].split()[3]) if lines else done.returncode
+    if code != 0 or not lines:
+        tail = log.read_text(errors="replace")[-3000:]
+        raise SystemExit(f"command failed ({code}): {' '.join(cmd)}\n{tail}")
+    _, wall, maxrss, _ = lines[-1].split()
+    return Run(float(wall), int(maxrss) * 1024)  # ru_maxrss is in KiB on Linux
+
+
+# --------------------------------------------------------------------------------- accuracy
+
+
+def _ulp_bf16(ref: Any) -> Any:
+    import torch
+
+    _, exponent = torch.frexp(ref)  # ref = m * 2**e with 0.5 <= |m| < 1
+    exponent = torch.where(ref == 0, torch.full_like(exponent, -200), exponent)
+    # bf16 keeps 8 significant bits: the spacing in [2**(e-1), 2**e) is 2**(e-8); subnormal
+    # spacing is 2**-133.
+    return torch.exp2((exponent - 8).clamp(min=-133).to(torch.float64))
+
+
+def _keep_mask(delta: Any, density: float) -> tuple[Any, Any]:
+    """Reference trim: top-k by magnitude, ties at the threshold kept in row-major order.
+
+    Returns the mask and the entries tied at the threshold (where tie-breaking matters).
+    """
+    import torch
+
+    flat = delta.reshape(-1).abs()
+    numel = flat.numel()
+    k = round(density * numel)
+    if k >= numel:
+        return torch.ones_like(flat, dtype=torch.bool), torch.zeros_like(flat, dtype=torch.bool)
+    threshold = torch.kthvalue(flat.float(), numel - k + 1).values.double()
+    keep = flat > threshold
+    tied = flat == threshold
+    missing = k - int(keep.sum())
+    keep |= tied & (torch.cumsum(tied, 0) <= missing)
+    if int(tied.sum()) == missing:  # every tied entry is kept: no choice was made
+        tied = torch.zeros_like(tied)
+    return keep, tied
+
+
+def compare(workdir: Path, outputs: Mapping[str, Path], method: str, density: float) -> dict:
+    """Max error (bf16 rounding steps) of each output against a float64 reference."""
+    import torch
+    from safetensors import safe_open
+
+    def opener(folder: Path) -> dict[str, Any]:
+        index = folder / "model.safetensors.index.json"
+        files = (
+            sorted(set(json.loads(index.read_text())["weight_map"].values()))
+            if index.exists()
+            else [p.name for p in folder.glob("*.safetensors")]
+        )
+        handles = {}
+        for file in files:
+            h = safe_open(str(folder / file), framework="pt")
+            for key in h.keys():  # noqa: SIM118 - safe_open handles are not mappings
+                handles[key] = h
+        return handles
+
+    base = opener(workdir / "base")
+    fts = [opener(folder) for folder in _input_dirs(workdir)[1:]]
+    outs = {label: opener(folder) for label, folder in outputs.items()}
+    stats: dict[str, dict[str, float]] = {
+        label: {"max": 0.0, "over_half": 0, "over_one": 0, "max_clean": 0.0} for label in outs
+    }
+    numel = 0
+    excluded = 0
+    for name in sorted(base):
+        b = base[name].get_tensor(name).double()
+        deltas = [ft[name].get_tensor(name).double() - b for ft in fts]
+        semantic = torch.zeros(b.shape, dtype=torch.bool)
+        if method == "ta":
+            ref = b + sum(deltas)
+        else:
+            kept = []
+            for d in deltas:
+                keep, tied = _keep_mask(d, density)
+                kept.append(torch.where(keep.reshape(d.shape), d, 0.0))
+                semantic |= tied.reshape(d.shape)
+            stacked = torch.stack(kept)
+            elected = torch.sign(stacked.sum(0))
+            semantic |= (elected == 0) & (stacked != 0).any(0)
+            agree = (torch.sign(stacked) == elected) & (stacked != 0)
+            count = agree.sum(0).clamp(min=1)
+            ref = b + torch.where(agree, stacked, 0.0).sum(0) / count
+        ulp = _ulp_bf16(ref)
+        numel += ref.numel()
+        excluded += int(semantic.sum())
+        for label, handles in outs.items():
+            out = handles[name].get_tensor(name).double()
+            err = (out - ref).abs() / ulp
+            s = stats[label]
+            s["max"] = max(s["max"], float(err.max()))
+            s["over_half"] += int((err > 0.5).sum())
+            s["over_one"] += int((err > 1.0).sum())
+            clean = err[~semantic]
+            if clean.numel():
+                s["max_clean"] = max(s["max_clean"], float(clean.max()))
+    return {"stats": stats, "numel": numel, "excluded": excluded}
+
+
+# --------------------------------------------------------------------------------- main
+
+
+def _fmt_gib(n: float) -> str:
+    return f"{n / GIB:.2f}"
+
+
+def _summary(runs: list[Run]) -> tuple[float, float, float, float]:
+    walls = [r.wall for r in runs]
+    return statistics.median(walls), min(walls), max(walls), max(r.rss for r in runs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--params", default="0.5B", help="model size, e.g. 0.5B, 100M")
+    parser.add_argument("--size", dest="params", help="alias of --params")
+    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--density", type=float, default=0.5)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--shard-size", default="300MB", help="input shard size (bytes or MB)")
+    parser.add_argument("--workdir", type=Path, help="where to write the models (default: temp)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated data")
+    parser.add_argument(
+        "--mergekit-python",
+        type=Path,
+        default=ROOT / ".bench-venv" / "bin" / "python",
+        help="python of the environment where mergekit is installed",
+    )
+    parser.add_argument("--skip-mergekit", action="store_true")
+    parser.add_argument("--methods", default="ta,ties", help="comma-separated: ta, ties")
+    parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.worker:
+        if args.worker == "io":
+            worker_io_floor(args.workdir, args.out)
+        else:
+            worker_weightspace(args.workdir, args.out, args.worker, args.density)
+        return 0
+
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    mergekit_yaml = args.mergekit_python.parent / "mergekit-yaml"
+    use_mergekit = not args.skip_mergekit
+    if use_mergekit and not (args.mergekit_python.exists() and mergekit_yaml.exists()):
+        print(
+            f"mergekit not found: {args.mergekit_python} (with mergekit-yaml next to it) does "
+            "not exist.\nCreate the benchmark-only environment with\n"
+            "    python3 -m venv .bench-venv && .bench-venv/bin/pip install mergekit\n"
+            "or pass --mergekit-python PATH, or --skip-mergekit.",
+            file=sys.stderr,
+        )
+        return 2
+
+    import torch
+
+    params = parse_params(args.params)
+    arch = choose_arch(params)
+    shard_bytes = parse_params(args.shard_size.upper().replace("MB", "M").replace("GB", "G"))
+    owned = args.workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="ws-bench-")) if owned else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run(args, arch, workdir, shard_bytes, methods, use_mergekit, mergekit_yaml, torch)
+    finally:
+        if args.keep:
+            print(f"data kept in {workdir}")
+        elif owned:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            for child in ["base", "out", "logs"] + [f"ft{i}" for i in range(N_FINETUNES)]:
+                shutil.rmtree(workdir / child, ignore_errors=True)
+
+
+def _run(
+    args: argparse.Namespace,
+    arch: Arch,
+    workdir: Path,
+    shard_bytes: int,
+    methods: list[str],
+    use_mergekit: bool,
+    mergekit_yaml: Path,
+    torch: Any,
+) -> int:
+    print(
+        f"model: Llama-style, {arch.params / 1e9:.3f}B parameters (hidden {arch.hidden}, "
+        f"{arch.layers} layers, vocab {arch.vocab}), bf16, base + {N_FINETUNES} fine-tunes; "
+        f"seed {args.seed}"
+    )
+    print(
+        f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
+        f"python {sys.version.split()[0]}"
+    )
+    if not (workdir / "base" / "model.safetensors.index.json").exists():
+        for child in ["base"] + [f"ft{i}" for i in range(N_FINETUNES)]:
+            shutil.rmtree(workdir / child, ignore_errors=True)
+        start = time.perf_counter()
+        generate(workdir, arch, args.seed, shard_bytes)
+        print(f"generated inputs in {workdir} in {time.perf_counter() - start:.1f} s")
+    in_bytes = sum(f.stat().st_size for d in _input_dirs(workdir) for f in d.glob("*.safetensors"))
+    out_root = workdir / "out"
+    logs = workdir / "logs"
+    logs.mkdir(exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    script = str(Path(__file__).resolve())
+
+    commands: dict[str, list[str]] = {}
+    commands["torch"] = [sys.executable, "-c", "import torch"]
+    commands["io"] = [sys.executable, script, "--worker", "io", "--workdir", str(workdir)]
+    for method in methods:
+        commands[f"ws-{method}"] = [
+            sys.executable,
+            script,
+            "--worker",
+            method,
+            "--workdir",
+            str(workdir),
+            "--density",
+            str(args.density),
+        ]
+        if use_mergekit:
+            config = workdir / f"mergekit-{method}.yml"
+            config.write_text(mergekit_config(workdir, method, args.density))
+            commands[f"mk-{method}"] = [
+                str(mergekit_yaml),
+                str(config),
+                "OUT",
+                "--lazy-unpickle",
+                "--no-cuda",
+                "--no-copy-tokenizer",
+                "--no-write-model-card",
+                "--quiet",
+            ]
+
+    runs: dict[str, list[Run]] = {key: [] for key in commands}
+    for repeat in range(args.repeats):
+        for key, cmd in commands.items():
+            out = out_root / key
+            shutil.rmtree(out, ignore_errors=True)
+            out_root.mkdir(exist_ok=True)
+            full = [str(out) if c == "OUT" else c for c in cmd]
+            if key.startswith(("io", "ws-")) and key != "torch":
+                full += ["--out", str(out)]
+            run = measure(full, env, logs / f"{key}.log")
+            runs[key].append(run)
+            print(
+                f"  repeat {repeat + 1}/{args.repeats} {key:8s} {run.wall:7.2f} s "
+                f"{_fmt_gib(run.rss)} GiB",
+                flush=True,
+            )
+
+    io_med = _summary(runs["io"])[0]
+    print()
+    print(
+        f"inputs {in_bytes / 1e9:.2f} GB read, output {in_bytes / (N_FINETUNES + 1) / 1e9:.2f} GB "
+        f"written; wall = median of {args.repeats} (min-max), peak RSS = max over repeats"
+    )
+    header = (
+        f"{'run':<22} {'wall s':>8} {'min-max':>13} {'RSS GiB':>8} {'x I/O':>7} "
+        f"{'ws/mk wall':>11} {'ws/mk RSS':>10}"
+    )
+    print(header)
+    print("-" * len(header))
+    labels = {
+        "io": "I/O floor",
+        "torch": "import torch only",
+        "ta": "task arithmetic",
+        "ties": f"TIES d={args.density}",
+    }
+    rows = ["torch", "io"] + [
+        f"{lib}-{m}" for m in methods for lib in ("ws", "mk") if f"{lib}-{m}" in runs
+    ]
+    for key in rows:
+        med, lo, hi, rss = _summary(runs[key])
+        if key in ("io", "torch"):
+            name = labels[key]
+        else:
+            lib, method = key.split("-", 1)
+            name = f"{'weightspace' if lib == 'ws' else 'mergekit'} {labels[method]}"
+        ratio = ""
+        if key.startswith("ws-") and "mk-" + key[3:] in runs:
+            mk = _summary(runs["mk-" + key[3:]])
+            ratio = f"{med / mk[0]:>11.3f} {rss / mk[3]:>10.3f}"
+        print(
+            f"{name:<22} {med:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {_fmt_gib(rss):>8} "
+            f"{med / io_med:>7.2f} {ratio}"
+        )
+    for method in methods:
+        if f"mk-{method}" in runs:
+            ws, mk = _summary(runs[f"ws-{method}"]), _summary(runs[f"mk-{method}"])
+            print(
+                f"speed-up of weightspace over mergekit, {labels[method]}: "
+                f"{mk[0] / ws[0]:.2f}x (wall), RSS {ws[3] / mk[3]:.2f} of mergekit's"
+            )
+
+    if not args.no_accuracy:
+        print()
+        print("accuracy against a float64 reference, in bf16 rounding steps |out - ref| / ulp(ref)")
+        for method in methods:
+            outputs = {"weightspace": out_root / f"ws-{method}"}
+            if f"mk-{method}" in runs:
+                outputs["mergekit"] = out_root / f"mk-{method}"
+            start = time.perf_counter()
+            result = compare(workdir, outputs, method, args.density)
+            numel = result["numel"]
+            for label, s in result["stats"].items():
+                line = (
+                    f"  {labels[method]:<16} {label:<12} max {s['max']:.3g}  "
+                    f">0.5: {s['over_half'] / numel:.2e}  >1: {s['over_one'] / numel:.2e}"
+                )
+                if method == "ties":
+                    line += f"  max outside semantic differences {s['max_clean']:.3g}"
+                print(line)
+            if method == "ties":
+                print(
+                    f"  ({result['excluded']} of {numel} entries ({result['excluded'] / numel:.2%})"
+                    " are tied at a trim threshold or have an election sum of exactly 0)"
+                )
+            print(f"  (compared in {time.perf_counter() - start:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
