@@ -34,7 +34,6 @@ extensions = [
 templates_path = ["_templates"]
 exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py", "**.zip"]
 html_theme = "alabaster"
-html_static_path = ["_static"]
 html_title = f"weightspace {release}"
 
 # autodoc / autosummary / napoleon (Google style) / typehints

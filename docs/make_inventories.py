@@ -80,10 +80,7 @@ def write(path: Path, project: str, version: str, entries: dict[str, tuple[str, 
         f"# Version: {version}\n"
         "# The remainder of this file is compressed using zlib.\n"
     )
-    lines = [
-        f"{name} py:{role} 1 {page}#$ -\n"
-        for name, (role, page) in sorted(entries.items())
-    ]
+    lines = [f"{name} py:{role} 1 {page}#$ -\n" for name, (role, page) in sorted(entries.items())]
     path.write_bytes(header.encode() + zlib.compress("".join(lines).encode()))
 
 

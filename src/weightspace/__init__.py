@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from weightspace import merge as merge
     from weightspace import models as models
     from weightspace import select as select
+    from weightspace import spectral as spectral
 
 __all__ = [
     "CacheError",
@@ -45,9 +46,10 @@ __all__ = [
     "merge",
     "models",
     "select",
+    "spectral",
 ]
 
-_SUBMODULES = frozenset({"data", "io", "merge", "models", "select"})
+_SUBMODULES = frozenset({"data", "io", "merge", "models", "select", "spectral"})
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

@@ -1,0 +1,74 @@
+"""Runs the project-2 example in quick mode and checks what it found."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "project02_spectral_maps" / "spectral_maps.py"
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    out = tmp_path_factory.mktemp("project02")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert (out / "results.md").read_text().startswith("# Project 2 results (quick mode")
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return data
+
+
+def test_networks_learn(results: dict[str, Any]) -> None:
+    assert len(results["accuracy"]) == 4
+    assert all(a["accuracy"] > 0.3 for a in results["accuracy"])  # 10 classes: chance is 0.1
+
+
+def test_meshes_asymmetric_recovered_symmetric_ambiguous(results: dict[str, Any]) -> None:
+    asym = [r for r in results["mesh"] if r["holes"]]
+    sym = [r for r in results["mesh"] if not r["holes"]]
+    assert max(r["error_zoomout"] for r in asym) < 0.05
+    # the half-turn symmetry defeats intrinsic descriptors on at least one seed
+    assert max(r["error_zoomout"] for r in sym) > 5 * max(r["error_zoomout"] for r in asym)
+    # the true map is near-orthogonal at small k and composes almost exactly
+    for r in asym:
+        t = r["truncation"][min(r["truncation"], key=int)]
+        assert t["orthogonality_defect"] < 0.2
+        assert t["composition_error"] < 0.2
+
+
+def test_permutation_vs_rotation(results: dict[str, Any]) -> None:
+    exact = results["neurons"]["exact"]
+    # a point map (permutation) recovers a relabelling but not a rotation; Procrustes both
+    assert exact["permuted"]["permutation_recovered"]
+    assert not exact["rotated"]["permutation_recovered"]
+    assert exact["permuted"]["residual_rotation"] < 1e-3
+    assert (
+        exact["rotated"]["residual_permutation"]
+        > 0.1
+        > 1e-3
+        > exact["rotated"]["residual_rotation"]
+    )
+    assert exact["rotated"]["fmap_bw_similarity"] == pytest.approx(1.0, abs=1e-6)
+    for pair in results["neurons"]["pairs"]:
+        assert pair["residual_rotation"] < pair["residual_permutation"]
+
+
+def test_similarity_scores_are_bounded_and_summarised(results: dict[str, Any]) -> None:
+    summary = results["similarity"]["summary"]
+    assert {"bw_aligned_conv2", "cka_conv2", "cka_logits"} <= set(summary)
+    for pair in results["similarity"]["pairs"]:
+        for key in ("bw_aligned_conv2", "cka_conv1", "cka_logits"):
+            assert 0.0 <= pair[key] <= 1.0 + 1e-9
+    assert len(results["similarity"]["pairs"]) == 6
+    assert 0.0 <= summary["cka_logits"]["auc"] <= 1.0
