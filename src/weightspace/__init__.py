@@ -27,8 +27,10 @@ if TYPE_CHECKING:
     from weightspace import io as io
     from weightspace import merge as merge
     from weightspace import models as models
+    from weightspace import saliency as saliency
     from weightspace import select as select
     from weightspace import spectral as spectral
+    from weightspace import unlearn as unlearn
 
 __all__ = [
     "CacheError",
@@ -45,11 +47,15 @@ __all__ = [
     "io",
     "merge",
     "models",
+    "saliency",
     "select",
     "spectral",
+    "unlearn",
 ]
 
-_SUBMODULES = frozenset({"data", "io", "merge", "models", "select", "spectral"})
+_SUBMODULES = frozenset(
+    {"data", "io", "merge", "models", "saliency", "select", "spectral", "unlearn"}
+)
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 

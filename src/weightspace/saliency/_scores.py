@@ -1,0 +1,357 @@
+r"""Per-parameter importance scores: gradient magnitude, SNIP, empirical Fisher, Wanda.
+
+Every function returns a new ``dict`` mapping the name of each trainable parameter of the
+model (``requires_grad=True``, in ``named_parameters`` order) to a non-negative ``float32``
+tensor of the parameter's shape. The model is not changed: gradients are computed with
+:func:`torch.autograd.grad` (``.grad`` attributes are left alone), the model runs in eval mode
+and its previous mode is restored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from weightspace._errors import WeightspaceValueError
+from weightspace.saliency._batches import Data, iter_batches
+
+__all__ = ["LossFn", "fisher", "gradient", "snip", "wanda"]
+
+logger = logging.getLogger(__name__)
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+"""A loss ``loss(logits, targets)`` that returns the *mean* over the batch (as
+:func:`torch.nn.functional.cross_entropy` does by default)."""
+
+
+def _check_model(model: object) -> list[tuple[str, nn.Parameter]]:
+    if not isinstance(model, nn.Module):
+        raise WeightspaceValueError(
+            f"`model` must be an nn.Module, got {type(model).__name__}; scores need a forward pass"
+        )
+    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not params:
+        raise WeightspaceValueError(
+            "`model` has no trainable parameter (all have requires_grad=False); nothing to score"
+        )
+    return params
+
+
+def _progress(iterable: Any, progress: bool, desc: str) -> Any:
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, disable=not progress, leave=False)
+
+
+def _summed_gradient(
+    model: nn.Module,
+    data: Data,
+    loss: LossFn | None,
+    batch_size: int,
+    progress: bool,
+    desc: str,
+) -> tuple[list[tuple[str, nn.Parameter]], list[Tensor]]:
+    """Gradient of the mean loss over all of ``data`` (accumulated batch by batch)."""
+    params = _check_model(model)
+    loss_fn = loss if loss is not None else F.cross_entropy
+    total = [torch.zeros_like(p, dtype=torch.float32) for _, p in params]
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in _progress(iter_batches(data, "data", batch_size), progress, desc):
+            value = loss_fn(model(x), y) * x.shape[0]
+            grads = torch.autograd.grad(value, [p for _, p in params], allow_unused=True)
+            for acc, g in zip(total, grads, strict=True):
+                if g is not None:
+                    acc.add_(g.detach().to(torch.float32))
+            count += x.shape[0]
+    finally:
+        model.train(was_training)
+    return params, [t / count for t in total]
+
+
+def gradient(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: LossFn | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    r"""Gradient-magnitude saliency: :math:`s = |\nabla_\theta L(\theta; D)|`.
+
+    The saliency of SalUn (Fan et al., "SalUn: Empowering Machine Unlearning via
+    Gradient-based Weight Saliency in Both Image Classification and Generation", ICLR 2024,
+    `arXiv:2310.12508 <https://arxiv.org/abs/2310.12508>`_): the magnitude of the gradient of
+    the mean loss over the data set :math:`D` (the forget set, for unlearning),
+
+    .. math::
+
+        s_i = \Bigl|\frac{\partial}{\partial\theta_i}
+              \frac{1}{|D|}\sum_{(x,y)\in D} \ell(f_\theta(x), y)\Bigr| .
+
+    Args:
+        model: The network (not modified).
+        data: ``(inputs, targets)`` tensors or an iterable of such batches.
+        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
+        batch_size: Batch size when ``data`` is a pair of tensors.
+        progress: Show a progress bar.
+
+    Returns:
+        ``name -> float32 scores`` of each trainable parameter's shape.
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty.
+
+    Shapes:
+        - data: inputs ``[N, *]``, targets ``[N]`` (or what ``loss`` takes).
+        - output: one tensor per parameter, of its shape.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> s = gradient(net, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
+        >>> s["weight"].shape, bool((s["weight"] >= 0).all())
+        (torch.Size([2, 3]), True)
+    """
+    params, grads = _summed_gradient(model, data, loss, batch_size, progress, "gradient")
+    return {name: g.abs() for (name, _), g in zip(params, grads, strict=True)}
+
+
+def snip(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: LossFn | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    r"""SNIP connection sensitivity: :math:`s = |\theta \odot \nabla_\theta L(\theta; D)|`.
+
+    Lee et al., "SNIP: Single-shot Network Pruning based on Connection Sensitivity", ICLR 2019
+    (`arXiv:1810.02340 <https://arxiv.org/abs/1810.02340>`_): the first-order change of the
+    loss when a weight is removed,
+
+    .. math::
+
+        s_i = \Bigl|\theta_i \, \frac{\partial L(\theta; D)}{\partial\theta_i}\Bigr| .
+
+    Args:
+        model: The network (not modified).
+        data: ``(inputs, targets)`` tensors or an iterable of such batches.
+        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
+        batch_size: Batch size when ``data`` is a pair of tensors.
+        progress: Show a progress bar.
+
+    Returns:
+        ``name -> float32 scores`` of each trainable parameter's shape.
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty.
+
+    Shapes:
+        - output: one tensor per parameter, of its shape.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> s = snip(net, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
+        >>> sorted(s)
+        ['bias', 'weight']
+    """
+    params, grads = _summed_gradient(model, data, loss, batch_size, progress, "snip")
+    return {
+        name: (p.detach().to(torch.float32) * g).abs()
+        for (name, p), g in zip(params, grads, strict=True)
+    }
+
+
+def fisher(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: LossFn | None = None,
+    batch_size: int = 64,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    r"""Diagonal of the empirical Fisher information: the mean squared per-example gradient.
+
+    .. math::
+
+        F_i = \frac{1}{|D|}\sum_{(x,y)\in D}
+              \Bigl(\frac{\partial \ell(f_\theta(x), y)}{\partial\theta_i}\Bigr)^2
+
+    with :math:`\ell` the per-example loss (cross-entropy, i.e. :math:`-\log p_\theta(y|x)`,
+    by default) at the true labels; as in elastic weight consolidation (Kirkpatrick et al.,
+    "Overcoming catastrophic forgetting in neural networks", PNAS 2017,
+    `arXiv:1612.00796 <https://arxiv.org/abs/1612.00796>`_). Per-example gradients are
+    computed with :func:`torch.func.vmap` over :func:`torch.func.grad`, each example passed to
+    the model as a batch of one, so the model's forward must be traceable by ``torch.func``.
+
+    Args:
+        model: The network (not modified).
+        data: ``(inputs, targets)`` tensors or an iterable of such batches.
+        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
+        batch_size: Examples per vectorised chunk when ``data`` is a pair of tensors.
+        progress: Show a progress bar.
+
+    Returns:
+        ``name -> float32 scores`` of each trainable parameter's shape.
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty.
+
+    Shapes:
+        - output: one tensor per parameter, of its shape.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> f = fisher(net, (torch.randn(8, 3), torch.randint(0, 2, (8,))))
+        >>> bool((f["bias"] >= 0).all())
+        True
+    """
+    from torch.func import functional_call, grad, vmap
+
+    params = _check_model(model)
+    loss_fn = loss if loss is not None else F.cross_entropy
+    names = [n for n, _ in params]
+    frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
+    buffers = {n: b.detach() for n, b in model.named_buffers()}
+
+    def one(theta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
+        out = functional_call(model, {**theta, **frozen, **buffers}, (x.unsqueeze(0),))
+        value: Tensor = loss_fn(out, y.unsqueeze(0))
+        return value
+
+    per_example = vmap(grad(one), in_dims=(None, 0, 0))
+    theta = {n: p.detach() for n, p in params}
+    total = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
+    count = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for x, y in _progress(iter_batches(data, "data", batch_size), progress, "fisher"):
+            grads = per_example(theta, x, y)
+            for n in names:
+                total[n].add_(grads[n].detach().to(torch.float32).square().sum(0))
+            count += x.shape[0]
+    finally:
+        model.train(was_training)
+    return {n: t / count for n, t in total.items()}
+
+
+def wanda(
+    model: nn.Module,
+    data: Data,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> dict[str, Tensor]:
+    r"""Wanda importance: weight magnitude times the norm of the input feature it multiplies.
+
+    Sun et al., "A Simple and Effective Pruning Approach for Large Language Models", ICLR 2024
+    (`arXiv:2306.11695 <https://arxiv.org/abs/2306.11695>`_). For a linear layer with weight
+    :math:`W \in \mathbb{R}^{d_\mathrm{out} \times d_\mathrm{in}}` and inputs :math:`X` (all
+    examples, and all tokens of each example, stacked as rows),
+
+    .. math::
+
+        S_{ij} = |W_{ij}| \cdot \lVert X_{:,j} \rVert_2 .
+
+    For a ``Conv2d`` the inputs are the unfolded patches (:func:`torch.nn.functional.unfold`
+    with the layer's padding, stride and dilation; zero padding), so :math:`j` runs over
+    (input channel, kernel row, kernel column) within the layer's group. Only the ``weight``
+    of ``nn.Linear`` and ``nn.Conv2d`` modules gets a score; every other trainable parameter
+    (biases, norms, embeddings) scores zero, so that a top-k mask never selects it. No
+    gradient is computed, and the loss plays no part (targets are ignored).
+
+    Args:
+        model: The network (not modified).
+        data: ``(inputs, targets)`` tensors or an iterable of such batches.
+        batch_size: Batch size when ``data`` is a pair of tensors.
+        progress: Show a progress bar.
+
+    Returns:
+        ``name -> float32 scores`` of each trainable parameter's shape.
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty.
+
+    Shapes:
+        - output: one tensor per parameter, of its shape.
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+        >>> s = wanda(net, (torch.randn(8, 3), torch.zeros(8, dtype=torch.long)))
+        >>> s["0.weight"].shape, float(s["0.bias"].sum())
+        (torch.Size([4, 3]), 0.0)
+    """
+    params = _check_model(model)
+    param_names = {n for n, _ in params}
+    sums: dict[str, Tensor] = {}
+    layers: dict[str, nn.Linear | nn.Conv2d] = {}
+    handles = []
+
+    def hook_for(name: str, module: nn.Linear | nn.Conv2d) -> Callable[..., None]:
+        def hook(_: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+            x = inputs[0].detach().to(torch.float32)
+            if isinstance(module, nn.Conv2d):
+                cols = F.unfold(
+                    x,
+                    module.kernel_size,
+                    dilation=module.dilation,
+                    padding=module.padding,  # type: ignore[arg-type]
+                    stride=module.stride,
+                )  # [N, C * kh * kw, L]
+                sq = cols.square().sum(dim=(0, 2))
+            else:
+                sq = x.reshape(-1, x.shape[-1]).square().sum(0)
+            sums[name] = sums[name] + sq if name in sums else sq
+
+        return hook
+
+    for mod_name, module in model.named_modules():
+        if isinstance(module, (nn.Linear, nn.Conv2d)):
+            w_name = f"{mod_name}.weight" if mod_name else "weight"
+            if w_name in param_names:
+                layers[w_name] = module
+                handles.append(module.register_forward_pre_hook(hook_for(w_name, module)))
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for x, _ in _progress(iter_batches(data, "data", batch_size), progress, "wanda"):
+                model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+        model.train(was_training)
+    out: dict[str, Tensor] = {}
+    for name, p in params:
+        w = p.detach().to(torch.float32)
+        if name not in layers or name not in sums:
+            out[name] = torch.zeros_like(w)
+            continue
+        norms = sums[name].sqrt()
+        module = layers[name]
+        if isinstance(module, nn.Conv2d):
+            groups = module.groups
+            out_ch = w.shape[0]
+            per_group = w.reshape(groups, out_ch // groups, -1)
+            scaled = per_group.abs() * norms.reshape(groups, 1, -1)
+            out[name] = scaled.reshape(w.shape)
+        else:
+            out[name] = w.abs() * norms.reshape(1, -1)
+    return out
