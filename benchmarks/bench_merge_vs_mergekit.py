@@ -281,6 +281,20 @@ def worker_weightspace(workdir: Path, out: Path, method: str, density: float) ->
     save_state_dict(_Applied(base, merged), out, max_shard_size="5GB", inputs=_input_dirs(workdir))
 
 
+def weightspace_config(workdir: Path, method: str, density: float) -> str:
+    """The ``weightspace merge`` config of the run (output: one-shard folder, like mergekit)."""
+    lines = [
+        f"base: {workdir / 'base'}",
+        "models:",
+        *(f"  - {folder}" for folder in _input_dirs(workdir)[1:]),
+        f"method: {'task_arithmetic' if method == 'ta' else 'ties'}",
+    ]
+    if method == "ties":
+        lines.append(f"parameters: {{density: {density}}}")
+    lines.append("max_shard_size: 5GB")
+    return "\n".join(lines) + "\n"
+
+
 def mergekit_config(workdir: Path, method: str, density: float) -> str:
     lines = [
         f"merge_method: {'task_arithmetic' if method == 'ta' else 'ties'}",
@@ -440,6 +454,13 @@ def compare(workdir: Path, outputs: Mapping[str, Path], method: str, density: fl
 # --------------------------------------------------------------------------------- main
 
 
+def _load() -> str:
+    try:
+        return ", ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:  # pragma: no cover - not on Linux/macOS
+        return "unknown"
+
+
 def _fmt_gib(n: float) -> str:
     return f"{n / GIB:.2f}"
 
@@ -468,6 +489,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--skip-mergekit", action="store_true")
     parser.add_argument("--methods", default="ta,ties", help="comma-separated: ta, ties")
     parser.add_argument("--no-accuracy", action="store_true")
+    parser.add_argument(
+        "--weightspace-api",
+        action="store_true",
+        help="also time the Python-API route (lazy TaskVector merge + save_state_dict)",
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -529,7 +555,7 @@ def _run(
     )
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]}"
+        f"python {sys.version.split()[0]}, load average {_load()} (1, 5, 15 min)"
     )
     if not (workdir / "base" / "model.safetensors.index.json").exists():
         for child in ["base"] + [f"ft{i}" for i in range(N_FINETUNES)]:
@@ -547,17 +573,23 @@ def _run(
     commands: dict[str, list[str]] = {}
     commands["torch"] = [sys.executable, "-c", "import torch"]
     commands["io"] = [sys.executable, script, "--worker", "io", "--workdir", str(workdir)]
+    ws_cli = Path(sys.executable).parent / "weightspace"
     for method in methods:
-        commands[f"ws-{method}"] = [
-            sys.executable,
-            script,
-            "--worker",
-            method,
-            "--workdir",
-            str(workdir),
-            "--density",
-            str(args.density),
-        ]
+        ws_config = workdir / f"weightspace-{method}.yml"
+        ws_config.write_text(weightspace_config(workdir, method, args.density))
+        commands[f"ws-{method}"] = [str(ws_cli), "merge", str(ws_config), "-o", "OUT"]
+        commands[f"ws-{method}"] += ["--no-progress"]
+        if args.weightspace_api:
+            commands[f"api-{method}"] = [
+                sys.executable,
+                script,
+                "--worker",
+                method,
+                "--workdir",
+                str(workdir),
+                "--density",
+                str(args.density),
+            ]
         if use_mergekit:
             config = workdir / f"mergekit-{method}.yml"
             config.write_text(mergekit_config(workdir, method, args.density))
@@ -579,7 +611,7 @@ def _run(
             shutil.rmtree(out, ignore_errors=True)
             out_root.mkdir(exist_ok=True)
             full = [str(out) if c == "OUT" else c for c in cmd]
-            if key.startswith(("io", "ws-")) and key != "torch":
+            if key.startswith(("io", "api-")):
                 full += ["--out", str(out)]
             run = measure(full, env, logs / f"{key}.log")
             runs[key].append(run)
@@ -589,6 +621,7 @@ def _run(
                 flush=True,
             )
 
+    print(f"load average after the runs: {_load()} (1, 5, 15 min)")
     io_med = _summary(runs["io"])[0]
     print()
     print(
@@ -608,7 +641,7 @@ def _run(
         "ties": f"TIES d={args.density}",
     }
     rows = ["torch", "io"] + [
-        f"{lib}-{m}" for m in methods for lib in ("ws", "mk") if f"{lib}-{m}" in runs
+        f"{lib}-{m}" for m in methods for lib in ("ws", "api", "mk") if f"{lib}-{m}" in runs
     ]
     for key in rows:
         med, lo, hi, rss = _summary(runs[key])
@@ -616,10 +649,12 @@ def _run(
             name = labels[key]
         else:
             lib, method = key.split("-", 1)
-            name = f"{'weightspace' if lib == 'ws' else 'mergekit'} {labels[method]}"
+            tool = {"ws": "weightspace", "api": "ws Python API", "mk": "mergekit"}[lib]
+            name = f"{tool} {labels[method]}"
         ratio = ""
-        if key.startswith("ws-") and "mk-" + key[3:] in runs:
-            mk = _summary(runs["mk-" + key[3:]])
+        method_key = key.split("-", 1)[-1]
+        if key.startswith(("ws-", "api-")) and "mk-" + method_key in runs:
+            mk = _summary(runs["mk-" + method_key])
             ratio = f"{med / mk[0]:>11.3f} {rss / mk[3]:>10.3f}"
         print(
             f"{name:<22} {med:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {_fmt_gib(rss):>8} "
@@ -628,9 +663,13 @@ def _run(
     for method in methods:
         if f"mk-{method}" in runs:
             ws, mk = _summary(runs[f"ws-{method}"]), _summary(runs[f"mk-{method}"])
+            torch_rss = _summary(runs["torch"])[3]
+            above_ws, above_mk = ws[3] - torch_rss, mk[3] - torch_rss
             print(
                 f"speed-up of weightspace over mergekit, {labels[method]}: "
-                f"{mk[0] / ws[0]:.2f}x (wall), RSS {ws[3] / mk[3]:.2f} of mergekit's"
+                f"{mk[0] / ws[0]:.2f}x (wall), RSS {ws[3] / mk[3]:.2f} of mergekit's; above "
+                f"`import torch` ({_fmt_gib(torch_rss)} GiB): {_fmt_gib(above_ws)} vs "
+                f"{_fmt_gib(above_mk)} GiB ({above_ws / above_mk:.2f})"
             )
 
     if not args.no_accuracy:

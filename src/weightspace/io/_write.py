@@ -11,7 +11,7 @@ import re
 import shutil
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol, runtime_checkable
 
@@ -255,11 +255,86 @@ def _tensor_bytes(name: str, tensor: torch.Tensor) -> Any:
     return t.reshape(-1).view(torch.uint8).numpy()
 
 
+class TensorChunks:
+    """A tensor handed to the writer in pieces, for producers that stream one tensor.
+
+    A mapping given to :func:`save_state_dict` may return one of these instead of a tensor:
+    the writer then writes ``chunks`` one after the other, in flat (row-major) order, as the
+    bytes of one tensor of ``shape`` and ``dtype``. Each chunk is a contiguous 1-D CPU tensor
+    of ``dtype``; it is written before the next one is requested, so a producer may hand out
+    views of one reused buffer. ``checked_finite`` says the producer has already made sure
+    every value is finite (the writer then skips its own ``check_finite`` pass). Private to
+    the library (:func:`weightspace.merge.run_merge` uses it).
+    """
+
+    __slots__ = ("checked_finite", "chunks", "dtype", "shape")
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        dtype: torch.dtype,
+        chunks: Iterable[torch.Tensor],
+        *,
+        checked_finite: bool = False,
+    ) -> None:
+        self.shape = tuple(int(d) for d in shape)
+        self.dtype = dtype
+        self.chunks = chunks
+        self.checked_finite = checked_finite
+
+
+def raise_if_not_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise the writer's ``check_finite`` error if ``tensor`` holds NaN or infinity."""
+    finite = torch.isfinite(tensor)
+    if not bool(finite.all()):
+        n_nan = int(torch.isnan(tensor).sum())
+        n_inf = int((~finite).sum()) - n_nan
+        raise WeightspaceValueError(
+            f"tensor {name!r} has {n_nan} NaN and {n_inf} infinite values "
+            "(`check_finite=True`); nothing was written"
+        )
+
+
+def _write_chunks(
+    f: IO[bytes],
+    spec: TensorSpec,
+    value: TensorChunks,
+    cast: torch.dtype | None,
+    check_finite: bool,
+    bar: Any,
+) -> None:
+    dtype = value.dtype
+    if cast is not None and dtype.is_floating_point:
+        dtype = cast
+    if value.shape != spec.shape or dtype != spec.dtype:
+        raise ShapeMismatchError(
+            f"tensor {spec.name!r} was planned as shape {list(spec.shape)} and dtype "
+            f"{spec.dtype}, but computing it gave shape {list(value.shape)} and dtype "
+            f"{dtype}; fix the `specs` (or the mapping's shape()/dtype()) so they describe "
+            "the tensors; nothing was written"
+        )
+    check = check_finite and not value.checked_finite and dtype.is_floating_point
+    done = 0
+    for chunk in value.chunks:
+        if chunk.dtype != dtype:
+            chunk = chunk.to(dtype)
+        if check:
+            raise_if_not_finite(spec.name, chunk)
+        data = _tensor_bytes(spec.name, chunk)
+        done += data.nbytes
+        if done > spec.nbytes:
+            raise WeightspaceError(f"tensor {spec.name!r} has an unexpected byte size")
+        f.write(data)
+        bar.update(data.nbytes)
+    if done != spec.nbytes:
+        raise WeightspaceError(f"tensor {spec.name!r} has an unexpected byte size")
+
+
 def _write_file(
     dest: Path,
     layout: Sequence[TensorSpec],
     metadata: Mapping[str, str] | None,
-    get: Callable[[str], torch.Tensor],
+    get: Callable[[str], torch.Tensor | TensorChunks],
     cast: torch.dtype | None,
     check_finite: bool,
     bar: Any,
@@ -271,6 +346,10 @@ def _write_file(
         f.flush()  # the header is on disk before the first tensor is computed
         for spec in layout:
             tensor = get(spec.name)
+            if isinstance(tensor, TensorChunks):
+                _write_chunks(f, spec, tensor, cast, check_finite, bar)
+                del tensor
+                continue
             if not isinstance(tensor, torch.Tensor):
                 raise WeightspaceValueError(
                     f"`tensors[{spec.name!r}]` must be a torch.Tensor, got "
@@ -286,14 +365,7 @@ def _write_file(
                     "they describe the tensors; nothing was written"
                 )
             if check_finite and (tensor.is_floating_point() or tensor.is_complex()):
-                finite = torch.isfinite(tensor)
-                if not bool(finite.all()):
-                    n_nan = int(torch.isnan(tensor).sum())
-                    n_inf = int((~finite).sum()) - n_nan
-                    raise WeightspaceValueError(
-                        f"tensor {spec.name!r} has {n_nan} NaN and {n_inf} infinite values "
-                        "(`check_finite=True`); nothing was written"
-                    )
+                raise_if_not_finite(spec.name, tensor)
             data = _tensor_bytes(spec.name, tensor)
             del tensor
             if data.nbytes != spec.nbytes:  # pragma: no cover - guarded by the checks above
@@ -457,8 +529,9 @@ def save_state_dict(
     total = sum(nbytes.values())
     groups = _shards(names, nbytes, max_size)
 
-    def get(name: str) -> torch.Tensor:
-        return values[name] if values is not None else tensors[name]
+    def get(name: str) -> torch.Tensor | TensorChunks:
+        value: torch.Tensor | TensorChunks = values[name] if values is not None else tensors[name]
+        return value
 
     meta = dict(metadata) if metadata is not None else None
     logger.info("writing %d tensors (%d bytes) to %s", len(names), total, final)

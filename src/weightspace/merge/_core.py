@@ -47,6 +47,9 @@ __all__ = [
     "BLOCK_ELEMENTS",
     "dare_keep_mask",
     "dare_one",
+    "fused_sum",
+    "fused_ties",
+    "kth_largest_with_count",
     "magnitude_keep_mask",
     "ordered_sum",
     "pack_bits",
@@ -226,6 +229,114 @@ def _kth_largest(magnitude: torch.Tensor, k: int) -> torch.Tensor:
     del high
     rank = k - above  # rank of the answer among the candidates, from the top
     return torch.kthvalue(candidates, candidates.numel() - rank + 1).values
+
+
+def kth_largest_with_count(
+    magnitude: torch.Tensor, k: int, block: int = BLOCK_ELEMENTS
+) -> tuple[torch.Tensor, int]:
+    """:func:`_kth_largest` in blocks, and the number of entries above the value found.
+
+    Returns what ``_kth_largest(magnitude, k)`` returns (the same value: the candidates are
+    the same entries, in the same order) and ``int((magnitude > value).sum())``, with
+    temporaries of ``block`` entries instead of the size of ``magnitude``.
+    """
+    flat = magnitude.reshape(-1)
+    numel = flat.numel()
+    hist = torch.zeros(1 << 15, dtype=torch.int64)
+    high = torch.empty(min(block, numel), dtype=torch.int32)
+    for start in range(0, numel, block):
+        stop = min(numel, start + block)
+        h = high[: stop - start]
+        torch.bitwise_right_shift(flat[start:stop].view(torch.int32), 16, out=h)
+        hist += torch.bincount(h, minlength=1 << 15)
+    from_top = hist.flip(0).cumsum(0)
+    position = int(torch.searchsorted(from_top, k))
+    bucket = (1 << 15) - 1 - position
+    above = int(from_top[position]) - int(hist[bucket])
+    pieces = []
+    for start in range(0, numel, block):
+        stop = min(numel, start + block)
+        h = high[: stop - start]
+        torch.bitwise_right_shift(flat[start:stop].view(torch.int32), 16, out=h)
+        pieces.append(flat[start:stop][h == bucket])
+    candidates = torch.cat(pieces)
+    rank = k - above
+    value = torch.kthvalue(candidates, candidates.numel() - rank + 1).values
+    return value, above + int((candidates > value).sum())
+
+
+def fused_sum(
+    tensors: Sequence[torch.Tensor],
+    weights: Sequence[float] | None,
+    wide: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`ordered_sum` ``(tensors, weights)`` of float32 tensors, with fewer passes.
+
+    The same operations as :func:`ordered_sum` entry by entry (each term rounded to float32,
+    three terms or more added in float64 in task order, one rounding), so the same bits, but
+    without the blocking, in place where it can: the result overwrites ``tensors[0]``
+    unless weights make new terms. ``wide`` is an optional float64 buffer of the tensors'
+    size for the float64 sum.
+    """
+    n = len(tensors)
+    terms = list(tensors)
+    if weights is not None:
+        terms = [t * w if w != 1.0 else t for t, w in zip(terms, weights, strict=True)]
+    if n == 1:
+        return terms[0]
+    if n == 2:
+        return terms[0] + terms[1]
+    first = terms[0]
+    if first.dtype not in _EXACT_IN_FLOAT64:
+        return ordered_sum(terms)
+    acc = torch.empty(first.shape, dtype=torch.float64) if wide is None else wide
+    acc.copy_(first)
+    for term in terms[1:]:
+        acc.add_(term)  # float32 -> float64 is exact: the same as adding a float64 copy
+    first.copy_(acc)
+    return first
+
+
+def fused_ties(
+    values: Sequence[torch.Tensor],
+    wide: torch.Tensor,
+    wide2: torch.Tensor,
+    elected: torch.Tensor,
+    count: torch.Tensor,
+    scratch: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`ties_merge` with ``majority="total"`` of three or more float32 tensors.
+
+    ``values`` are the already masked and weighted terms of :func:`ties_merge` (its
+    ``weights[t] * where(keep_masks[t], tensors[t], 0)``), except that dropped entries may be
+    ``-0.0`` as well as ``+0.0``: the sign of a zero term changes neither the election (a
+    zero never agrees) nor the result (the sum of the agreeing terms starts from ``+0.0``).
+    The same float64 sums in task order, the same election and the same division as
+    :func:`ties_merge`, so the same bits, with float 0/1 masks instead of boolean ones (much
+    faster on CPUs) and without temporaries: ``wide``/``wide2`` are float64 buffers and
+    ``elected``/``count``/``scratch`` float32 buffers of the values' size; the terms are
+    overwritten and the result is written into ``values[0]``.
+    """
+    acc = wide
+    acc.copy_(values[0])
+    for value in values[1:]:
+        acc.add_(value)
+    elected.copy_(acc)  # rounding keeps the sign (see ties_merge)
+    elected.sign_()
+    count.zero_()
+    total = wide2
+    total.zero_()
+    for value in values:
+        torch.mul(value, elected, out=scratch)
+        torch.gt(scratch, 0.0, out=scratch)  # agrees: 1.0, else 0.0
+        count.add_(scratch)
+        value.mul_(scratch)  # the agreeing value, or a zero
+        total.add_(value)  # +0.0 + ... in task order: the sums of ties_merge
+    count.clamp_(min=1.0)
+    total.div_(count)  # small integer counts are exact in float32: a float64 division
+    out = values[0]
+    out.copy_(total)
+    return out
 
 
 def magnitude_keep_mask(tensor: torch.Tensor, density: float) -> torch.Tensor:
