@@ -15,6 +15,7 @@ For :func:`parameters`, a tensor is selected when the target matches its full na
 
 from __future__ import annotations
 
+import abc
 import difflib
 import re
 from collections.abc import Sequence
@@ -38,7 +39,7 @@ __all__ = [
 ]
 
 
-class Selector:
+class Selector(abc.ABC):
     """A rule that selects tensors and modules of a model; combine with ``&``, ``|``, ``-``, ``~``.
 
     Selectors are what the presets are, and what :func:`pattern` turns the list / regex
@@ -54,11 +55,13 @@ class Selector:
 
     __slots__ = ()
 
+    @abc.abstractmethod
     def _params(self, index: ModelIndex) -> set[str]:
-        raise NotImplementedError
+        """The names of the tensors this rule selects in ``index``."""
 
+    @abc.abstractmethod
     def _modules(self, index: ModelIndex) -> set[str]:
-        raise NotImplementedError
+        """The names of the modules this rule selects in ``index``."""
 
     def __or__(self, other: object) -> Selector:
         if not isinstance(other, Selector):
