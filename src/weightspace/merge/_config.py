@@ -1784,6 +1784,43 @@ def _provenance_parameters(config: MergeConfig) -> dict[str, Any]:
     }
 
 
+def _build_target(config: MergeConfig, prep: _Prepared) -> tuple[Mapping[str, Any], _Engine | None]:
+    """The lazy output mapping of a merge (fused where possible) and its engine."""
+    base_label = f"`{config._base_key}`"
+    base_all = _Input(
+        prep.base, prep.names, base_label, check_finite=config.check_finite, cache_last=True
+    )
+    merged: TaskVector | None = None
+    if prep.selected:
+        # The selected part of the base shares base_all's cache: the reads of one tensor by
+        # every task vector and by the output hit the file once.
+        base_view = _Subset(base_all, prep.selected)
+        vectors = []
+        for spec, sd in zip(config.models, prep.models, strict=True):
+            view = _Input(
+                sd,
+                prep.selected,
+                f"`{spec.source_key}`",
+                check_finite=config.check_finite,
+                cache_last=False,
+            )
+            vectors.append(TaskVector.from_models(view, base_view))
+        merged = _merged_vector(config, vectors)
+    mapping = _Output(base_all, merged, config.output_dtype)
+    engine = _Engine(config, prep, mapping) if _FAST_PATH and prep.selected else None
+    target: Mapping[str, Any] = mapping if engine is None else _FastOutput(mapping, engine)
+    return target, engine
+
+
+def _merge_metadata(config: MergeConfig) -> dict[str, str]:
+    """The header metadata of a merge's output (:func:`weightspace.io.provenance`)."""
+    return provenance(
+        config.method,
+        [config.base, *(m.path for m in config.models)],
+        _provenance_parameters(config),
+    )
+
+
 def run_merge(
     config: MergeConfig,
     output: str | os.PathLike[str],
@@ -1817,6 +1854,12 @@ def run_merge(
     Nothing is left on disk when anything fails (bad input, NaN, a full disk): the output is
     written under a temporary name and renamed at the end.
 
+    Launched by ``torchrun`` (``WORLD_SIZE`` > 1), the merge is spread over the ranks: each
+    computes its share of the tensors (grouped by source shard, balanced by bytes) and writes
+    its own shards; rank 0 writes the index. ``output`` must then be a folder; the tensors
+    are those of the serial merge, bit for bit, and each rank returns the report of its part
+    (see the "Scaling out" page of the documentation).
+
     Args:
         config: The merge config.
         output: A ``.safetensors`` file, or a folder when ``config.max_shard_size`` is set.
@@ -1844,37 +1887,15 @@ def run_merge(
             f"`config` must be a MergeConfig, got {type(config).__name__}; read one with "
             "MergeConfig.from_yaml(path)"
         )
+    from weightspace.merge._distributed import distributed_merge, launched_world
+
+    if launched_world() is not None:
+        return distributed_merge(config, output, overwrite=overwrite, progress=progress)
     prep = _prepare(config)
     out = Path(os.path.abspath(Path(output).expanduser()))
     _check_output(out, config, prep, overwrite)
-    base_label = f"`{config._base_key}`"
-    base_all = _Input(
-        prep.base, prep.names, base_label, check_finite=config.check_finite, cache_last=True
-    )
-    merged: TaskVector | None = None
-    if prep.selected:
-        # The selected part of the base shares base_all's cache: the reads of one tensor by
-        # every task vector and by the output hit the file once.
-        base_view = _Subset(base_all, prep.selected)
-        vectors = []
-        for spec, sd in zip(config.models, prep.models, strict=True):
-            view = _Input(
-                sd,
-                prep.selected,
-                f"`{spec.source_key}`",
-                check_finite=config.check_finite,
-                cache_last=False,
-            )
-            vectors.append(TaskVector.from_models(view, base_view))
-        merged = _merged_vector(config, vectors)
-    mapping = _Output(base_all, merged, config.output_dtype)
-    engine = _Engine(config, prep, mapping) if _FAST_PATH and prep.selected else None
-    target: Mapping[str, Any] = mapping if engine is None else _FastOutput(mapping, engine)
-    meta = provenance(
-        config.method,
-        [config.base, *(m.path for m in config.models)],
-        _provenance_parameters(config),
-    )
+    target, engine = _build_target(config, prep)
+    meta = _merge_metadata(config)
     threads = torch.get_num_threads()
     if engine is not None and _CHUNK_THREADS is not None:
         torch.set_num_threads(_CHUNK_THREADS)
