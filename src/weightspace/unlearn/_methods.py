@@ -328,6 +328,27 @@ def _ce(model: nn.Module, batch: Pair) -> Tensor:
 # --------------------------------------------------------------------------------------------
 
 
+def _train_on_learn_set(
+    method: Unlearner,
+    student: nn.Module,
+    task: _Task,
+    generator: torch.Generator,
+    progress: bool,
+) -> nn.Module:
+    """Train ``student`` with cross-entropy on the task's retain (and new) data."""
+    learn = task.learn
+    assert learn is not None
+    stream = method._stream(learn, generator)
+    trainer = method._trainer(student)
+    method._loop(
+        method._steps(stream.steps_per_epoch),
+        lambda: _ce(student, stream.next()),
+        trainer,
+        progress,
+    )
+    return student
+
+
 @dataclass(eq=False)
 class Retrain(Unlearner):
     r"""Retrain from scratch on the retain (and new) data: the gold standard of unlearning.
@@ -377,17 +398,7 @@ class Retrain(Unlearner):
                 reset = getattr(module, "reset_parameters", None)
                 if callable(reset):
                     reset()
-        learn = task.learn
-        assert learn is not None
-        stream = self._stream(learn, generator)
-        trainer = self._trainer(student)
-        self._loop(
-            self._steps(stream.steps_per_epoch),
-            lambda: _ce(student, stream.next()),
-            trainer,
-            progress,
-        )
-        return student
+        return _train_on_learn_set(self, student, task, generator, progress)
 
 
 @dataclass(eq=False)
@@ -421,17 +432,7 @@ class FineTune(Unlearner):
         generator: torch.Generator,
         progress: bool,
     ) -> nn.Module:
-        learn = task.learn
-        assert learn is not None
-        stream = self._stream(learn, generator)
-        trainer = self._trainer(student)
-        self._loop(
-            self._steps(stream.steps_per_epoch),
-            lambda: _ce(student, stream.next()),
-            trainer,
-            progress,
-        )
-        return student
+        return _train_on_learn_set(self, student, task, generator, progress)
 
 
 @dataclass(eq=False)
