@@ -900,7 +900,27 @@ def _merged_vector(config: MergeConfig, vectors: Sequence[TaskVector]) -> TaskVe
 # --------------------------------------------------------------------------------------------
 
 
-class _Input(Mapping[str, torch.Tensor]):
+class _NamedView(Mapping[str, torch.Tensor]):
+    """A mapping over a fixed list of names; subclasses say how a tensor is read."""
+
+    _names: list[str]
+    _set: set[str]
+
+    def _set_names(self, names: Sequence[str]) -> None:
+        self._names = list(names)
+        self._set = set(self._names)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._set
+
+
+class _Input(_NamedView):
     """A view of some tensors of a checkpoint: checks finiteness, caches the last tensor."""
 
     def __init__(
@@ -913,8 +933,7 @@ class _Input(Mapping[str, torch.Tensor]):
         cache_last: bool,
     ) -> None:
         self.sd = sd
-        self._names = list(names)
-        self._set = set(self._names)
+        self._set_names(names)
         self.label = label
         self._check = check_finite
         self._cache = cache_last
@@ -942,15 +961,6 @@ class _Input(Mapping[str, torch.Tensor]):
             self._last = (name, tensor)
         return tensor
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._set
-
     def shape(self, name: str) -> torch.Size:
         return self.sd.shape(name)
 
@@ -958,27 +968,17 @@ class _Input(Mapping[str, torch.Tensor]):
         return self.sd.dtype(name)
 
 
-class _Subset(Mapping[str, torch.Tensor]):
+class _Subset(_NamedView):
     """Some names of an :class:`_Input`, read through it (and its cache)."""
 
     def __init__(self, parent: _Input, names: Sequence[str]) -> None:
         self._parent = parent
-        self._names = list(names)
-        self._set = set(self._names)
+        self._set_names(names)
 
     def __getitem__(self, name: str) -> torch.Tensor:
         if name not in self._set:
             raise KeyError(name)
         return self._parent[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._names)
-
-    def __len__(self) -> int:
-        return len(self._names)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._set
 
     def shape(self, name: str) -> torch.Size:
         return self._parent.shape(name)
