@@ -23,6 +23,7 @@ from weightspace._task_vector import TaskVector as TaskVector
 from weightspace._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from weightspace import arithmetic as arithmetic
     from weightspace import data as data
     from weightspace import io as io
     from weightspace import merge as merge
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
     from weightspace import saliency as saliency
     from weightspace import select as select
     from weightspace import spectral as spectral
+    from weightspace import train as train
     from weightspace import unlearn as unlearn
 
 __all__ = [
@@ -43,6 +45,7 @@ __all__ = [
     "WeightspaceError",
     "WeightspaceValueError",
     "__version__",
+    "arithmetic",
     "data",
     "io",
     "merge",
@@ -50,11 +53,23 @@ __all__ = [
     "saliency",
     "select",
     "spectral",
+    "train",
     "unlearn",
 ]
 
 _SUBMODULES = frozenset(
-    {"data", "io", "merge", "models", "saliency", "select", "spectral", "unlearn"}
+    {
+        "arithmetic",
+        "data",
+        "io",
+        "merge",
+        "models",
+        "saliency",
+        "select",
+        "spectral",
+        "train",
+        "unlearn",
+    }
 )
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
