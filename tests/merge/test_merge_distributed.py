@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -68,51 +65,9 @@ def write_config(ckpts: dict[str, Path], tmp_path: Path, body: str) -> Path:
     return config
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def torchrun(config: Path, out: Path) -> subprocess.CompletedProcess[str]:
-    """``torchrun --nproc-per-node 2 -m weightspace merge CONFIG -o OUT`` with a timeout."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc-per-node",
-        "2",
-        "--master-addr",
-        "127.0.0.1",
-        "--master-port",
-        str(free_port()),
-        "-m",
-        "weightspace",
-        "merge",
-        str(config),
-        "-o",
-        str(out),
-        "--no-progress",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        cmd,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env=env,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail(f"torchrun did not finish in {TIMEOUT} s")
-    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+def merge_args(config: Path, out: Path) -> list[str]:
+    """Arguments of ``torchrun ... -m weightspace merge CONFIG -o OUT``."""
+    return ["-m", "weightspace", "merge", str(config), "-o", str(out), "--no-progress"]
 
 
 def load(path: Path) -> dict[str, torch.Tensor]:
@@ -132,13 +87,15 @@ def leftovers(folder: Path) -> list[str]:
     ],
     ids=["task_arithmetic", "ties"],
 )
-def test_two_ranks_equal_serial(ckpts: dict[str, Path], tmp_path: Path, body: str) -> None:
+def test_two_ranks_equal_serial(
+    ckpts: dict[str, Path], tmp_path: Path, body: str, torchrun: Callable[..., Any]
+) -> None:
     config = write_config(ckpts, tmp_path, body)
     cfg = MergeConfig.from_yaml(config)
     target = tmp_path / ("serial" if cfg.max_shard_size else "serial.safetensors")
     serial = load(run_merge(cfg, target, progress=False).output)
     out = tmp_path / "out"
-    done = torchrun(config, out)
+    done = torchrun(merge_args(config, out), TIMEOUT)
     assert done.returncode == 0, done.stderr
     index = json.loads((out / "model.safetensors.index.json").read_text(encoding="utf-8"))
     weight_map = index["weight_map"]
@@ -159,7 +116,9 @@ def test_two_ranks_equal_serial(ckpts: dict[str, Path], tmp_path: Path, body: st
     assert "merged" in done.stdout
 
 
-def test_failure_on_one_rank_leaves_nothing(ckpts: dict[str, Path], tmp_path: Path) -> None:
+def test_failure_on_one_rank_leaves_nothing(
+    ckpts: dict[str, Path], tmp_path: Path, torchrun: Callable[..., Any]
+) -> None:
     # A real failure that only rank 1 sees: a NaN in a fine-tune tensor that only rank 1 reads.
     base = open_state_dict(ckpts["base"])
     models = [open_state_dict(ckpts[f"ft{i}"]) for i in range(2)]
@@ -173,7 +132,7 @@ def test_failure_on_one_rank_leaves_nothing(ckpts: dict[str, Path], tmp_path: Pa
     save_state_dict(ft1, ckpts["ft1"], max_shard_size="3kB", overwrite=True)
     config = write_config(ckpts, tmp_path, "method: task_arithmetic")
     out = tmp_path / "out"
-    done = torchrun(config, out)
+    done = torchrun(merge_args(config, out), TIMEOUT)
     assert done.returncode != 0
     assert victim in done.stderr
     assert "rank 1" in done.stderr  # rank 0 learnt of rank 1's failure
@@ -212,3 +171,53 @@ def test_launched_world(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setenv("RANK", "1")
     assert launched_world() == (1, 2)
+
+
+SEARCH_CHILD = """
+import json, sys, torch, torch.distributed as dist
+from weightspace import TaskVector, merge
+
+dist.init_process_group("gloo")
+g = torch.Generator().manual_seed(0)
+base = {"a.weight": torch.randn(4, 3, generator=g), "b.weight": torch.randn(2, 4, generator=g)}
+goal = {k: v + torch.randn(v.shape, generator=g) for k, v in base.items()}
+vectors = [TaskVector({k: torch.randn(v.shape, generator=g) for k, v in base.items()})
+           for _ in range(3)]
+calls = []
+
+def evaluate(sd):
+    calls.append(1)
+    return -sum(float((sd[k] - goal[k]).square().sum()) for k in goal)
+
+r = merge.search_coefficients(vectors, base, evaluate, per_layer=True, rounds=2)
+counts = [None, None]
+dist.all_gather_object(counts, len(calls))
+if dist.get_rank() == 0:
+    json.dump({"coefficient": r.coefficient, "score": r.score,
+               "layers": dict(r.layer_coefficients), "scores": r.scores,
+               "layer_scores": r.layer_scores, "calls": counts}, open(sys.argv[1], "w"))
+dist.destroy_process_group()
+"""
+
+
+def test_coefficient_search_split_across_ranks_equals_serial(
+    tmp_path: Path, torchrun: Callable[..., Any]
+) -> None:
+    script = tmp_path / "search.py"
+    script.write_text(SEARCH_CHILD, encoding="utf-8")
+    done = torchrun([str(script), str(tmp_path / "out.json")], TIMEOUT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    ddp = json.loads((tmp_path / "out.json").read_text(encoding="utf-8"))
+
+    namespace: dict[str, Any] = {}
+    serial_code = SEARCH_CHILD.replace('dist.init_process_group("gloo")', "")
+    serial_code = serial_code[: serial_code.index("counts = [None, None]")]
+    exec(serial_code, namespace)  # the same script, without the process group
+    r = namespace["r"]
+    assert ddp["coefficient"] == r.coefficient and ddp["score"] == r.score
+    assert ddp["layers"] == dict(r.layer_coefficients)
+    assert [tuple(s) for s in ddp["scores"]] == list(r.scores)
+    assert [tuple(s) for s in ddp["layer_scores"]] == list(r.layer_scores)
+    serial_calls = len(namespace["calls"])
+    assert sum(ddp["calls"]) == serial_calls
+    assert max(ddp["calls"]) <= serial_calls // 2 + 2

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import textwrap
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -150,36 +147,12 @@ CHILD = textwrap.dedent(
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def test_two_ranks_take_the_serial_steps(tmp_path: Path) -> None:
+def test_two_ranks_take_the_serial_steps(tmp_path: Path, torchrun: Callable[..., Any]) -> None:
     script = tmp_path / "child.py"
     script.write_text(CHILD, encoding="utf-8")
     out = tmp_path / "ddp.pt"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-        "--master-addr", "127.0.0.1", "--master-port", str(free_port()),
-        str(script), str(out),
-    ]  # fmt: skip
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
-        env.pop(key, None)
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    try:
-        _, stderr = proc.communicate(timeout=180)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
-        pytest.fail("torchrun did not finish in 180 s")
-    assert proc.returncode == 0, stderr[-3000:]
+    done = torchrun([str(script), str(out)])
+    assert done.returncode == 0, done.stderr[-3000:]
     ddp = torch.load(out, weights_only=True)
 
     torch.manual_seed(0)

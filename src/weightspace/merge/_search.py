@@ -7,13 +7,16 @@ import math
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
 
 import torch
+import torch.distributed
 from torch import nn
 
 from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import StateDictLike, TaskVector
+from weightspace._world import world_of
 from weightspace.merge._merge import _check_vectors, task_arithmetic
 from weightspace.merge._validate import check_finite
 
@@ -95,6 +98,7 @@ def search_coefficients(
     groups: Callable[[str], str] | None = None,
     rounds: int = 1,
     progress: bool = False,
+    distributed: bool | None = None,
 ) -> CoefficientSearchResult:
     r"""Choose the coefficient :math:`\lambda` of a merge by evaluating candidate models.
 
@@ -116,6 +120,12 @@ def search_coefficients(
 
     Ties between scores go to the trial made first; a NaN score is recorded but never best.
 
+    Under ``torchrun`` with an initialised process group of ``W > 1`` ranks, the independent
+    trials of each phase (the uniform grid; the grid values of one group) are dealt out
+    round-robin, each rank scores its share and the scores are gathered, so every rank returns
+    the serial result with about ``W`` times fewer calls each. Every rank must pass the same
+    arguments, and ``evaluate`` must give the same score for the same state dict on any rank.
+
     Args:
         vectors: Task vectors with the same keys.
         base: The base model: an ``nn.Module`` (its ``state_dict()`` is used), a mapping
@@ -131,6 +141,9 @@ def search_coefficients(
             dotted component.
         rounds: Number of sweeps over the groups in the per-layer mode (at least 1).
         progress: Show a progress bar (``tqdm``).
+        distributed: ``None`` (default) splits the trials across ranks exactly when a process
+            group of more than one rank is initialised; ``True`` requires one; ``False``
+            never splits.
 
     Returns:
         The best coefficient(s), the best score and every trial's score.
@@ -181,6 +194,22 @@ def search_coefficients(
 
         bar = tqdm(desc="search_coefficients", unit="eval")
 
+    rank, world = world_of(distributed)
+
+    def run_all(trials: Sequence[Callable[[], float]]) -> list[float]:
+        """Score every trial: all here, or rank r takes trials r, r + W, ... and they gather."""
+        if world == 1:
+            return [t() for t in trials]
+        mine = {i: trials[i]() for i in range(rank, len(trials), world)}
+        gathered: list[dict[int, float] | None] = [None] * world
+        torch.distributed.all_gather_object(gathered, mine)
+        merged_scores: dict[int, float] = {}
+        for part in gathered:
+            merged_scores.update(part or {})
+        if bar is not None:
+            bar.update(len(trials) - len(mine))
+        return [merged_scores[i] for i in range(len(trials))]
+
     def score_of(vector: TaskVector, scale: float) -> float:
         state = vector.apply_to(base_sd, scale=scale)
         raw = evaluate(state)
@@ -196,8 +225,8 @@ def search_coefficients(
     try:
         scores: list[tuple[float, float]] = []
         best_c, best = values[0], math.nan
-        for c in values:
-            s = score_of(merged, c)
+        uniform = run_all([partial(score_of, merged, c) for c in values])
+        for c, s in zip(values, uniform, strict=True):
             logger.debug("coefficient %s: score %s", c, s)
             scores.append((c, s))
             if _is_better(s, best, maximize):
@@ -218,13 +247,14 @@ def search_coefficients(
         for _ in range(rounds):
             for g in order:
                 start, chosen = current[g], current[g]
-                for c in values:
-                    if c == start:
-                        continue
+                tried = [c for c in values if c != start]
+                trials = []
+                for c in tried:
                     trial = dict(current)
                     trial[g] = c
                     vector = merged.map(_GroupScale(MappingProxyType(trial), group_of))
-                    s = score_of(vector, 1.0)
+                    trials.append(partial(score_of, vector, 1.0))
+                for c, s in zip(tried, run_all(trials), strict=True):
                     logger.debug("group %s coefficient %s: score %s", g, c, s)
                     layer_scores.append((g, c, s))
                     if _is_better(s, best, maximize):

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from torch.utils.data import default_collate
 
 from weightspace._errors import WeightspaceValueError
+from weightspace._world import world_of
 
 __all__ = ["History", "accuracy", "fit", "predict"]
 
@@ -117,22 +118,6 @@ def _default_loss(model: nn.Module, batch: Any) -> Tensor:
         )
     x, y = batch
     return F.cross_entropy(model(x), y)
-
-
-def _world(distributed: bool | None) -> tuple[int, int]:
-    import torch.distributed as dist
-
-    ready = dist.is_available() and dist.is_initialized()
-    if distributed is None:
-        distributed = ready and dist.get_world_size() > 1
-    if not distributed:
-        return 0, 1
-    if not ready:
-        raise WeightspaceValueError(
-            "`distributed=True` needs an initialised process group: launch with `torchrun` "
-            "and call torch.distributed.init_process_group('gloo') (or 'nccl') first"
-        )
-    return dist.get_rank(), dist.get_world_size()
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int, world: int) -> Tensor:
@@ -261,7 +246,7 @@ def fit(
             f"`loss` must be a callable (model, batch) -> tensor, got {type(loss).__name__}"
         )
     samples = _Samples(data, collate_fn)
-    rank, world = _world(distributed)
+    rank, world = world_of(distributed)
     loss_fn = loss or _default_loss
 
     named = dict(model.named_parameters())
@@ -312,8 +297,8 @@ def fit(
                     value = loss_fn(net, batch)
                     if not torch.isfinite(value.detach()).all():
                         raise WeightspaceValueError(
-                            f"the loss is not finite ({float(value.detach())}) at epoch {epoch}, step "
-                            f"{k}: lower `lr` (now {lr}) or set `max_grad_norm`"
+                            f"the loss is not finite ({float(value.detach())}) at epoch "
+                            f"{epoch}, step {k}: lower `lr` (now {lr}) or set `max_grad_norm`"
                         )
                     opt.zero_grad(set_to_none=True)
                     value.backward()  # type: ignore[no-untyped-call]

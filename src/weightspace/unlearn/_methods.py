@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import TaskVector
+from weightspace._world import world_of
 from weightspace.saliency import _masks, _scores
 from weightspace.saliency._batches import as_pair
 from weightspace.unlearn._train import Stream, Trainer, kd_loss, masked_softmax_targets
@@ -139,6 +140,7 @@ class Unlearner(abc.ABC):
 
     needs_retain: ClassVar[bool] = True
     elapsed_s_: float = field(default=float("nan"), init=False, repr=False)
+    _world_: tuple[int, int] = field(default=(0, 1), init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "batch_size"):
@@ -177,12 +179,20 @@ class Unlearner(abc.ABC):
         *,
         seed: int = 0,
         progress: bool = False,
+        distributed: bool | None = None,
     ) -> nn.Module:
         """Return a new model that has forgotten ``forget`` (and learnt ``new``, if given).
 
         All randomness (shuffling, random labels, re-initialisation, dropout) comes from
         ``seed``: the result is the same bit for bit on the same machine, and the global torch
         random state is left as it was.
+
+        Under ``torchrun`` with an initialised process group of ``W > 1`` ranks, training is
+        data-parallel: every rank draws the same shuffled order, reads every ``W``-th example of
+        each global batch of ``W * batch_size`` and the gradients are averaged across ranks
+        before each step (as ``DistributedDataParallel`` does), so a cross-entropy method takes
+        the steps that one process with ``W * batch_size`` takes. Every rank must pass the same
+        data, settings and ``seed``; every rank returns the same model.
 
         Args:
             model: A classifier mapping a batch of inputs to logits ``[N, classes]``; not
@@ -194,6 +204,8 @@ class Unlearner(abc.ABC):
                 class's output (replacement "in its place").
             seed: Seed of every random choice.
             progress: Show a progress bar.
+            distributed: ``None`` (default) is data-parallel exactly when a process group of
+                more than one rank is initialised; ``True`` requires one; ``False`` never is.
 
         Returns:
             A new model, in eval mode.
@@ -235,6 +247,7 @@ class Unlearner(abc.ABC):
             num_classes=num_classes,
             forget_classes=torch.unique(fy),
         )
+        self._world_ = world_of(distributed)
         start = time.perf_counter()
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
@@ -264,10 +277,11 @@ class Unlearner(abc.ABC):
         return total if self.max_steps is None else min(total, self.max_steps)
 
     def _stream(self, data: Pair, generator: torch.Generator) -> Stream:
-        return Stream(data[0], data[1], self.batch_size, generator)
+        rank, world = self._world_
+        return Stream(data[0], data[1], self.batch_size, generator, rank, world)
 
     def _trainer(self, model: nn.Module, mask: Mapping[str, Tensor] | None = None) -> Trainer:
-        return Trainer(model, self.optimizer, float(self.lr), mask)
+        return Trainer(model, self.optimizer, float(self.lr), mask, world=self._world_[1])
 
     def _loop(
         self,
