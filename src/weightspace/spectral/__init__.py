@@ -15,7 +15,9 @@ correspondence, ``C = pinv(Phi_Y) Pi Phi_X`` (a :class:`FunctionalMap`):
 * **Neural encodings** (Guth & Ménard, ICLR 2024 Re-Align workshop): :func:`weight_covariances`
   of a layer, :func:`procrustes_rotation` of two networks' activations,
   :func:`neural_encoding_map` (the same :class:`FunctionalMap` with a rotation as
-  correspondence), :func:`bures_wasserstein_similarity`, and the :func:`linear_cka` baseline.
+  correspondence), :func:`weight_spectra` (every layer's spectra, split across ``torchrun``
+  ranks when launched so), :func:`bures_wasserstein_similarity`, and the :func:`linear_cka`
+  baseline.
 * **Test shapes**: :func:`sheet_mesh` and its isometric :func:`bend_sheet`.
 
 Arrays are ``float64`` numpy arrays; tensors are accepted as inputs.
@@ -59,12 +61,15 @@ from weightspace.spectral._neural import procrustes_rotation as procrustes_rotat
 from weightspace.spectral._neural import weight_covariances as weight_covariances
 from weightspace.spectral._shapes import bend_sheet as bend_sheet
 from weightspace.spectral._shapes import sheet_mesh as sheet_mesh
+from weightspace.spectral._spectra import LayerSpectra as LayerSpectra
+from weightspace.spectral._spectra import weight_spectra as weight_spectra
 
 __all__ = [
     "Eigenbasis",
     "FunctionalMap",
     "FunctionalMapEstimator",
     "Laplacian",
+    "LayerSpectra",
     "WeightCovariances",
     "bend_sheet",
     "bures_wasserstein_similarity",
@@ -84,5 +89,6 @@ __all__ = [
     "sheet_mesh",
     "wave_kernel_signature",
     "weight_covariances",
+    "weight_spectra",
     "zoomout",
 ]
