@@ -85,8 +85,8 @@ def _get(obj: Any, path: Sequence[str]) -> Any:
 
 def _cell(results: Sequence[Any], path: Sequence[str], spec: str) -> str:
     values = [_get(r, path) for r in results]
-    if any(v is None for v in values):
-        return "n/a"
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return "n/a"  # e.g. a score normalised by a fine-tuned score of 0
     return format(summarize(values), spec)
 
 
