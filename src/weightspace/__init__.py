@@ -23,6 +23,7 @@ from weightspace._task_vector import TaskVector as TaskVector
 from weightspace._version import __version__ as __version__
 
 if TYPE_CHECKING:
+    from weightspace import align as align
     from weightspace import arithmetic as arithmetic
     from weightspace import data as data
     from weightspace import io as io
@@ -45,6 +46,7 @@ __all__ = [
     "WeightspaceError",
     "WeightspaceValueError",
     "__version__",
+    "align",
     "arithmetic",
     "data",
     "io",
@@ -59,6 +61,7 @@ __all__ = [
 
 _SUBMODULES = frozenset(
     {
+        "align",
         "arithmetic",
         "data",
         "io",
