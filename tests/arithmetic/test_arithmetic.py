@@ -246,3 +246,21 @@ def test_base_is_not_mutated_and_other_keys_kept() -> None:
     arithmetic.forget(BASE, vec([1.0, 0, 0]), target=t, control=task("y", GOALS["b"]))
     assert all(torch.equal(BASE[k], before[k]) for k in BASE)
     assert all(torch.equal(s, torch.ones(2)) for s in seen)
+
+
+def test_results_survive_a_json_round_trip() -> None:
+    import json
+
+    tasks = {n: task(n, g) for n, g in GOALS.items()}
+    vectors = {n: vec(g) for n, g in GOALS.items()}
+    added = arithmetic.add(BASE, vectors, tasks, grid=(0.0, 0.3, 0.6))
+    first = arithmetic.Task("a", lambda sd: float(sd["w"][0]), lambda sd: float(sd["w"][0]))
+    forgot = arithmetic.forget(BASE, vec([1.0, 0, 0]), target=first, control=tasks["b"])
+    analog = arithmetic.analogy(
+        BASE, a=vec(GOALS["a"]), b=vec(GOALS["b"]), c=vec(GOALS["c"]), task=tasks["a"]
+    )
+    for result in (added, forgot, analog):
+        text = json.dumps(result.to_dict())
+        again = type(result).from_dict(json.loads(text))
+        assert json.dumps(again.to_dict()) == text  # equal but for NaN != NaN
+        assert arithmetic.table([again]) == arithmetic.table([result])

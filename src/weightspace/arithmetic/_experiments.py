@@ -191,6 +191,27 @@ class ForgetResult:
             "curve": [[s, t, dict(c)] for s, t, c in self.curve],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ForgetResult:
+        """Rebuild a result from :meth:`to_dict`'s form (for instance, read back from JSON).
+
+        Example:
+            >>> from weightspace.arithmetic import ForgetResult, Scores
+            >>> r = ForgetResult(Scores(0.9, 0.95, 0.2), {"c": Scores(0.8, 0.7, 0.79)}, 0.5)
+            >>> ForgetResult.from_dict(r.to_dict()) == r
+            True
+        """
+        random = data.get("random")
+        return cls(
+            target=Scores(**data["target"]),
+            control={k: Scores(**v) for k, v in data["control"].items()},
+            scale=float(data["scale"]),
+            random=None if random is None else {k: Scores(**v) for k, v in random.items()},
+            random_scale=data.get("random_scale"),
+            curve=tuple((float(s), float(t), dict(c)) for s, t, c in data.get("curve", ())),
+            task=str(data.get("task", "target")),
+        )
+
 
 def _random_like(vector: TaskVector, seed: int) -> TaskVector:
     """Gaussian directions with each tensor's norm equal to the vector's (a null edit)."""
@@ -447,6 +468,25 @@ class MethodRow:
             "curve": [list(p) for p in self.curve],
         }
 
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> MethodRow:
+        """Rebuild a row from :meth:`to_dict`'s form (derived fields are recomputed).
+
+        Example:
+            >>> from weightspace.arithmetic import MethodRow
+            >>> row = MethodRow(0.3, {"a": 0.8}, {"a": 0.9}, 0.85, ((0.3, 0.85),))
+            >>> MethodRow.from_dict(row.to_dict()) == row
+            True
+        """
+        scale = data.get("scale")
+        return cls(
+            scale=None if scale is None else float(scale),
+            scores=dict(data["scores"]),
+            normalized=dict(data["normalized"]),
+            validation=float(data.get("validation", math.nan)),
+            curve=tuple((float(c), float(v)) for c, v in data.get("curve", ())),
+        )
+
 
 @dataclass(frozen=True)
 class AdditionResult:
@@ -470,6 +510,21 @@ class AdditionResult:
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for JSON)."""
         return {"tasks": list(self.tasks), "rows": {k: v.to_dict() for k, v in self.rows.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AdditionResult:
+        """Rebuild a result from :meth:`to_dict`'s form (for instance, read back from JSON).
+
+        Example:
+            >>> from weightspace.arithmetic import AdditionResult, MethodRow
+            >>> r = AdditionResult({"pretrained": MethodRow(None, {"a": 0.5}, {"a": 0.6})}, ("a",))
+            >>> AdditionResult.from_dict(r.to_dict()) == r
+            True
+        """
+        return cls(
+            rows={k: MethodRow.from_dict(v) for k, v in data["rows"].items()},
+            tasks=tuple(data["tasks"]),
+        )
 
 
 def _per_task(merged: Merged, n: int, method: str) -> list[TaskVector]:
@@ -636,6 +691,23 @@ class AnalogyResult:
             "scales": dict(self.scales),
             "curve": [list(p) for p in self.curve],
         }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AnalogyResult:
+        """Rebuild a result from :meth:`to_dict`'s form (for instance, read back from JSON).
+
+        Example:
+            >>> from weightspace.arithmetic import AnalogyResult
+            >>> r = AnalogyResult({"analogy": 0.6}, {"analogy": 0.5}, "d", ((0.5, 0.55),))
+            >>> AnalogyResult.from_dict(r.to_dict()) == r
+            True
+        """
+        return cls(
+            scores=dict(data["scores"]),
+            scales=dict(data["scales"]),
+            task=str(data["task"]),
+            curve=tuple((float(c), float(v)) for c, v in data.get("curve", ())),
+        )
 
 
 def analogy(
