@@ -9,15 +9,21 @@ nearest in the flat domain. Stages (timed separately, each library with its own 
 1. Laplacian (cotangent stiffness + lumped mass);
 2. 100 eigenpairs per mesh (ZoomOut needs them; the initial map uses the first 50);
 3. WKS descriptors (100 energies from 50 eigenpairs);
-4. map estimation at k = 50 (ours: closed form per row; pyFM: L-BFGS with descriptor and
-   Laplacian terms and descriptor commutativity, its documented defaults);
-5. ZoomOut from 50 to 100 (step 1) on 3000 sampled vertices per mesh;
+4. map estimation at k = 50 with descriptor, Laplacian-commutativity and
+   descriptor-commutativity terms (ours: conjugate gradients on the normal equations,
+   ``FunctionalMapEstimator()`` defaults; pyFM: L-BFGS, its documented defaults);
+5. ZoomOut from 50 to 100 (step 1) on 3000 sampled vertices per mesh (ours: random samples,
+   then its default ``polish=3`` passes at k = 100 on 6000, 12000, 24000 samples or all
+   vertices; pyFM: geodesic farthest-point samples, drawn from a random first point);
 6. the final point-to-point map on all vertices.
 
 Accuracy: mean correspondence error in the flat domain (geodesic for this developable
-surface, up to the hole) divided by sqrt(area). Run::
+surface, up to the hole) divided by sqrt(area). With ``--stage-errors`` (not timed) it also
+reports the error of the k = 50 map's point map and the floor of the k = 100 basis (the
+point map of the true map's k = 100 functional map). BLAS, OpenMP and torch run on
+``--threads`` threads (default 1, for both libraries). Run::
 
-    .venv/bin/python benchmarks/bench_spectral_vs_pyfm.py            # 5k and 50k
+    nice -n 5 .venv/bin/python benchmarks/bench_spectral_vs_pyfm.py --stage-errors  # 5k and 50k
     .venv/bin/python benchmarks/bench_spectral_vs_pyfm.py --sizes 5000 --json out.json
 """
 
@@ -26,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,7 +70,9 @@ def timed(stages: dict[str, float], name: str, fn: Callable[[], Any]) -> Any:
     return out
 
 
-def run_ours(pair: dict[str, Any]) -> tuple[dict[str, float], np.ndarray, float]:
+def run_ours(
+    pair: dict[str, Any], errors: dict[str, float] | None
+) -> tuple[dict[str, float], np.ndarray, float]:
     st: dict[str, float] = {}
     lx, ly = timed(
         st,
@@ -90,22 +99,36 @@ def run_ours(pair: dict[str, Any]) -> tuple[dict[str, float], np.ndarray, float]
     fmap = timed(st, "fit", lambda: spectral.FunctionalMapEstimator().fit(sx, sy, dx, dy).map_)
     zo = timed(st, "zoomout", lambda: spectral.zoomout(fmap, bx, by, subsample=SUBSAMPLE, seed=0))
     p2p = timed(st, "p2p", zo.to_pointwise)
+    if errors is not None:
+        errors["init"] = _error(pair, fmap.to_pointwise(), lx.area)
+        truth = spectral.FunctionalMap.from_pointwise(pair["gt"], bx, by)
+        errors["floor"] = _error(pair, truth.to_pointwise(), lx.area)
     return st, p2p, lx.area
 
 
-def run_pyfm(pair: dict[str, Any]) -> tuple[dict[str, float], np.ndarray]:
+def _error(pair: dict[str, Any], p2p: Any, area: float) -> float:
+    return spectral.correspondence_error(p2p, pair["gt"], pair["flat_x"], area=area)
+
+
+def run_pyfm(
+    pair: dict[str, Any], errors: dict[str, float] | None, area: float
+) -> tuple[dict[str, float], np.ndarray]:
     from pyFM.functional import FunctionalMapping
     from pyFM.mesh import TriMesh
+    from pyFM.mesh.laplacian import laplacian_spectrum
 
     st: dict[str, float] = {}
     m1 = TriMesh(pair["x"], pair["fx"])
     m2 = TriMesh(pair["y"], pair["fy"])
     timed(st, "laplacian", lambda: (m1.compute_operators(), m2.compute_operators()))
-    timed(
-        st,
-        "eigenpairs",
-        lambda: (m1.compute_spectrum(K_FINAL), m2.compute_spectrum(K_FINAL)),
-    )
+
+    def spectrum(mesh: Any) -> None:
+        # TriMesh.compute_spectrum would rebuild the operators timed above
+        mesh.eigenvalues, mesh.eigenvectors = laplacian_spectrum(
+            mesh.stiffness, mesh.mass, spectrum_size=K_FINAL
+        )
+
+    timed(st, "eigenpairs", lambda: (spectrum(m1), spectrum(m2)))
     model = FunctionalMapping(m1, m2)
     timed(
         st,
@@ -121,6 +144,8 @@ def run_pyfm(pair: dict[str, Any]) -> tuple[dict[str, float], np.ndarray]:
         lambda: model.zoomout_refine(nit=K_FINAL - K_INIT, step=1, subsample=SUBSAMPLE),
     )
     p2p = timed(st, "p2p", lambda: model.get_p2p(FM=fm))
+    if errors is not None:
+        errors["init"] = _error(pair, model.get_p2p(FM=model.FM_12), area)
     return st, np.asarray(p2p)
 
 
@@ -128,33 +153,48 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[5000, 50000])
     parser.add_argument("--json", type=str, default=None, help="write the results here")
+    parser.add_argument("--threads", type=int, default=1, help="BLAS/OpenMP/torch threads")
+    parser.add_argument(
+        "--stage-errors",
+        action="store_true",
+        help="also report the error of the k=50 maps and of the true map (not timed)",
+    )
     args = parser.parse_args()
     try:
-        import pyFM  # noqa: F401
+        import pyFM.functional
+        import pyFM.mesh  # noqa: F401  (loads scikit-learn and its OpenMP before the limits)
 
         have_pyfm = True
     except ImportError:
         have_pyfm = False
         print("pyFM is not installed (pip install pyfmaps): timing weightspace only")
+    _limit_threads(args.threads)
+    print(f"load average before: {os.getloadavg()}")
     results = []
     for size in args.sizes:
         pair = make_pair(size)
         n = len(pair["x"])
-        st, p2p, area = run_ours(pair)
+        ours_err: dict[str, float] | None = {} if args.stage_errors else None
+        st, p2p, area = run_ours(pair, ours_err)
         row: dict[str, Any] = {
             "vertices": n,
+            "threads": args.threads,
             "ours": st,
             "ours_total": sum(st.values()),
-            "ours_error": spectral.correspondence_error(p2p, pair["gt"], pair["flat_x"], area=area),
+            "ours_error": _error(pair, p2p, area),
         }
+        if ours_err is not None:
+            row["ours_stage_errors"] = ours_err
         if have_pyfm:
-            pst, pp2p = run_pyfm(pair)
+            pyfm_err: dict[str, float] | None = {} if args.stage_errors else None
+            pst, pp2p = run_pyfm(pair, pyfm_err, area)
             row["pyfm"] = pst
             row["pyfm_total"] = sum(pst.values())
-            row["pyfm_error"] = spectral.correspondence_error(
-                pp2p, pair["gt"], pair["flat_x"], area=area
-            )
+            row["pyfm_error"] = _error(pair, pp2p, area)
+            if pyfm_err is not None:
+                row["pyfm_stage_errors"] = pyfm_err
             row["speedup"] = row["pyfm_total"] / row["ours_total"]
+        row["load_average"] = os.getloadavg()
         results.append(row)
         print(f"\n== {n} vertices ==")
         print(f"{'stage':<12}{'ours (s)':>10}{'pyFM (s)':>10}{'ratio':>8}")
@@ -166,12 +206,35 @@ def main() -> None:
             f"{row.get('speedup', float('nan')):>8.2f}"
         )
         print(
-            f"error/sqrt(area): ours {row['ours_error']:.4f}  "
-            f"pyFM {row.get('pyfm_error', float('nan')):.4f}"
+            f"error/sqrt(area): ours {row['ours_error']:.5f}  "
+            f"pyFM {row.get('pyfm_error', float('nan')):.5f}"
         )
+        if ours_err is not None:
+            print(
+                f"k=50 map: ours {ours_err['init']:.5f}  "
+                f"pyFM {row.get('pyfm_stage_errors', {}).get('init', float('nan')):.5f}; "
+                f"floor of the k=100 basis (true map): {ours_err['floor']:.5f}"
+            )
+        print(f"load average: {row['load_average']}", flush=True)
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=2)
+
+
+def _limit_threads(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # BLAS keeps its default; set OMP_NUM_THREADS before starting
+        print("threadpoolctl is not installed: BLAS threads are not limited")
+        return
+    threadpool_limits(threads)
+    from threadpoolctl import threadpool_info
+
+    pools = sorted({f"{p['internal_api']}={p['num_threads']}" for p in threadpool_info()})
+    print(f"threads: torch={torch.get_num_threads()} {' '.join(pools)}")
 
 
 if __name__ == "__main__":

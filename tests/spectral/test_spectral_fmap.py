@@ -213,3 +213,37 @@ def test_nearest_neighbors_matches_brute_force() -> None:
         ref, qry = rng.normal(size=(200, d)), rng.normal(size=(50, d))
         brute = ((qry[:, None] - ref[None]) ** 2).sum(-1).argmin(1)
         np.testing.assert_array_equal(spectral.nearest_neighbors(ref, qry), brute)
+
+
+def test_zoomout_polish_ends_with_an_exact_pass_on_all_points() -> None:
+    v, f = spectral.sheet_mesh(30, 15, jitter=0.2, seed=0)
+    perm = np.random.default_rng(1).permutation(len(v))
+    vy = spectral.bend_sheet(v, 2.0)[perm]
+    lx = spectral.cotangent_laplacian(v, f)
+    ly = spectral.cotangent_laplacian(vy, np.argsort(perm)[f])
+    bx, by = spectral.eigenbasis(lx, 30), spectral.eigenbasis(ly, 30)
+    init = spectral.FunctionalMap.from_pointwise(perm, bx.truncate(10), by.truncate(10))
+    n = bx.n  # 450 points: 2 * 120 < n <= 4 * 120
+    plain = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=0)
+    once = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=1)
+    full = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=5)
+    assert 2 * 120 < n <= 4 * 120
+    # polish=1 adds one pass at k=30 on 240 fresh samples, then polish=2 ends on all points
+    # with the exact projection of the previous map's point map; more passes change nothing
+    twice = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=2)
+    exact = spectral.FunctionalMap.from_pointwise(once.to_pointwise(), bx, by)
+    np.testing.assert_allclose(twice.matrix, exact.matrix, atol=1e-12)
+    np.testing.assert_array_equal(full.matrix, twice.matrix)
+    errors = [
+        spectral.correspondence_error(m.to_pointwise(), perm, v, area=lx.area)
+        for m in (plain, twice)
+    ]
+    assert errors[1] <= errors[0]
+    assert errors[1] < 0.01
+    # without subsampling, polish has nothing to do
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, step=4, polish=0).matrix,
+        spectral.zoomout(init, bx, by, step=4, polish=3).matrix,
+    )
+    with pytest.raises(WeightspaceValueError, match="`polish` must be non-negative"):
+        spectral.zoomout(init, bx, by, polish=-1)

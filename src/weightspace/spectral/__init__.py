@@ -10,8 +10,9 @@ correspondence, ``C = pinv(Phi_Y) Pi Phi_X`` (a :class:`FunctionalMap`):
 * **Functional maps** (Ovsjanikov et al., SIGGRAPH 2012): :class:`FunctionalMap` from and to
   point maps, composition, adjoint, inverse and diagnostics; descriptors
   (:func:`heat_kernel_signature`, :func:`wave_kernel_signature`); estimation with
-  Laplacian-commutativity regularisation (:class:`FunctionalMapEstimator`); :func:`zoomout`
-  refinement; :func:`correspondence_error`.
+  Laplacian- and descriptor-commutativity regularisation (:class:`FunctionalMapEstimator`);
+  :func:`zoomout` refinement (with polishing passes after subsampling);
+  :func:`correspondence_error`.
 * **Neural encodings** (Guth & Ménard, ICLR 2024 Re-Align workshop): :func:`weight_covariances`
   of a layer, :func:`procrustes_rotation` of two networks' activations,
   :func:`neural_encoding_map` (the same :class:`FunctionalMap` with a rotation as

@@ -124,3 +124,23 @@ def wave_kernel_signature(
     if scaled:
         out = out / g.sum(axis=0, keepdims=True)
     return out
+
+
+def _multiplication_operators(basis: Eigenbasis, functions: FloatArray) -> FloatArray:
+    r"""Return the operators of multiplication by each function, in the basis (private).
+
+    :math:`P_d = \Phi^\top M\,\mathrm{diag}(f_d)\,\Phi` (Nogneng & Ovsjanikov, Eurographics
+    2017): symmetric, and equal to :math:`c I` for a constant function :math:`f = c` when the
+    basis is ``M``-orthonormal. One ``[k, n] x [n, k]`` matrix product per function, so the
+    cost is :math:`O(n k^2 d)`.
+
+    Shapes:
+        - functions: ``[n, d]``; output: ``[d, k, k]``.
+    """
+    vectors = np.ascontiguousarray(basis.vectors)
+    weighted = basis.mass[:, None] * functions
+    out = np.empty((functions.shape[1], basis.k, basis.k))
+    for d in range(functions.shape[1]):
+        out[d] = (vectors * weighted[:, d : d + 1]).T @ vectors
+        out[d] = (out[d] + out[d].T) * 0.5
+    return out
