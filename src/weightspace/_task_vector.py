@@ -1027,8 +1027,8 @@ class TaskVector(Mapping[str, Tensor]):
         if missing:
             raise ShapeMismatchError(
                 f"{len(missing)} names of `selection.names_a` are not in the task vector: "
-                f"{_fmt_names(missing)}; restrict the selection first "
-                "(`selection & select.Selection(list(tv))`)"
+                f"{_fmt_names(missing)}; restrict the selection to the vector's keys first "
+                "(`tv.transfer(selection.subset(tv))`)"
             )
         for a_name in selection.names_a:
             recorded = selection.shape(a_name)

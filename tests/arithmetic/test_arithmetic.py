@@ -264,3 +264,15 @@ def test_results_survive_a_json_round_trip() -> None:
         again = type(result).from_dict(json.loads(text))
         assert json.dumps(again.to_dict()) == text  # equal but for NaN != NaN
         assert arithmetic.table([again]) == arithmetic.table([result])
+
+
+def test_add_normalises_by_given_finetuned_vectors() -> None:
+    tasks = {n: task(n, GOALS[n]) for n in "ab"}
+    half = {n: vec([0.5 * v for v in GOALS[n]]) for n in "ab"}  # e.g. transferred, weaker
+    own = {n: vec(GOALS[n]) for n in "ab"}
+    methods = {"sum": arithmetic.Method(merge.task_arithmetic)}
+    r = arithmetic.add(BASE, half, tasks, methods=methods, finetuned=own)
+    assert r.rows["finetuned"].scores == {"a": 3.0, "b": 3.0}
+    assert r.rows["sum"].normalized["a"] == pytest.approx(r.rows["sum"].scores["a"] / 3.0)
+    with pytest.raises(WeightspaceValueError, match="`finetuned`"):
+        arithmetic.add(BASE, half, tasks, methods=methods, finetuned={"a": own["a"]})

@@ -185,3 +185,17 @@ def test_identical_architectures_pair_at_the_root() -> None:
     assert sel.is_identity and sel.names_a == tuple(n for n, _ in a.named_parameters())
     with pytest.raises(WeightspaceValueError, match="`by` must be"):
         select.common(a, b, by="magic")  # type: ignore[arg-type]
+
+
+def test_subset_restricts_a_cross_architecture_selection_by_names_of_a() -> None:
+    import torch
+
+    from weightspace import ShapeMismatchError, TaskVector
+
+    sel = select.Selection({"cnn.w": "vit.w", "cnn.b": "vit.b"})
+    tv = TaskVector({"cnn.w": torch.ones(2)})
+    assert len(sel & select.Selection(list(tv))) == 0  # pairs differ: & keeps nothing
+    with pytest.raises(ShapeMismatchError, match=r"selection\.subset\(tv\)"):
+        tv.transfer(sel)
+    moved = tv.transfer(sel.subset(tv))
+    assert list(moved) == ["vit.w"] and torch.equal(moved["vit.w"], torch.ones(2))

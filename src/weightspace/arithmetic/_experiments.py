@@ -549,6 +549,7 @@ def add(
     *,
     methods: Mapping[str, Method] | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
+    finetuned: Mapping[str, TaskVector] | None = None,
 ) -> AdditionResult:
     r"""Learn several tasks at once by merging their vectors, against the usual baselines.
 
@@ -565,6 +566,10 @@ def add(
         tasks: ``task name -> Task``, the same names as ``vectors``.
         methods: ``name -> Method``; ``None`` uses :func:`default_methods`.
         grid: Default scales for the methods without their own grid.
+        finetuned: ``task name -> vector`` of the models that normalise the scores (the
+            ``"finetuned"`` row), when they are not ``vectors`` themselves: for instance, with
+            vectors transferred from another architecture, this architecture's own
+            fine-tuned vectors.
 
     Returns:
         One row per method (and the two reference rows).
@@ -620,8 +625,16 @@ def add(
         fn = "validate" if split == "validation" else "test"
         return {n: _score(getattr(tasks[n], fn), states[i], n, split) for i, n in enumerate(names)}
 
+    references = items
+    if finetuned is not None:
+        if not isinstance(finetuned, Mapping) or set(finetuned) != set(names):
+            raise WeightspaceValueError(
+                f"`finetuned` must map the task names {sorted(names)} to vectors, got "
+                f"{sorted(finetuned) if isinstance(finetuned, Mapping) else finetuned!r}"
+            )
+        references = [_check_vector(finetuned[n], f"finetuned[{n!r}]") for n in names]
     pre_test = evaluate([sd] * len(names), "test")
-    ft_states = [v.apply_to(sd, scale=1.0) for v in items]
+    ft_states = [v.apply_to(sd, scale=1.0) for v in references]
     ft_val = evaluate(ft_states, "validation")
     ft_test = evaluate(ft_states, "test")
     del ft_states

@@ -157,6 +157,28 @@ class Selection:
         shapes = {self._map[a]: s for a, s in self._shapes.items()}
         return Selection(dict(self._b_to_a), shapes=shapes)
 
+    def subset(self, names_a: Iterable[str]) -> Selection:
+        """Return the pairs whose name of A is in ``names_a`` (in this selection's order).
+
+        Unlike ``&``, which compares whole pairs, this filters by A's names alone, so it
+        restricts a cross-architecture selection to the keys of a task vector of model A.
+
+        Args:
+            names_a: Names of model A to keep (any iterable of strings: a list, a task vector).
+
+        Returns:
+            A new selection (shapes are carried over).
+
+        Example:
+            >>> from weightspace import select
+            >>> s = select.Selection({"cnn.w": "vit.w", "cnn.b": "vit.b"})
+            >>> s.subset(["cnn.b", "other"]).mapping["cnn.b"]
+            'vit.b'
+        """
+        keep = set(names_a)
+        pairs = {a: b for a, b in self._map.items() if a in keep}
+        return Selection(pairs, shapes={a: s for a, s in self._shapes.items() if a in keep})
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._map)
 
