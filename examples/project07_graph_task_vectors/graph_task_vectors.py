@@ -1,0 +1,1226 @@
+"""
+Task vectors on molecular graphs
+================================
+
+The three uses of task vectors of Ilharco et al. ("Editing Models with Task Arithmetic",
+ICLR 2023, arXiv 2212.04089) -- forgetting by negation, learning by addition and task
+analogies -- carried over from CLIP to a graph neural network on real molecules.
+
+A GIN with bond features (GINE) is pretrained on NCI molecules to recover masked atoms and
+three rdkit descriptors. Each property task gets a linear head fitted once on the pretrained
+model's embeddings (the stand-in for CLIP's zero-shot head) and kept frozen; fine-tuning
+moves the shared trunk only, so every task vector lives on the trunk and any edited trunk
+can be scored on every task with that task's own head. Tasks are regressions scored by
+R^2 on held-out molecules: measured TPSA and rdkit's logP, H-bond donors and ring count on
+NCI, and measured pIC50 on a ChEMBL assay. Then, through :mod:`weightspace.arithmetic`:
+
+* negation of each task's vector, with the pretraining objectives as control tasks and a
+  random vector of the same norms as baseline;
+* addition of the five vectors (and of the four NCI ones, and of the five with each task's
+  predictions re-centred without labels) against weight averaging, TIES, TALL masks and
+  Consensus, and every pair of vectors, to see which properties interfere;
+* analogies across the two molecule collections: "A on NCI is to A on ChEMBL as B on NCI is
+  to B on ChEMBL", with A the label-free masked-atom objective or another property.
+
+Run ``python graph_task_vectors.py`` for the full study (all molecules, three seeds, about
+10 minutes on one core; writes ``results/``) or ``python graph_task_vectors.py --quick`` for
+a smoke run of a few hundred molecules and one seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import itertools
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+import weightspace as ws
+from weightspace import TaskVector, arithmetic, merge, select, train
+
+with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script
+    warnings.simplefilter("ignore")
+    from torch_geometric.nn import GINEConv, global_add_pool, global_mean_pool
+
+HERE = Path(__file__).resolve().parent
+
+#: Property -> the column that holds it in each molecule collection. TPSA is measured (Ertl's
+#: reference program) on NCI and computed by rdkit (the same method) on ChEMBL.
+COLUMNS: dict[str, dict[str, str]] = {
+    "tpsa": {"nci": "tpsa", "chembl": "tpsa_rdkit"},
+    "logp": {"nci": "logp", "chembl": "logp"},
+    "hbd": {"nci": "hbd", "chembl": "hbd"},
+    "rings": {"nci": "rings", "chembl": "rings"},
+    "pic50": {"chembl": "pic50"},
+}
+#: Where each property's head is fitted (its "home" collection).
+HOME = {"tpsa": "nci", "logp": "nci", "hbd": "nci", "rings": "nci", "pic50": "chembl"}
+#: Graph-level descriptors regressed during pretraining (never fine-tuning tasks).
+PRETRAIN_DESCRIPTORS = ("mol_weight", "rotatable_bonds", "fraction_csp3")
+#: The five fine-tuning tasks of the negation and addition studies.
+TASKS = ("tpsa@nci", "logp@nci", "hbd@nci", "rings@nci", "pic50@chembl")
+NCI_TASKS = TASKS[:4]
+#: Analogies "A@nci : A@chembl :: C@nci : C@chembl" (target D = C@chembl).
+ANALOGIES = (
+    ("mask", "tpsa"),
+    ("logp", "tpsa"),
+    ("mask", "logp"),
+    ("tpsa", "logp"),
+)
+LABELS = {
+    "tpsa@nci": "TPSA (NCI)",
+    "logp@nci": "logP (NCI)",
+    "hbd@nci": "H-donors (NCI)",
+    "rings@nci": "rings (NCI)",
+    "pic50@chembl": "pIC50 (ChEMBL)",
+    "tpsa@chembl": "TPSA (ChEMBL)",
+    "logp@chembl": "logP (ChEMBL)",
+    "hbd@chembl": "H-donors (ChEMBL)",
+    "rings@chembl": "rings (ChEMBL)",
+    "mask@nci": "masked atoms (NCI)",
+    "mask@chembl": "masked atoms (ChEMBL)",
+    "descriptors@nci": "descriptors (NCI)",
+}
+#: The trunk shared by all tasks; task vectors live here, heads are per task and frozen.
+TRUNK = ["encoder", "convs", "readout"]
+N_ELEMENTS = 15  # the element one-hot block of weightspace.data.molecules' atom features
+MASK_RATE = 0.15
+
+
+@dataclass
+class Config:
+    """Sizes of one run: the full study or the quick smoke run."""
+
+    seeds: tuple[int, ...]
+    nci: int | None  # molecules taken from NCI (None: all 4,991)
+    chembl: int | None  # molecules taken from ChEMBL (None: all 1,017)
+    pretrain_epochs: int
+    finetune_steps: int  # optimiser steps of every fine-tuning, whatever the data set's size
+    grid: tuple[float, ...]  # scales tried on validation (addition, analogies)
+    negation_grid: tuple[float, ...]  # magnitudes tried for negation
+    finetune_lr: float
+    hidden: int = 64
+    layers: int = 3
+    batch_size: int = 64
+    pretrain_lr: float = 1e-3
+    pretrain_on: str = "nci"  # "nci" or "both" (NCI and ChEMBL training molecules, no labels)
+    out: Path = field(default_factory=lambda: HERE / "results")
+
+
+FULL = Config(
+    seeds=(0, 1, 2),
+    nci=None,
+    chembl=None,
+    pretrain_epochs=30,
+    finetune_steps=600,
+    grid=arithmetic.DEFAULT_GRID,
+    negation_grid=tuple(round(0.1 * i, 1) for i in range(21)),
+    finetune_lr=1e-4,
+)
+QUICK = Config(
+    seeds=(0,),
+    nci=600,
+    chembl=200,
+    pretrain_epochs=10,
+    finetune_steps=80,
+    grid=(0.0, 0.25, 0.5, 0.75, 1.0),
+    negation_grid=(0.0, 0.5, 1.0, 1.5, 2.0),
+    finetune_lr=2e-4,
+)
+
+
+# %%
+# Molecular graphs as one table per split, batched without per-graph Python objects
+# ---------------------------------------------------------------------------------
+
+
+@dataclass
+class Graphs:
+    """A batch of molecules: atoms, bonds, graph membership, targets and masked atoms."""
+
+    x: Tensor
+    edge_index: Tensor
+    edge_attr: Tensor
+    batch: Tensor
+    num_graphs: int
+    y: dict[str, Tensor]
+    element: Tensor  # element class of every atom (the masked-atom target)
+    masked: Tensor  # bool, atoms whose element is hidden
+
+
+class GraphTable:
+    """The molecules of one split, concatenated, from a :class:`ws.data.MoleculeDataset`."""
+
+    def __init__(self, ds: ws.data.MoleculeDataset, columns: Mapping[str, str]) -> None:
+        graphs = list(ds)
+        self.x = torch.cat([g.x for g in graphs])
+        self.edge_index = torch.cat([g.edge_index for g in graphs], dim=1)  # local numbering
+        self.edge_attr = torch.cat([g.edge_attr for g in graphs])
+        nodes = torch.tensor([g.num_nodes for g in graphs])
+        edges = torch.tensor([g.edge_index.shape[1] for g in graphs])
+        self.node_ptr = torch.cat([torch.zeros(1, dtype=torch.long), nodes.cumsum(0)])
+        self.edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), edges.cumsum(0)])
+        y = torch.cat([g.y for g in graphs])
+        names = list(ds.target_names)
+        self.y = {key: y[:, names.index(col)] for key, col in columns.items()}
+        self.element = self.x[:, :N_ELEMENTS].argmax(1)
+        self.n = len(graphs)
+
+    def __len__(self) -> int:
+        return self.n
+
+    @classmethod
+    def concat(cls, tables: Sequence[GraphTable]) -> GraphTable:
+        """The molecules of several tables, with the targets they all hold."""
+        out = cls.__new__(cls)
+        out.x = torch.cat([t.x for t in tables])
+        out.edge_index = torch.cat([t.edge_index for t in tables], dim=1)
+        out.edge_attr = torch.cat([t.edge_attr for t in tables])
+        nodes = torch.cat([t.node_ptr.diff() for t in tables])
+        edges = torch.cat([t.edge_ptr.diff() for t in tables])
+        out.node_ptr = torch.cat([torch.zeros(1, dtype=torch.long), nodes.cumsum(0)])
+        out.edge_ptr = torch.cat([torch.zeros(1, dtype=torch.long), edges.cumsum(0)])
+        common = [k for k in tables[0].y if all(k in t.y for t in tables)]
+        out.y = {k: torch.cat([t.y[k] for t in tables]) for k in common}
+        out.element = torch.cat([t.element for t in tables])
+        out.n = sum(t.n for t in tables)
+        return out
+
+    @staticmethod
+    def _ranges(ptr: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        start, count = ptr[idx], ptr[idx + 1] - ptr[idx]
+        offsets = torch.cumsum(count, 0) - count
+        return torch.arange(int(count.sum())) + torch.repeat_interleave(
+            start - offsets, count
+        ), count
+
+    def batch(
+        self,
+        idx: Tensor | None = None,
+        *,
+        mask_rate: float = 0.0,
+        generator: torch.Generator | None = None,
+    ) -> Graphs:
+        """Molecules ``idx`` (all by default) as one disjoint-union graph."""
+        idx = torch.arange(self.n) if idx is None else idx
+        nodes, n_count = self._ranges(self.node_ptr, idx)
+        edges, e_count = self._ranges(self.edge_ptr, idx)
+        new_start = torch.cumsum(n_count, 0) - n_count
+        shift = torch.repeat_interleave(new_start, e_count)
+        x = self.x[nodes]
+        masked = torch.zeros(len(nodes), dtype=torch.bool)
+        if mask_rate > 0:
+            masked = torch.rand(len(nodes), generator=generator) < mask_rate
+            if not masked.any():
+                masked[0] = True
+            x = x.clone()
+            x[masked, :N_ELEMENTS] = 0.0
+        return Graphs(
+            x=x,
+            edge_index=self.edge_index[:, edges] + shift,
+            edge_attr=self.edge_attr[edges],
+            batch=torch.repeat_interleave(torch.arange(len(idx)), n_count),
+            num_graphs=len(idx),
+            y={k: v[idx] for k, v in self.y.items()},
+            element=self.element[nodes],
+            masked=masked,
+        )
+
+
+@dataclass
+class Splits:
+    """Train / validation / test tables of one molecule collection."""
+
+    train: GraphTable
+    val: GraphTable
+    test: GraphTable
+    smiles: tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]
+
+
+def load_data(cfg: Config, seed: int) -> dict[str, Splits]:
+    """Both collections, with every target any task needs, split 80/10/10 by ``seed``."""
+    out: dict[str, Splits] = {}
+    for source, limit in (("nci", cfg.nci), ("chembl", cfg.chembl)):
+        columns = {p: c[source] for p, c in COLUMNS.items() if source in c}
+        columns |= {d: d for d in PRETRAIN_DESCRIPTORS}
+        ds = ws.data.molecules(
+            source, targets=tuple(dict.fromkeys(columns.values())), progress=False
+        )
+        if limit is not None:
+            ds = ds.subset(
+                torch.randperm(len(ds), generator=torch.Generator().manual_seed(99))[:limit]
+            )
+        parts = ds.split((0.8, 0.1, 0.1), seed=seed)
+        tables = [GraphTable(p, columns) for p in parts]
+        out[source] = Splits(*tables, smiles=(parts[0].smiles, parts[1].smiles, parts[2].smiles))
+    return out
+
+
+def fingerprint_ridge(splits: Splits, prop: str) -> float:
+    """Test R² of a ridge regression on Morgan fingerprints (radius 2, 2048 bits).
+
+    A reference outside the GNN for how much of a property these molecules explain; the
+    penalty is chosen on the validation split.
+    """
+    from rdkit import Chem
+    from rdkit.Chem import rdFingerprintGenerator
+
+    gen = rdFingerprintGenerator.GetMorganGenerator(radius=2, fpSize=2048)
+    x = [
+        torch.tensor([list(gen.GetFingerprint(Chem.MolFromSmiles(s))) for s in part]).double()
+        for part in splits.smiles
+    ]
+    y = [t.y[prop].double() for t in (splits.train, splits.val, splits.test)]
+    mean = y[0].mean()
+    best = (-math.inf, -math.inf)
+    for alpha in (0.1, 1.0, 10.0, 100.0):
+        w = torch.linalg.solve(
+            x[0].T @ x[0] + alpha * torch.eye(x[0].shape[1]), x[0].T @ (y[0] - mean)
+        )
+        val = r2(x[1] @ w + mean, y[1])
+        if val > best[0]:
+            best = (val, r2(x[2] @ w + mean, y[2]))
+    return best[1]
+
+
+# %%
+# The model: a GINE trunk (atom encoder, message passing, readout) and one head per task
+# --------------------------------------------------------------------------------------
+
+
+class MolGNN(nn.Module):
+    """GINE message passing with residual connections, mean+sum pooling, an MLP readout."""
+
+    def __init__(
+        self, atom_dim: int, bond_dim: int, hidden: int, layers: int, heads: Mapping[str, int]
+    ) -> None:
+        super().__init__()
+        self.encoder = nn.Linear(atom_dim, hidden)
+        self.convs = nn.ModuleList(
+            GINEConv(
+                nn.Sequential(nn.Linear(hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)),
+                edge_dim=bond_dim,
+            )
+            for _ in range(layers)
+        )
+        self.readout = nn.Sequential(
+            nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Linear(hidden, hidden)
+        )
+        self.heads = nn.ModuleDict({k: nn.Linear(hidden, d) for k, d in heads.items()})
+
+    def atoms(self, g: Graphs) -> Tensor:
+        h = self.encoder(g.x)
+        for conv in self.convs:
+            h = h + F.relu(conv(h, g.edge_index, g.edge_attr))
+        return h
+
+    def encode(self, g: Graphs) -> tuple[Tensor, Tensor]:
+        """Atom embeddings and molecule embeddings."""
+        h = self.atoms(g)
+        pooled = torch.cat(
+            [
+                global_mean_pool(h, g.batch, g.num_graphs),
+                global_add_pool(h, g.batch, g.num_graphs) / 16.0,
+            ],
+            dim=1,
+        )
+        return h, self.readout(pooled)
+
+    def forward(self, g: Graphs, head: str) -> Tensor:
+        return self.heads[head](self.encode(g)[1])
+
+
+def make_model(cfg: Config, seed: int) -> MolGNN:
+    torch.manual_seed(seed)
+    heads = {"mask": N_ELEMENTS, "descriptors": len(PRETRAIN_DESCRIPTORS)}
+    heads |= {p: 1 for p in COLUMNS}
+    return MolGNN(38, 7, cfg.hidden, cfg.layers, heads)
+
+
+# %%
+# Objectives: masked atoms, standardised regression; scores with higher = better
+# ---------------------------------------------------------------------------------
+
+
+class Standardiser:
+    """Mean and standard deviation of each target on the training split of its home."""
+
+    def __init__(self, data: Mapping[str, Splits]) -> None:
+        self.stats: dict[str, tuple[float, float]] = {}
+        for p, home in HOME.items():
+            y = data[home].train.y[p]
+            self.stats[p] = (float(y.mean()), float(y.std()))
+        for d in PRETRAIN_DESCRIPTORS:
+            y = data["nci"].train.y[d]
+            self.stats[d] = (float(y.mean()), float(y.std()))
+
+    def __call__(self, name: str, y: Tensor) -> Tensor:
+        m, s = self.stats[name]
+        return (y - m) / s
+
+    def inverse(self, name: str, z: Tensor) -> Tensor:
+        m, s = self.stats[name]
+        return z * s + m
+
+
+def mask_loss(model: MolGNN, g: Graphs, h: Tensor | None = None) -> Tensor:
+    h = model.atoms(g) if h is None else h
+    return F.cross_entropy(model.heads["mask"](h[g.masked]), g.element[g.masked])
+
+
+def pretrain_loss(std: Standardiser) -> Callable[[nn.Module, Graphs], Tensor]:
+    def loss(model: nn.Module, g: Graphs) -> Tensor:
+        assert isinstance(model, MolGNN)
+        h, emb = model.encode(g)
+        target = torch.stack([std(d, g.y[d]) for d in PRETRAIN_DESCRIPTORS], dim=1)
+        return mask_loss(model, g, h) + F.mse_loss(model.heads["descriptors"](emb), target)
+
+    return loss
+
+
+def property_loss(prop: str, std: Standardiser) -> Callable[[nn.Module, Graphs], Tensor]:
+    def loss(model: nn.Module, g: Graphs) -> Tensor:
+        return F.mse_loss(model(g, prop).squeeze(1), std(prop, g.y[prop]))
+
+    return loss
+
+
+def r2(pred: Tensor, y: Tensor) -> float:
+    return 1.0 - float(((pred - y) ** 2).sum() / ((y - y.mean()) ** 2).sum())
+
+
+class Collate:
+    """Turns a list of molecule indices into a batch (with a seeded atom mask)."""
+
+    def __init__(self, table: GraphTable, mask_rate: float, seed: int) -> None:
+        self.table, self.mask_rate = table, mask_rate
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __call__(self, idx: list[int]) -> Graphs:
+        return self.table.batch(
+            torch.tensor(idx), mask_rate=self.mask_rate, generator=self.generator
+        )
+
+
+def fit(
+    model: MolGNN,
+    table: GraphTable,
+    loss: Callable[[nn.Module, Graphs], Tensor],
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    trainable: list[str] | None,
+    mask_rate: float = 0.0,
+) -> None:
+    train.fit(
+        model,
+        range(len(table)),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        loss=loss,
+        collate_fn=Collate(table, mask_rate, seed),
+        trainable=trainable,
+        seed=seed,
+    )
+
+
+class Evaluator:
+    """Scores full state dicts on fixed evaluation batches (one reusable module)."""
+
+    def __init__(self, cfg: Config, std: Standardiser) -> None:
+        self.model = make_model(cfg, 0).eval()
+        self.std = std
+
+    @torch.no_grad()
+    def predict(self, sd: Mapping[str, Tensor], prop: str, g: Graphs) -> Tensor:
+        self.model.load_state_dict(sd)
+        return self.std.inverse(prop, self.model(g, prop).squeeze(1))
+
+    def regression(
+        self, sd: Mapping[str, Tensor], prop: str, g: Graphs, centre: float | None = None
+    ) -> float:
+        """R² of the head of ``prop``; with ``centre``, the predictions are first shifted to
+        have that mean (label-free re-centring on the fine-tuned model's mean prediction)."""
+        pred = self.predict(sd, prop, g)
+        if centre is not None:
+            pred = pred - pred.mean() + centre
+        return r2(pred, g.y[prop])
+
+    @torch.no_grad()
+    def masked_atoms(self, sd: Mapping[str, Tensor], g: Graphs) -> float:
+        self.model.load_state_dict(sd)
+        logits = self.model.heads["mask"](self.model.atoms(g)[g.masked])
+        return float((logits.argmax(1) == g.element[g.masked]).float().mean())
+
+    @torch.no_grad()
+    def descriptors(self, sd: Mapping[str, Tensor], g: Graphs) -> float:
+        self.model.load_state_dict(sd)
+        pred = self.model.heads["descriptors"](self.model.encode(g)[1])
+        scores = [
+            r2(self.std.inverse(d, pred[:, j]), g.y[d]) for j, d in enumerate(PRETRAIN_DESCRIPTORS)
+        ]
+        return sum(scores) / len(scores)
+
+
+def fixed_batches(data: Mapping[str, Splits], seed: int) -> dict[tuple[str, str], Graphs]:
+    """Validation and test sets as single batches, with a fixed mask for the masked atoms."""
+    return {
+        (src, part): getattr(data[src], part).batch(
+            mask_rate=MASK_RATE, generator=torch.Generator().manual_seed(10_000 + seed)
+        )
+        for src in data
+        for part in ("val", "test")
+    }
+
+
+def make_tasks(
+    fixed: Mapping[tuple[str, str], Graphs], ev: Evaluator
+) -> dict[str, arithmetic.Task]:
+    """Every task of the study, keyed ``objective@collection``."""
+    tasks: dict[str, arithmetic.Task] = {}
+
+    def reg(prop: str, src: str) -> arithmetic.Task:
+        val, test = fixed[(src, "val")], fixed[(src, "test")]
+        return arithmetic.Task(
+            f"{prop}@{src}",
+            validate=lambda sd: ev.regression(sd, prop, val),
+            test=lambda sd: ev.regression(sd, prop, test),
+        )
+
+    for prop, cols in COLUMNS.items():
+        for src in cols:
+            tasks[f"{prop}@{src}"] = reg(prop, src)
+    for src in ("nci", "chembl"):
+        val, test = fixed[(src, "val")], fixed[(src, "test")]
+        tasks[f"mask@{src}"] = arithmetic.Task(
+            f"mask@{src}",
+            validate=lambda sd, v=val: ev.masked_atoms(sd, v),
+            test=lambda sd, t=test: ev.masked_atoms(sd, t),
+        )
+    val, test = fixed[("nci", "val")], fixed[("nci", "test")]
+    tasks["descriptors@nci"] = arithmetic.Task(
+        "descriptors@nci",
+        validate=lambda sd: ev.descriptors(sd, val),
+        test=lambda sd: ev.descriptors(sd, test),
+    )
+    return tasks
+
+
+def recentred_tasks(
+    fixed: Mapping[tuple[str, str], Graphs],
+    ev: Evaluator,
+    finetuned: Mapping[str, Mapping[str, Tensor]],
+) -> dict[str, arithmetic.Task]:
+    """The property tasks scored after label-free re-centring of the predictions.
+
+    The predictions of an edited model on a split are shifted to the mean prediction of the
+    task's fine-tuned model on the same molecules: one number per task and split, computed
+    from unlabelled molecules, that removes a common offset of the outputs (the
+    "representation bias" of merged models, Yang et al., ICML 2024, arXiv 2402.02705).
+    """
+    tasks: dict[str, arithmetic.Task] = {}
+    for name, sd in finetuned.items():
+        prop, src = name.split("@")
+        val, test = fixed[(src, "val")], fixed[(src, "test")]
+        cv = float(ev.predict(sd, prop, val).mean())
+        ct = float(ev.predict(sd, prop, test).mean())
+        tasks[name] = arithmetic.Task(
+            name,
+            validate=lambda s, p=prop, g=val, c=cv: ev.regression(s, p, g, c),
+            test=lambda s, p=prop, g=test, c=ct: ev.regression(s, p, g, c),
+        )
+    return tasks
+
+
+# %%
+# Pretraining, linear-probe heads, fine-tuning of the trunk
+# ---------------------------------------------------------
+
+
+@torch.no_grad()
+def fit_probe_heads(
+    model: MolGNN, data: Mapping[str, Splits], std: Standardiser
+) -> dict[str, float]:
+    """Ridge regression of each property on the pretrained embeddings (the frozen heads).
+
+    The ridge penalty is chosen on the home collection's validation split; returns the
+    chosen penalties.
+    """
+    chosen: dict[str, float] = {}
+    model.eval()
+    emb = {
+        (s, p): model.encode(getattr(data[s], p).batch())[1].double()
+        for s in data
+        for p in ("train", "val")
+    }
+    for prop, home in HOME.items():
+        z = torch.cat(
+            [emb[(home, "train")], torch.ones(len(data[home].train), 1, dtype=torch.float64)], 1
+        )
+        zv = torch.cat(
+            [emb[(home, "val")], torch.ones(len(data[home].val), 1, dtype=torch.float64)], 1
+        )
+        y = std(prop, data[home].train.y[prop]).double()
+        yv = std(prop, data[home].val.y[prop]).double()
+        best: tuple[float, float, Tensor] = (-math.inf, 0.0, torch.zeros(0))
+        for alpha in (1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0):
+            reg = alpha * torch.eye(z.shape[1], dtype=torch.float64)
+            reg[-1, -1] = 0.0  # no penalty on the bias
+            w = torch.linalg.solve(z.T @ z + reg, z.T @ y)
+            score = r2(zv @ w, yv)
+            if score > best[0]:
+                best = (score, alpha, w)
+        head = model.heads[prop]
+        assert isinstance(head, nn.Linear)
+        head.weight.copy_(best[2][:-1].float().unsqueeze(0))
+        head.bias.copy_(best[2][-1:].float())
+        chosen[prop] = best[1]
+    return chosen
+
+
+def steps_to_epochs(n: int, batch_size: int, steps: int) -> int:
+    return max(1, round(steps / math.ceil(n / batch_size)))
+
+
+def finetune(
+    base: MolGNN,
+    objective: str,
+    data: Mapping[str, Splits],
+    std: Standardiser,
+    cfg: Config,
+    seed: int,
+) -> dict[str, Tensor]:
+    """Fine-tune the trunk on ``objective@collection`` (heads frozen); returns the state dict."""
+    name, src = objective.split("@")
+    model = copy.deepcopy(base)
+    table = data[src].train
+    if name == "mask":
+        loss: Callable[[nn.Module, Graphs], Tensor] = lambda m, g: mask_loss(m, g)  # type: ignore[arg-type]  # noqa: E731
+    else:
+        loss = property_loss(name, std)
+    fit(
+        model,
+        table,
+        loss,
+        epochs=steps_to_epochs(len(table), cfg.batch_size, cfg.finetune_steps),
+        lr=cfg.finetune_lr,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        trainable=TRUNK,
+        mask_rate=MASK_RATE if name == "mask" else 0.0,
+    )
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+# %%
+# One seed: pretrain, fine-tune, then negation, addition and analogies
+# --------------------------------------------------------------------
+
+
+def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    data = load_data(cfg, seed)
+    std = Standardiser(data)
+    model = make_model(cfg, seed)
+    n_trunk = sum(p.numel() for n, p in model.named_parameters() if n.split(".")[0] in TRUNK)
+    pretrain_table = (
+        GraphTable.concat([data["nci"].train, data["chembl"].train])
+        if cfg.pretrain_on == "both"
+        else data["nci"].train
+    )
+    fit(
+        model,
+        pretrain_table,
+        pretrain_loss(std),
+        epochs=cfg.pretrain_epochs,
+        lr=cfg.pretrain_lr,
+        batch_size=cfg.batch_size,
+        seed=seed,
+        trainable=None,
+        mask_rate=MASK_RATE,
+    )
+    alphas = fit_probe_heads(model, data, std)
+    base = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    t_pre = time.perf_counter() - t0
+    log(f"seed {seed}: pretrained in {t_pre:.0f} s")
+
+    ev = Evaluator(cfg, std)
+    fixed = fixed_batches(data, seed)
+    tasks = make_tasks(fixed, ev)
+    trunk = select.parameters(model, TRUNK)
+    needed = list(TASKS)
+    for a, c in ANALOGIES:
+        needed += [f"{a}@nci", f"{a}@chembl", f"{c}@nci", f"{c}@chembl"]
+    vectors: dict[str, TaskVector] = {}
+    finetuned: dict[str, dict[str, Tensor]] = {}
+    for i, name in enumerate(dict.fromkeys(needed)):
+        ft = finetune(model, name, data, std, cfg, seed=1000 * seed + i)
+        vectors[name] = TaskVector.from_models(ft, base).restrict(trunk).materialize()
+        if name in TASKS:
+            finetuned[name] = ft
+    t_ft = time.perf_counter() - t0 - t_pre
+    log(f"seed {seed}: {len(vectors)} fine-tunings in {t_ft:.0f} s")
+
+    # --- the scores of the pretrained and fine-tuned models on every task ------------------
+    scores = {
+        name: {
+            "pretrained": tasks[name].test(base),
+            "finetuned": tasks[name].test(vectors[name].apply_to(base))
+            if name in vectors
+            else None,
+        }
+        for name in tasks
+    }
+    names = list(vectors)
+    # references: a fingerprint ridge for pIC50, and how the NCI labels correlate
+    fp_ridge = fingerprint_ridge(data["chembl"], "pic50")
+    labels = torch.stack([data["nci"].train.y[t.split("@")[0]] for t in NCI_TASKS])
+    label_corr = torch.corrcoef(labels).tolist()
+    masked = fixed[("nci", "test")].element[fixed[("nci", "test")].masked]
+    majority = float(torch.bincount(masked).max()) / len(masked)  # always guess the commonest
+    cosine = [[vectors[a].cosine(vectors[b]) for b in names] for a in names]
+    norms = {n: vectors[n].norm() for n in names}
+
+    # --- (b) forgetting by negation: every task, pretraining objectives as controls --------
+    controls = [tasks["mask@nci"], tasks["descriptors@nci"]]
+    forget = {
+        name: arithmetic.forget(
+            base,
+            vectors[name],
+            target=tasks[name],
+            control=controls,
+            grid=cfg.negation_grid,
+            seed=seed,
+        )
+        for name in TASKS
+    }
+    # the negated vector of each task scored on every other task (what else is forgotten)
+    cross = {
+        name: {
+            other: tasks[other].test(vectors[name].apply_to(base, scale=-forget[name].scale))
+            for other in TASKS
+        }
+        for name in TASKS
+    }
+    log(f"seed {seed}: negation done")
+
+    # --- (c) learning by addition: the five vectors, then every pair ------------------------
+    addition = arithmetic.add(
+        base, {n: vectors[n] for n in TASKS}, {n: tasks[n] for n in TASKS}, grid=cfg.grid
+    )
+    # the same without the ChEMBL task: four properties of the same molecules
+    addition_nci = arithmetic.add(
+        base, {n: vectors[n] for n in NCI_TASKS}, {n: tasks[n] for n in NCI_TASKS}, grid=cfg.grid
+    )
+    # the five tasks, scored after label-free re-centring of each task's predictions
+    recentred = recentred_tasks(fixed, ev, finetuned)
+    addition_recentred = arithmetic.add(
+        base, {n: vectors[n] for n in TASKS}, {n: recentred[n] for n in TASKS}, grid=cfg.grid
+    )
+    only_sum = {"task_arithmetic": arithmetic.Method(merge.task_arithmetic)}
+    pairs = {
+        f"{a}+{b}": arithmetic.add(
+            base,
+            {a: vectors[a], b: vectors[b]},
+            {a: tasks[a], b: tasks[b]},
+            methods=only_sum,
+            grid=cfg.grid,
+        )
+        for a, b in itertools.combinations(TASKS, 2)
+    }
+    log(f"seed {seed}: addition done")
+
+    # --- (d) analogies across collections ------------------------------------------------
+    analogies = {}
+    for a, c in ANALOGIES:
+        target = f"{c}@chembl"
+        analogies[f"{a}->{c}"] = arithmetic.analogy(
+            base,
+            a=vectors[f"{a}@nci"],
+            b=vectors[f"{a}@chembl"],
+            c=vectors[f"{c}@nci"],
+            task=tasks[target],
+            reference=vectors[target],
+            grid=cfg.grid,
+        )
+    t_all = time.perf_counter() - t0
+    log(f"seed {seed}: done in {t_all:.0f} s")
+    return {
+        "seed": seed,
+        "sizes": {
+            s: {p: len(getattr(d, p)) for p in ("train", "val", "test")} for s, d in data.items()
+        },
+        "trunk_parameters": n_trunk,
+        "ridge_alpha": alphas,
+        "seconds": {"pretrain": t_pre, "finetune": t_ft, "total": t_all},
+        "scores": scores,
+        "mask_majority": majority,
+        "pic50_fingerprint_ridge": fp_ridge,
+        "label_correlation": label_corr,
+        "vector_names": names,
+        "vector_keys": list(vectors[names[0]]),
+        "cosine": cosine,
+        "norms": norms,
+        "forget": forget,
+        "forget_cross": cross,
+        "addition": addition,
+        "addition_nci": addition_nci,
+        "addition_recentred": addition_recentred,
+        "pairs": pairs,
+        "analogies": analogies,
+    }
+
+
+# %%
+# Tables and figures
+# ------------------
+
+
+def fmt(values: Sequence[float], spec: str = ".3f") -> str:
+    return format(arithmetic.summarize(list(values)), spec)
+
+
+def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+
+
+def tables(runs: Sequence[dict[str, Any]]) -> str:
+    n = len(runs)
+    parts: list[str] = []
+    # scores of the pretrained (probe heads) and fine-tuned models
+    rows = []
+    for name in runs[0]["scores"]:
+        pre = [r["scores"][name]["pretrained"] for r in runs]
+        ft = [r["scores"][name]["finetuned"] for r in runs]
+        rows.append([LABELS.get(name, name), fmt(pre), "" if ft[0] is None else fmt(ft)])
+    parts.append(f"### Test scores of the pretrained and fine-tuned models ({n} seeds)\n")
+    parts.append(md_table(["task", "pretrained + probe head", "fine-tuned trunk"], rows))
+    if all("pic50_fingerprint_ridge" in r for r in runs):
+        parts.append(
+            "\nReference for pIC50 (ChEMBL): ridge regression on Morgan fingerprints, test R² "
+            f"{fmt([r['pic50_fingerprint_ridge'] for r in runs])}.\n"
+        )
+    if all("label_correlation" in r for r in runs):
+        rows = [
+            [LABELS[a]]
+            + [
+                fmt([r["label_correlation"][i][j] for r in runs], ".2f")
+                for j in range(len(NCI_TASKS))
+            ]
+            for i, a in enumerate(NCI_TASKS)
+        ]
+        parts.append(f"\n### Pearson correlation of the NCI labels (training split, {n} seeds)\n")
+        parts.append(md_table(["", *(LABELS[t] for t in NCI_TASKS)], rows))
+
+    # negation: one row per target task
+    rows = []
+    for name in TASKS:
+        rs = [r["forget"][name] for r in runs]
+        rows.append(
+            [
+                LABELS[name],
+                fmt([x.target.pretrained for x in rs]),
+                fmt([x.target.finetuned for x in rs]),
+                fmt([x.target.edited for x in rs]),
+                fmt([x.scale for x in rs], ".2f"),
+                fmt([x.random[name].edited for x in rs]),  # type: ignore[index]
+                fmt([x.control["mask@nci"].edited / x.control["mask@nci"].pretrained for x in rs]),
+                fmt(
+                    [
+                        x.control["descriptors@nci"].edited
+                        / x.control["descriptors@nci"].pretrained
+                        for x in rs
+                    ]
+                ),
+            ]
+        )
+    parts.append(f"\n### Forgetting by negation: target R² and control retention ({n} seeds)\n")
+    parts.append(
+        md_table(
+            [
+                "negated task",
+                "pretrained",
+                "fine-tuned",
+                "negated vector",
+                "scale",
+                "negated random vector",
+                "masked atoms kept",
+                "descriptors kept",
+            ],
+            rows,
+        )
+    )
+    rows = []
+    for name in TASKS:
+        rows.append(
+            [LABELS[name]]
+            + [
+                fmt(
+                    [r["forget_cross"][name][o] - r["scores"][o]["pretrained"] for r in runs],
+                    "+.3f",
+                )
+                for o in TASKS
+            ]
+        )
+    parts.append(
+        f"\n### Negation: change of every task's test R² (row: negated vector) ({n} seeds)\n"
+    )
+    parts.append(md_table(["negated \\ scored", *(LABELS[t] for t in TASKS)], rows))
+
+    # addition
+    settings = (
+        ("addition", TASKS, "five task vectors"),
+        ("addition_nci", NCI_TASKS, "the four NCI task vectors"),
+        ("addition_recentred", TASKS, "five task vectors, predictions re-centred without labels"),
+    )
+    for key, names_t, title in settings:
+        parts.append(f"\n### Learning by addition, {title}: test R² ({n} seeds)\n")
+        parts.append(arithmetic.table([r[key] for r in runs]))
+        rows = []
+        extra = len(names_t) > len(NCI_TASKS)
+        for method in runs[0][key].rows:
+            row = [method]
+            row += [fmt([r[key].rows[method].normalized[t] for r in runs]) for t in names_t]
+            row += [fmt([r[key].rows[method].normalized_mean for r in runs])]
+            if extra:
+                nci = [
+                    sum(r[key].rows[method].normalized[t] for t in NCI_TASKS) / len(NCI_TASKS)
+                    for r in runs
+                ]
+                row.append(fmt(nci))
+            rows.append(row)
+        parts.append(
+            f"\n### Learning by addition, {title}: normalised scores (merged / fine-tuned) "
+            f"({n} seeds)\n"
+        )
+        header = ["method", *(LABELS[t] for t in names_t), "mean"]
+        parts.append(md_table(header + (["mean of the NCI tasks"] if extra else []), rows))
+    rows = []
+    for pair in runs[0]["pairs"]:
+        a, b = pair.split("+")
+        rows.append(
+            [
+                f"{LABELS[a]} + {LABELS[b]}",
+                fmt([r["pairs"][pair].rows["task_arithmetic"].scale for r in runs], ".2f"),
+                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized[a] for r in runs]),
+                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized[b] for r in runs]),
+                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized_mean for r in runs]),
+                fmt(
+                    [
+                        r["cosine"][r["vector_names"].index(a)][r["vector_names"].index(b)]
+                        for r in runs
+                    ]
+                ),
+            ]
+        )
+    parts.append(f"\n### Pairs of task vectors: task arithmetic, normalised scores ({n} seeds)\n")
+    parts.append(
+        md_table(["pair", "scale", "first", "second", "mean", "cosine of the vectors"], rows)
+    )
+
+    # analogies
+    for key in runs[0]["analogies"]:
+        a, c = key.split("->")
+        parts.append(
+            f"\n### Analogy: {LABELS[f'{a}@nci']} : {LABELS[f'{a}@chembl']} :: "
+            f"{LABELS[f'{c}@nci']} : {LABELS[f'{c}@chembl']} (test R², {n} seeds)\n"
+        )
+        parts.append(arithmetic.table([r["analogies"][key] for r in runs]))
+
+    # cosine similarities
+    names = runs[0]["vector_names"]
+    rows = [
+        [LABELS[a]] + [fmt([r["cosine"][i][j] for r in runs], ".2f") for j in range(len(names))]
+        for i, a in enumerate(names)
+    ]
+    parts.append(f"\n### Cosine similarity of the task vectors (trunk only) ({n} seeds)\n")
+    parts.append(md_table(["", *(LABELS[b] for b in names)], rows))
+    return "".join(parts)
+
+
+def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # 1. negation: validation curves along the scale, and target against the worst control
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    floor = -2.0
+    for name in TASKS:
+        curves = [r["forget"][name].curve for r in runs]
+        scale = [c[0] for c in curves[0]]
+        target = torch.tensor([[c[1] for c in cv] for cv in curves]).mean(0)
+        kept = torch.tensor(
+            [[min(c[2][k] / cv[0][2][k] for k in c[2]) for c in cv] for cv in curves]
+        ).mean(0)
+        line = axes[0].plot(scale, target.clamp(min=floor), marker="o", ms=3, label=LABELS[name])
+        axes[1].plot(kept, (target - target[0]).clamp(min=floor), marker="o", ms=3)
+        chosen = [r["forget"][name].scale for r in runs]
+        axes[0].plot(
+            chosen,
+            [float(target[scale.index(c)].clamp(min=floor)) for c in chosen],
+            "*",
+            ms=11,
+            color=line[0].get_color(),
+        )
+    axes[0].set_xlabel("negation scale λ  (θ₀ − λτ);  ★ = chosen scale of each seed")
+    axes[0].set_ylabel(f"target R² (validation, mean of seeds, floor {floor:g})")
+    axes[0].set_title("Forgetting by negation")
+    axes[0].legend(fontsize=8)
+    axes[1].axvline(0.95, color="grey", ls="--", lw=1)
+    axes[1].text(0.95, floor, " keep = 0.95", fontsize=8, va="bottom")
+    axes[1].invert_xaxis()
+    axes[1].set_xlabel("worst control (masked atoms, descriptors) as a fraction of pretrained")
+    axes[1].set_ylabel("change of target R² from pretrained")
+    axes[1].set_title("Target against control along λ")
+    fig.tight_layout()
+    fig.savefig(out / "negation.png", dpi=120)
+    plt.close(fig)
+
+    # 2. addition: the NCI tasks' normalised mean, pIC50's R², and the choice of λ
+    settings = {
+        "addition_nci": "4 NCI vectors",
+        "addition": "5 vectors (with pIC50)",
+        "addition_recentred": "5 vectors, re-centred",
+    }
+    methods = [m for m in runs[0]["addition"].rows]
+
+    def nci_mean(row: arithmetic.MethodRow) -> float:
+        return sum(row.normalized[t] for t in NCI_TASKS) / len(NCI_TASKS)
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.5, 1.2, 1]})
+    ax = axes[0]
+    for j, (key, label) in enumerate(settings.items()):
+        stats = [arithmetic.summarize([nci_mean(r[key].rows[m]) for r in runs]) for m in methods]
+        ax.bar(
+            [i + (j - 1) * 0.27 for i in range(len(methods))],
+            [st.mean for st in stats],
+            0.27,
+            yerr=[st.std for st in stats],
+            label=label,
+            capsize=2,
+        )
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_ylim(0.5, 1.08)
+    ax.set_xticks(range(len(methods)), methods, fontsize=8, rotation=20)
+    ax.set_ylabel("mean over the 4 NCI tasks of R² / fine-tuned R²")
+    ax.set_title("Learning by addition: the NCI tasks")
+    ax.legend(fontsize=8, loc="lower left")
+    ax = axes[1]
+    low = -3.0
+    for j, key in enumerate(("addition", "addition_recentred")):
+        stats = [
+            arithmetic.summarize([r[key].rows[m].scores["pic50@chembl"] for r in runs])
+            for m in methods
+        ]
+        xs = [i + (j - 0.5) * 0.36 for i in range(len(methods))]
+        ax.bar(
+            xs,
+            [max(st.mean, low) for st in stats],
+            0.36,
+            yerr=[st.std if st.mean > low else 0.0 for st in stats],
+            label=settings[key],
+            color=f"C{j + 1}",
+            capsize=2,
+        )
+        for x, st in zip(xs, stats, strict=True):
+            if st.mean < low:
+                ax.text(
+                    x,
+                    low + 0.1,
+                    f"{st.mean:.1f}",
+                    rotation=90,
+                    ha="center",
+                    fontsize=7,
+                    bbox={"facecolor": "white", "edgecolor": "none", "pad": 1},
+                )
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_ylim(low, 1.8)
+    ax.set_xticks(range(len(methods)), methods, fontsize=8, rotation=20)
+    ax.set_ylabel("pIC50 (ChEMBL) test R²")
+    ax.set_title("The ChEMBL task under the same merges")
+    ax.legend(fontsize=8, loc="upper right", ncol=2)
+    ax = axes[2]
+    floor = -0.6
+    for j, (key, label) in enumerate(settings.items()):
+        curves = torch.tensor([[c[1] for c in r[key].rows["task_arithmetic"].curve] for r in runs])
+        scale = [c[0] for c in runs[0][key].rows["task_arithmetic"].curve]
+        ax.plot(
+            scale, curves.mean(0).clamp(min=floor), marker="o", ms=3, label=label, color=f"C{j}"
+        )
+    ax.axhline(1.0, color="grey", lw=1, ls="--")
+    ax.set_ylim(floor, 1.1)
+    ax.set_xlabel("scale λ of the sum of task vectors")
+    ax.set_ylabel(f"mean normalised validation R² (floor {floor:g})")
+    ax.set_title("Task arithmetic: the criterion for λ")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "addition.png", dpi=120)
+    plt.close(fig)
+
+    # 3. analogies: bars per analogy
+    keys = list(runs[0]["analogies"])
+    kinds = ["pretrained", "c_only", "analogy", "reference"]
+    names = {
+        "pretrained": "pretrained",
+        "c_only": "C alone",
+        "analogy": "C + (B − A)",
+        "reference": "fine-tuned on D",
+    }
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for j, kind in enumerate(kinds):
+        vals = [arithmetic.summarize([r["analogies"][k].scores[kind] for r in runs]) for k in keys]
+        ax.bar(
+            [i + (j - 1.5) * 0.2 for i in range(len(keys))],
+            [v.mean for v in vals],
+            0.2,
+            yerr=[v.std for v in vals],
+            label=names[kind],
+            capsize=2,
+        )
+    labels = []
+    for k in keys:
+        a, c = k.split("->")
+        labels.append(f"D = {c} on ChEMBL\nA = {'masked atoms' if a == 'mask' else a}")
+    ax.set_xticks(range(len(keys)), labels, fontsize=8)
+    ax.axhline(0.0, color="black", lw=0.8)
+    ax.set_ylabel("test R² on the ChEMBL molecules")
+    ax.set_title("Analogies: A(NCI) : A(ChEMBL) :: C(NCI) : D = C(ChEMBL)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out / "analogy.png", dpi=120)
+    plt.close(fig)
+
+    # 4. cosine similarity of the task vectors
+    names_v = runs[0]["vector_names"]
+    cos = torch.tensor([r["cosine"] for r in runs]).mean(0)
+    fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    im = ax.imshow(cos, vmin=-1, vmax=1, cmap="RdBu_r")
+    ax.set_xticks(
+        range(len(names_v)), [LABELS[n] for n in names_v], rotation=60, ha="right", fontsize=8
+    )
+    ax.set_yticks(range(len(names_v)), [LABELS[n] for n in names_v], fontsize=8)
+    for i in range(len(names_v)):
+        for j in range(len(names_v)):
+            ax.text(j, i, f"{cos[i, j]:.2f}", ha="center", va="center", fontsize=6)
+    fig.colorbar(im, ax=ax, shrink=0.8)
+    ax.set_title("Cosine similarity of task vectors (trunk)")
+    fig.tight_layout()
+    fig.savefig(out / "cosine.png", dpi=120)
+    plt.close(fig)
+
+
+def to_json(run: dict[str, Any]) -> dict[str, Any]:
+    out = dict(run)
+    out["forget"] = {k: v.to_dict() for k, v in run["forget"].items()}
+    for key in ("addition", "addition_nci", "addition_recentred"):
+        out[key] = run[key].to_dict()
+    out["pairs"] = {k: v.to_dict() for k, v in run["pairs"].items()}
+    out["analogies"] = {k: v.to_dict() for k, v in run["analogies"].items()}
+    return out
+
+
+def from_json(run: dict[str, Any]) -> dict[str, Any]:
+    """The inverse of :func:`to_json`: result objects back from ``results.json``."""
+
+    def scores(d: dict[str, float]) -> arithmetic.Scores:
+        return arithmetic.Scores(d["pretrained"], d["finetuned"], d["edited"])
+
+    def forget(d: dict[str, Any]) -> arithmetic.ForgetResult:
+        return arithmetic.ForgetResult(
+            target=scores(d["target"]),
+            control={k: scores(v) for k, v in d["control"].items()},
+            scale=d["scale"],
+            random=None if d["random"] is None else {k: scores(v) for k, v in d["random"].items()},
+            random_scale=d["random_scale"],
+            curve=tuple((c[0], c[1], c[2]) for c in d["curve"]),
+            task=d["task"],
+        )
+
+    def addition(d: dict[str, Any]) -> arithmetic.AdditionResult:
+        rows = {
+            k: arithmetic.MethodRow(
+                v["scale"],
+                v["scores"],
+                v["normalized"],
+                v["validation"],
+                tuple((c[0], c[1]) for c in v["curve"]),
+            )
+            for k, v in d["rows"].items()
+        }
+        return arithmetic.AdditionResult(rows=rows, tasks=tuple(d["tasks"]))
+
+    def analogy(d: dict[str, Any]) -> arithmetic.AnalogyResult:
+        curve = tuple((c[0], c[1]) for c in d["curve"])
+        return arithmetic.AnalogyResult(d["scores"], d["scales"], d["task"], curve)
+
+    out = dict(run)
+    out["forget"] = {k: forget(v) for k, v in run["forget"].items()}
+    for key in ("addition", "addition_nci", "addition_recentred"):
+        out[key] = addition(run[key])
+    out["pairs"] = {k: addition(v) for k, v in run["pairs"].items()}
+    out["analogies"] = {k: analogy(v) for k, v in run["analogies"].items()}
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="a few hundred molecules, one seed")
+    parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only rewrite tables.md and the figures from the results.json in --out",
+    )
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    cfg = dataclasses.replace(QUICK if args.quick else FULL)
+    if args.seeds is not None:
+        cfg.seeds = tuple(range(args.seeds))
+    out = args.out or cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        saved: dict[str, Any] = json.loads((out / "results.json").read_text())
+        runs = [from_json(r) for r in saved["runs"]]
+        (out / "tables.md").write_text(tables(runs))
+        figures(runs, out)
+        print(f"rewrote the tables and figures in {out}")
+        return saved
+    start = time.perf_counter()
+    runs = [run_seed(cfg, s, lambda m: print(m, flush=True)) for s in cfg.seeds]
+    text = tables(runs)
+    figures(runs, out)
+    results = {
+        "mode": "quick" if args.quick else "full",
+        "config": {k: v for k, v in vars(cfg).items() if k != "out"},
+        "tasks": list(TASKS),
+        "analogies": [list(a) for a in ANALOGIES],
+        "runs": [to_json(r) for r in runs],
+        "wall_time_s": time.perf_counter() - start,
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
+    (out / "tables.md").write_text(text)
+    print(text)
+    print(f"wrote {out} in {results['wall_time_s']:.0f} s")
+    return results
+
+
+if __name__ == "__main__":
+    main()
