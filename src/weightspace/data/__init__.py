@@ -4,7 +4,10 @@ Images (:func:`mnist`, :func:`fashion_mnist`, :func:`digits`, :func:`sample_imag
 :class:`ImageDataset` objects of ``uint8`` tensors; molecular graphs (:func:`molecules`) come as
 a :class:`MoleculeDataset` of :class:`torch_geometric.data.Data`; spoken digits and command
 words synthesised with espeak-ng and flite over a grid of speakers (:func:`spoken_words`) come
-as a :class:`SpokenWords` data set with per-clip speaker metadata. Built data sets are cached as
+as a :class:`SpokenWords` data set with per-clip speaker metadata; real recordings from Debian
+packages (:func:`stamp_captions`, :func:`sound_effects`, :func:`sonic_pi_samples`) come as a
+:class:`Recordings` data set that records the stamp or file of every clip, for splits by item.
+Built data sets are cached as
 checked ``.safetensors`` files (see ``WEIGHTSPACE_CACHE``). Optional dependencies (rdkit,
 torch_geometric, scikit-learn) are imported only when a loader that needs them is called.
 """
@@ -18,6 +21,12 @@ from weightspace.data._images import mnist as mnist
 from weightspace.data._images import sample_images as sample_images
 from weightspace.data._molecules import MoleculeDataset as MoleculeDataset
 from weightspace.data._molecules import molecules as molecules
+from weightspace.data._recordings import SONIC_PI_CATEGORIES as SONIC_PI_CATEGORIES
+from weightspace.data._recordings import STAMP_LANGUAGES as STAMP_LANGUAGES
+from weightspace.data._recordings import Recordings as Recordings
+from weightspace.data._recordings import sonic_pi_samples as sonic_pi_samples
+from weightspace.data._recordings import sound_effects as sound_effects
+from weightspace.data._recordings import stamp_captions as stamp_captions
 from weightspace.data._speech import COMMAND_WORDS as COMMAND_WORDS
 from weightspace.data._speech import DIGIT_WORDS as DIGIT_WORDS
 from weightspace.data._speech import SPEAKERS as SPEAKERS
@@ -28,9 +37,12 @@ from weightspace.data._speech import spoken_words as spoken_words
 __all__ = [
     "COMMAND_WORDS",
     "DIGIT_WORDS",
+    "SONIC_PI_CATEGORIES",
     "SPEAKERS",
+    "STAMP_LANGUAGES",
     "ImageDataset",
     "MoleculeDataset",
+    "Recordings",
     "Speaker",
     "SpokenWords",
     "digits",
@@ -38,5 +50,8 @@ __all__ = [
     "mnist",
     "molecules",
     "sample_images",
+    "sonic_pi_samples",
+    "sound_effects",
     "spoken_words",
+    "stamp_captions",
 ]

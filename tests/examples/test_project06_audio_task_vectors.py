@@ -1,0 +1,136 @@
+"""Runs the project-6 example (task arithmetic on audio) in quick mode and checks what it found."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "project06_audio_task_vectors" / "audio_task_vectors.py"
+ADDED = ["language", "instrument", "effects", "digits", "commands"]
+METHODS = ["average", "task_arithmetic", "ties", "tall_masks", "consensus"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
+    out = tmp_path_factory.mktemp("project06")
+    subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    data: dict[str, Any] = json.loads((out / "results.json").read_text())
+    return out, data
+
+
+def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = run
+    assert data["mode"] == "quick" and len(data["runs"]) == 1
+    tables = (out / "tables.md").read_text()
+    for heading in (
+        "### Tasks",
+        "### Forgetting by negation: language",
+        "### Addition of five task vectors (test accuracy)",
+        "### Addition: normalised accuracy (merged / fine-tuned)",
+        "### Analogy: commands_accented",
+        "### Pairs: task (row) under its vector plus another (column), scale 1",
+        "### Where the five added vectors agree: per tensor",
+        "### Cosine similarity of the task vectors",
+    ):
+        assert heading in tables, heading
+    assert "| negated random vector |" in tables and "| ties |" in tables
+    for name in ("negation", "addition", "addition_scale", "analogy", "layers", "cosine"):
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+
+
+def test_tasks_use_real_recordings_split_apart(run: tuple[Path, dict[str, Any]]) -> None:
+    r = run[1]["runs"][0]
+    assert r["classes"]["language"] == ["es", "fr", "ru"]
+    assert r["classes"]["instrument"] == ["bd", "elec", "tabla"]
+    assert r["classes"]["effects"] == ["bird", "mammal", "other"]
+    for task in ("language", "instrument", "effects", "digits", "commands_accented"):
+        sizes = r["sizes"][task]
+        assert sizes["train"] >= 30 and sizes["val"] >= 8 and sizes["test"] >= 8, task
+    # The vectors cover the trunk only: every head stays out of them.
+    shared = r["shared"]
+    assert 50_000 < shared["parameters"] < shared["total_parameters"] < 300_000
+    assert shared["parameters"] + shared["head_parameters"] == shared["total_parameters"]
+
+
+def test_accuracies_are_in_range_and_fine_tuning_helps_real_tasks(
+    run: tuple[Path, dict[str, Any]],
+) -> None:
+    r = run[1]["runs"][0]
+    for name, scores in r["per_task"].items():
+        for value in scores.values():
+            assert 0.0 <= value <= 1.0, name
+    real = [r["per_task"][t] for t in ("language", "instrument", "effects")]
+    assert sum(s["finetuned"] for s in real) > sum(s["pretrained"] for s in real)
+    assert r["per_task"]["words"]["pretrained"] > 0.1  # 10 words: chance is 0.1
+
+
+def test_negation_follows_the_selection_rule(run: tuple[Path, dict[str, Any]]) -> None:
+    r = run[1]["runs"][0]
+    for target in ("language", "instrument"):
+        f = r["forget"][target]
+        assert f["scale"] in run[1]["config"]["grid"]
+        assert f["target"]["edited"] <= f["target"]["pretrained"] + 1e-9 or f["scale"] > 0
+        assert set(f["control"]) == {"words", "digits"}
+        assert len(f["curve"]) == len(run[1]["config"]["grid"])
+        if f["scale"] == 0.0:  # nothing qualified: the pretrained model itself
+            assert f["target"]["edited"] == f["target"]["pretrained"]
+
+
+def test_addition_reports_every_method(run: tuple[Path, dict[str, Any]]) -> None:
+    add = run[1]["runs"][0]["addition"]
+    assert add["tasks"] == ADDED
+    assert list(add["rows"]) == ["pretrained", "finetuned", *METHODS]
+    finetuned = add["rows"]["finetuned"]
+    assert all(math.isclose(v, 1.0) for v in finetuned["normalized"].values())
+    assert add["rows"]["average"]["scale"] == 1.0
+    for m in METHODS:
+        row = add["rows"][m]
+        assert 0.0 <= row["mean"] <= 1.0
+        assert row["normalized_mean"] > 0.2, m
+    summary = run[1]["summary"]["addition"]
+    assert set(summary) == {"pretrained", "finetuned", *METHODS}
+
+
+def test_analogy_and_cosines(run: tuple[Path, dict[str, Any]]) -> None:
+    r = run[1]["runs"][0]
+    for task in ("commands_accented", "digits_accented"):
+        scores = r["analogy"][task]["scores"]
+        assert set(scores) == {"pretrained", "c_only", "analogy", "reference"}
+        assert all(0.0 <= v <= 1.0 for v in scores.values())
+        # The scale is chosen on validation; it can only match or beat the pretrained model
+        # there, and scale 0 is in the grid.
+        curve = r["analogy"][task]["curve"]
+        assert max(v for _, v in curve) >= dict(curve)[0.0]
+    names = r["cosine"]["names"]
+    mat = r["cosine"]["matrix"]
+    assert len(names) == 7
+    for i in range(len(names)):
+        assert math.isclose(mat[i][i], 1.0, abs_tol=1e-5)
+        for j in range(len(names)):
+            assert math.isclose(mat[i][j], mat[j][i], abs_tol=1e-6)
+
+
+def test_interference_diagnostics(run: tuple[Path, dict[str, Any]]) -> None:
+    r = run[1]["runs"][0]
+    assert set(r["pairs"]) == set(ADDED)
+    for a, row in r["pairs"].items():
+        assert set(row) == set(ADDED) - {a}
+        assert all(math.isnan(v) or 0.0 <= v < 10.0 for v in row.values())
+    # Shares of the squared norm over the trunk's tensors add up to one for every vector.
+    assert math.isclose(sum(r["layer_share"].values()), 1.0, rel_tol=1e-4)
+    assert set(r["layer_cosine"]) == set(r["layer_sizes"])
+    assert sum(r["layer_sizes"].values()) == r["shared"]["parameters"]
+    assert all(-1.0 <= v <= 1.0 for v in r["layer_cosine"].values())
