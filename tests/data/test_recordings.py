@@ -313,7 +313,7 @@ def test_corrupted_cache_is_rebuilt_or_reported(samples: Path, cache: Path) -> N
     rebuilt = sonic_pi_samples(["bd"], path=samples, progress=False)
     assert torch.equal(rebuilt.waveforms, first.waveforms)
     with pytest.raises(CacheError, match="cannot be read"):
-        _recordings._load(path.with_name("missing.safetensors"))
+        _recordings.load_cached(path.with_name("missing.safetensors"))
 
 
 # --- the Debian packages (skipped where they are not installed) -------------------------------

@@ -62,6 +62,7 @@ from torch.utils.data import Dataset
 from weightspace._cache import cache_dir, cached_file
 from weightspace._errors import CacheError, MissingSourceError, WeightspaceValueError
 from weightspace._optional import require_module
+from weightspace.data._speech import ClipSet, check_int, index_mask, load_cached, workers
 
 __all__ = [
     "SONIC_PI_CATEGORIES",
@@ -124,7 +125,7 @@ _EFFECTS_EXCLUDED = ("symbols/math", "symbols/alphabets")  # spoken numbers and 
 
 
 @dataclass(frozen=True, eq=False, repr=False)
-class Recordings(Dataset[tuple[Tensor, Tensor]]):
+class Recordings(ClipSet, Dataset[tuple[Tensor, Tensor]]):
     """Fixed-length clips cut from recorded audio files, with the item each clip comes from.
 
     An *item* is the unit a clip belongs to: a stamp for :func:`stamp_captions` (the same
@@ -194,25 +195,11 @@ class Recordings(Dataset[tuple[Tensor, Tensor]]):
                 f"got {len(self.item_category)}"
             )
 
-    def __len__(self) -> int:
-        return int(self.waveforms.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        wave = self.waveforms[index].unsqueeze(0)
-        if self.transform is not None:
-            wave = self.transform(wave)
-        return wave, self.labels[index]
-
     def __repr__(self) -> str:
         return (
             f"Recordings({self.source}: {len(self)} clips, {len(self.classes)} classes, "
             f"{len(set(self.item.tolist()))} items, {self.duration:g} s at {self.sample_rate} Hz)"
         )
-
-    @property
-    def duration(self) -> float:
-        """Length of every clip in seconds."""
-        return self.waveforms.shape[1] / self.sample_rate
 
     @property
     def item_name(self) -> tuple[str, ...]:
@@ -301,7 +288,7 @@ class Recordings(Dataset[tuple[Tensor, Tensor]]):
                 )
             mask &= torch.isin(self.item, torch.tensor(keep, dtype=torch.int64))
         if indices is not None:
-            mask &= _index_mask(indices, n)
+            mask &= index_mask(indices, n)
         return self._take(mask.nonzero().squeeze(1))
 
     def split(
@@ -389,23 +376,6 @@ def _names(argument: str, given: Sequence[str] | str, known: Sequence[str]) -> l
     return wanted
 
 
-def _index_mask(indices: Sequence[int] | Tensor, n: int) -> Tensor:
-    idx = torch.as_tensor(indices)
-    if idx.dtype == torch.bool:
-        if idx.shape != (n,):
-            raise WeightspaceValueError(
-                f"`indices` as a bool mask must have shape [{n}], got {tuple(idx.shape)}"
-            )
-        return idx
-    idx = idx.reshape(-1).to(torch.int64)
-    bad = idx[(idx < -n) | (idx >= n)]
-    if bad.numel():
-        raise WeightspaceValueError(f"`indices` must lie in [-{n}, {n}), got {bad[:5].tolist()}")
-    mask = torch.zeros(n, dtype=torch.bool)
-    mask[idx] = True
-    return mask
-
-
 # ---------------------------------------------------------------------------------------------
 # Reading and cutting audio files
 # ---------------------------------------------------------------------------------------------
@@ -484,14 +454,6 @@ def _cut(
     return clips, offsets
 
 
-def _workers() -> int:
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 16))
-
-
 def _decode_all(
     sources: Sequence[_Source],
     sample_rate: int,
@@ -506,7 +468,7 @@ def _decode_all(
     require_module("soundfile", pip="soundfile", extra="audio")
     require_module("scipy.signal", pip="scipy")
     with (
-        ThreadPoolExecutor(max_workers=_workers()) as pool,
+        ThreadPoolExecutor(max_workers=workers(16)) as pool,
         tqdm(total=len(sources), desc=desc, unit="file", disable=not progress) as bar,
     ):
         results = []
@@ -536,15 +498,6 @@ def _decode_all(
 # ---------------------------------------------------------------------------------------------
 # Argument checks and the cache
 # ---------------------------------------------------------------------------------------------
-
-
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer):
-        raise WeightspaceValueError(f"`{name}` must be an integer, got {value!r}")
-    if value < low or (high is not None and value > high):
-        bound = f"in [{low}, {high}]" if high is not None else f">= {low}"
-        raise WeightspaceValueError(f"`{name}` must be {bound}, got {value!r}")
-    return int(value)
 
 
 def _check_seconds(name: str, value: object, *, allow_none: bool = False) -> float | None:
@@ -651,7 +604,7 @@ def _build(
         save_file(tensors, str(tmp), metadata={"weightspace": header})
 
     cached_file(path, build, meta=meta)
-    tensors = _load(path)
+    tensors = load_cached(path)
     if tensors["waveforms"].ndim != 2 or tensors["waveforms"].shape[1] != length:
         raise CacheError(
             f"cache entry {path} holds waveforms of shape {tuple(tensors['waveforms'].shape)}, "
@@ -670,26 +623,14 @@ def _build(
     )
 
 
-def _load(path: Path) -> dict[str, Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        return load_file(str(path))
-    except Exception as exc:  # safetensors raises its own error types
-        raise CacheError(
-            f"cache entry {path} cannot be read ({exc}); delete it (and {path.name}.json) to "
-            "rebuild it"
-        ) from None
-
-
 def _common_args(
     sample_rate: object, duration: object, hop: object, max_clips_per_file: object
 ) -> tuple[int, float, int, int | None, int]:
-    rate = _check_int("sample_rate", sample_rate, 1000, 192000)
+    rate = check_int("sample_rate", sample_rate, 1000, 192000)
     seconds = _check_seconds("duration", duration)
     assert seconds is not None
     hop_s = _check_seconds("hop", hop, allow_none=True)
-    max_clips = _check_int("max_clips_per_file", max_clips_per_file, 1)
+    max_clips = check_int("max_clips_per_file", max_clips_per_file, 1)
     length = max(1, round(seconds * rate))
     hop_n = None if hop_s is None else max(1, round(hop_s * rate))
     return rate, seconds, length, hop_n, max_clips
@@ -900,7 +841,7 @@ def sound_effects(
         WeightspaceValueError: if an argument is invalid.
     """
     folder = _root(path, _STAMPS_DIR, _STAMPS_APT, "Tux Paint's stamps")
-    depth = _check_int("depth", depth, 1)
+    depth = check_int("depth", depth, 1)
     rate, seconds, length, hop_n, max_clips = _common_args(
         sample_rate, duration, hop, max_clips_per_file
     )

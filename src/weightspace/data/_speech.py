@@ -306,8 +306,35 @@ _SPEAKERS_BY_NAME = {s.name: s for s in SPEAKERS}
 # ---------------------------------------------------------------------------------------------
 
 
+class ClipSet:
+    """What the clip data sets share: ``len``, indexing with the transform, ``duration``.
+
+    Subclasses are dataclasses with the fields ``waveforms`` ``[N, T]``, ``labels`` ``[N]``,
+    ``sample_rate`` and ``transform``.
+    """
+
+    waveforms: Tensor
+    labels: Tensor
+    sample_rate: int
+    transform: Callable[[Tensor], Tensor] | None
+
+    def __len__(self) -> int:
+        return int(self.waveforms.shape[0])
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        wave = self.waveforms[index].unsqueeze(0)
+        if self.transform is not None:
+            wave = self.transform(wave)
+        return wave, self.labels[index]
+
+    @property
+    def duration(self) -> float:
+        """Length of every clip in seconds."""
+        return self.waveforms.shape[1] / self.sample_rate
+
+
 @dataclass(frozen=True, eq=False, repr=False)
-class SpokenWords(Dataset[tuple[Tensor, Tensor]]):
+class SpokenWords(ClipSet, Dataset[tuple[Tensor, Tensor]]):
     """Clips of spoken words with per-clip speaker metadata, as built by :func:`spoken_words`.
 
     Item ``i`` is ``(waveform, label)``: the waveform as a ``[1, T]`` float32 tensor (or
@@ -361,26 +388,12 @@ class SpokenWords(Dataset[tuple[Tensor, Tensor]]):
                     f"`{arg}` must have shape [{n}] to match `waveforms`, got {shape}"
                 )
 
-    def __len__(self) -> int:
-        return int(self.waveforms.shape[0])
-
-    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        wave = self.waveforms[index].unsqueeze(0)
-        if self.transform is not None:
-            wave = self.transform(wave)
-        return wave, self.labels[index]
-
     def __repr__(self) -> str:
         return (
             f"SpokenWords(clips={len(self)}, words={len(self.words)}, "
             f"speakers={len(self.speakers())}, sample_rate={self.sample_rate}, "
             f"duration={self.duration:g})"
         )
-
-    @property
-    def duration(self) -> float:
-        """Length of every clip in seconds."""
-        return self.waveforms.shape[1] / self.sample_rate
 
     @property
     def speaker_name(self) -> tuple[str, ...]:
@@ -504,23 +517,25 @@ class SpokenWords(Dataset[tuple[Tensor, Tensor]]):
         )
 
     def _index_mask(self, indices: Sequence[int] | Tensor) -> Tensor:
-        n = len(self)
-        idx = torch.as_tensor(indices)
-        if idx.dtype == torch.bool:
-            if idx.shape != (n,):
-                raise WeightspaceValueError(
-                    f"`indices` as a bool mask must have shape [{n}], got {tuple(idx.shape)}"
-                )
-            return idx
-        idx = idx.reshape(-1).to(torch.int64)
-        bad = idx[(idx < -n) | (idx >= n)]
-        if bad.numel():
+        return index_mask(indices, len(self))
+
+
+def index_mask(indices: Sequence[int] | Tensor, n: int) -> Tensor:
+    """A bool mask of length ``n`` from indices or a mask (shared with the recordings)."""
+    idx = torch.as_tensor(indices)
+    if idx.dtype == torch.bool:
+        if idx.shape != (n,):
             raise WeightspaceValueError(
-                f"`indices` must lie in [-{n}, {n}), got {bad[:5].tolist()}"
+                f"`indices` as a bool mask must have shape [{n}], got {tuple(idx.shape)}"
             )
-        mask = torch.zeros(n, dtype=torch.bool)
-        mask[idx] = True
-        return mask
+        return idx
+    idx = idx.reshape(-1).to(torch.int64)
+    bad = idx[(idx < -n) | (idx >= n)]
+    if bad.numel():
+        raise WeightspaceValueError(f"`indices` must lie in [-{n}, {n}), got {bad[:5].tolist()}")
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[idx] = True
+    return mask
 
 
 # ---------------------------------------------------------------------------------------------
@@ -684,12 +699,13 @@ def _check_espeak_variants(program: str, speakers: Sequence[Speaker]) -> None:
             )
 
 
-def _workers() -> int:
+def workers(limit: int = 32) -> int:
+    """Worker threads for external encoders and decoders: the usable CPUs, at most ``limit``."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except AttributeError:  # pragma: no cover - not on Linux
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, 32))
+    return max(1, min(cpus, limit))
 
 
 def _synthesise(
@@ -724,7 +740,7 @@ def _synthesise(
     start = time.perf_counter()
     with (
         tempfile.TemporaryDirectory(prefix="weightspace-speech-") as tmp,
-        ThreadPoolExecutor(max_workers=_workers()) as pool,
+        ThreadPoolExecutor(max_workers=workers()) as pool,
         tqdm(
             total=len(jobs), desc="synthesising spoken words", unit="clip", disable=not progress
         ) as bar,
@@ -830,7 +846,7 @@ def _check_speakers(speakers: Sequence[str | Speaker] | None) -> tuple[Speaker, 
     return tuple(out)
 
 
-def _check_int(name: str, value: object, low: int, high: int | None = None) -> int:
+def check_int(name: str, value: object, low: int, high: int | None = None) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer):
         raise WeightspaceValueError(f"`{name}` must be an integer, got {value!r}")
     if value < low or (high is not None and value > high):
@@ -895,9 +911,9 @@ def spoken_words(
     """
     word_list = _check_words(words)
     speaker_list = _check_speakers(speakers)
-    clips_per_speaker = _check_int("clips_per_speaker", clips_per_speaker, 1)
-    sample_rate = _check_int("sample_rate", sample_rate, 1000, 192000)
-    seed = _check_int("seed", seed, 0)
+    clips_per_speaker = check_int("clips_per_speaker", clips_per_speaker, 1)
+    sample_rate = check_int("sample_rate", sample_rate, 1000, 192000)
+    seed = check_int("seed", seed, 0)
     if isinstance(duration, bool) or not isinstance(duration, int | float):
         raise WeightspaceValueError(f"`duration` must be a number of seconds, got {duration!r}")
     if not (math.isfinite(duration) and 0 < duration <= 10):
@@ -929,7 +945,7 @@ def spoken_words(
         save_file(tensors, str(tmp), metadata={"weightspace": header})
 
     cached_file(path, build, meta=meta)
-    tensors = _load(path)
+    tensors = load_cached(path)
     n = len(speaker_list) * len(word_list) * clips_per_speaker
     if tuple(tensors["waveforms"].shape) != (n, length):
         raise CacheError(
@@ -949,7 +965,7 @@ def spoken_words(
     )
 
 
-def _load(path: Path) -> dict[str, Tensor]:
+def load_cached(path: Path) -> dict[str, Tensor]:
     from safetensors.torch import load_file
 
     try:
