@@ -2,31 +2,18 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "project01_unlearning" / "run_unlearning.py"
 OURS = "Redistribute (ours)"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("project01")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
-    return out, data
+def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    return run_quick("project01_unlearning/run_unlearning.py", timeout=600)
 
 
 def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:

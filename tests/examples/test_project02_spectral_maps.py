@@ -2,30 +2,17 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "project02_spectral_maps" / "spectral_maps.py"
-
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    out = tmp_path_factory.mktemp("project02")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def results(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
+    out, data = run_quick("project02_spectral_maps/spectral_maps.py")
     assert (out / "results.md").read_text().startswith("# Project 2 results (quick mode")
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
     return data
 
 

@@ -3,34 +3,21 @@ mode and checks what it found."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = (
-    ROOT / "examples" / "project05_heterogeneous_task_vectors" / "run_heterogeneous_task_vectors.py"
-)
 REGIMES = ("independent", "aligned", "joint", "distilled", "distilled-all")
 MULTI = ("mnist", "fashion", "parity", "rot_mnist", "inv_mnist", "rot_fashion", "inv_fashion")
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("project05")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=900,
+def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    return run_quick(
+        "project05_heterogeneous_task_vectors/run_heterogeneous_task_vectors.py", timeout=900
     )
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
-    return out, data
 
 
 def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:

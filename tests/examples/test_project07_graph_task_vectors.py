@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import math
-import subprocess
-import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +12,6 @@ import pytest
 pytest.importorskip("rdkit")
 pytest.importorskip("torch_geometric")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "project07_graph_task_vectors" / "graph_task_vectors.py"
 TASKS = ("tpsa@nci", "logp@nci", "hbd@nci", "rings@nci", "pic50@chembl")
 METHODS = {
     "pretrained",
@@ -29,17 +25,8 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any]]:
-    out = tmp_path_factory.mktemp("project07")
-    subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--out", str(out)],
-        check=True,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    data: dict[str, Any] = json.loads((out / "results.json").read_text())
-    return out, data
+def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    return run_quick("project07_graph_task_vectors/graph_task_vectors.py", timeout=600)
 
 
 def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
