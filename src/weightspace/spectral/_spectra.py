@@ -17,10 +17,9 @@ __all__ = ["LayerSpectra", "weight_spectra"]
 class LayerSpectra(NamedTuple):
     """The eigenbases of one layer's spatial and channel weight covariances.
 
-    Attributes:
-        spatial: Eigenbasis of the ``h*w`` spatial covariance (one vector of length 1 for a
-            linear layer), largest eigenvalue first.
-        channel: Eigenbasis of the ``C_in`` input-channel covariance, largest first.
+    ``spatial`` is the eigenbasis of the ``h*w`` spatial covariance (one vector of length 1 for
+    a linear layer) and ``channel`` that of the ``C_in`` input-channel covariance, both with the
+    largest eigenvalue first.
 
     Example:
         >>> import torch
