@@ -65,6 +65,12 @@ def test_cli_equals_python_api(setup: Path, capsys: pytest.CaptureFixture[str]) 
         assert torch.equal(a[k], b[k]), k
     # the files are identical byte for byte (same header, same provenance)
     assert out.read_bytes() == api.output.read_bytes()
+    fixed = setup / "fixed.safetensors"
+    args = ["merge", str(setup / "merge.yaml"), "-o", str(fixed), "--no-progress"]
+    assert main([*args, "--threads", "2"]) == 0
+    assert fixed.read_bytes() == out.read_bytes()  # threads never change the result
+    with pytest.raises(SystemExit):
+        main([*args, "--threads", "none"])
 
 
 def test_cli_progress_bar_goes_to_stderr(setup: Path, capsys: pytest.CaptureFixture[str]) -> None:

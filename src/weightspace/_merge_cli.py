@@ -21,6 +21,19 @@ dare_linear or dare_ties); see `weightspace.merge.MergeConfig`.
 """
 
 
+def _threads_arg(value: str) -> int | str:
+    """``--threads``: "auto" or a positive int."""
+    if value == "auto":
+        return value
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise argparse.ArgumentTypeError(f'expected "auto" or an int >= 1, got {value!r}')
+    return number
+
+
 def _cmd_merge(args: argparse.Namespace) -> int:
     from weightspace.merge import MergeConfig, plan_merge, run_merge
 
@@ -30,7 +43,11 @@ def _cmd_merge(args: argparse.Namespace) -> int:
         return 0
     try:
         report = run_merge(
-            config, args.output, overwrite=args.overwrite, progress=not args.no_progress
+            config,
+            args.output,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+            threads=args.threads,
         )
     except OSError as exc:
         print(
@@ -72,6 +89,12 @@ def add_merge_command(subparsers: Any) -> argparse.ArgumentParser:
     )
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
     merge.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    merge.add_argument(
+        "--threads",
+        default="auto",
+        type=_threads_arg,
+        help='torch threads: "auto" (default: the cores no other process keeps busy) or N',
+    )
     merge.add_argument(
         "--dry-run",
         action="store_true",

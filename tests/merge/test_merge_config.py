@@ -635,3 +635,38 @@ def test_disk_full_midway_leaves_nothing(
     assert info.value.errno == errno.ENOSPC
     assert calls["n"] == 3
     assert listing(tmp_path) == before  # no output, no temporary litter
+
+
+# ------------------------------------------------------------------------ threads
+
+
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties\nparameters: {density: 0.4}"])
+def test_thread_count_never_changes_the_result(
+    ckpts: dict[str, Path], tmp_path: Path, method: str
+) -> None:
+    from weightspace.merge import _threads
+
+    cfg = MergeConfig.from_yaml(config_text(ckpts, f"method: {method}"))
+    before = torch.get_num_threads()
+    one = load(run_merge(cfg, tmp_path / "one.safetensors", progress=False, threads=1).output)
+    two = load(run_merge(cfg, tmp_path / "two.safetensors", progress=False, threads=2).output)
+    assert torch.get_num_threads() == before  # restored
+    assert_same(one, two)
+    governor = _threads.ThreadGovernor("auto")
+    try:
+        assert governor.current == 1 and governor.limit == _threads.usable_cpus()
+        governor._wall -= 1.0  # pretend a window passed: it decides from /proc/stat
+        governor.tick()
+        assert 1 <= governor.current <= governor.limit
+        assert torch.get_num_threads() == governor.current
+    finally:
+        governor.close()
+    assert torch.get_num_threads() == before
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "two", True])
+def test_bad_threads(ckpts: dict[str, Path], tmp_path: Path, bad: object) -> None:
+    cfg = MergeConfig.from_yaml(config_text(ckpts, "method: task_arithmetic"))
+    with pytest.raises(WeightspaceValueError, match="`threads`"):
+        run_merge(cfg, tmp_path / "o.safetensors", progress=False, threads=bad)  # type: ignore[arg-type]
+    assert not (tmp_path / "o.safetensors").exists()

@@ -38,6 +38,7 @@ from weightspace.merge._merge import (
     ties,
 )
 from weightspace.merge._seeding import derived_generator
+from weightspace.merge._threads import ThreadGovernor, check_threads
 from weightspace.merge._validate import (
     check_density,
     check_drop_rate,
@@ -1167,6 +1168,7 @@ class _Engine:
         self.chunk = CHUNK_ELEMENTS
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}
         self._dare: list[torch.Tensor] = []
+        self.governor: ThreadGovernor | None = None
         p = config.parameters
         method = config.method
         weights = tuple(m.weight for m in config.models)
@@ -1244,6 +1246,8 @@ class _Engine:
         step = self.chunk
         for start in range(0, numel, step):
             stop = min(numel, start + step)
+            if self.governor is not None:
+                self.governor.tick()
             try:
                 out = self._chunk(name, readers, state, start, stop, out_dtype)
             except _NotFinite:
@@ -1463,12 +1467,12 @@ class _FastOutput(Mapping[str, "torch.Tensor | TensorChunks"]):
 #: Use the fused path in run_merge (the tests switch it off to compare with the generic path).
 _FAST_PATH = True
 
-#: Intra-op threads of torch while the fused path runs (restored afterwards); ``None`` keeps
-#: torch's setting. A chunk's operations take tens of microseconds each, too short to gain
-#: from a second thread, while every multi-threaded operation waits for all its threads: on a
-#: busy machine (a core taken by another job) that wait is a scheduler time slice per
-#: operation. Measured on a loaded two-core machine (0.1B-parameter bf16 model, three
-#: models, task arithmetic): 1.2 s with one thread, 33 to 119 s with two.
+#: Intra-op threads of torch in each rank of a distributed merge (restored afterwards); the
+#: serial merge chooses its own (see :mod:`weightspace.merge._threads`). Every multi-threaded
+#: operation waits for all its threads: on a busy machine (a core taken by another job, such
+#: as another rank) that wait is a scheduler time slice per operation. Measured on a loaded
+#: two-core machine (0.1B-parameter bf16 model, three models, task arithmetic): 1.2 s with
+#: one thread, 33 to 119 s with two.
 _CHUNK_THREADS: int | None = 1
 
 
@@ -1827,6 +1831,7 @@ def run_merge(
     *,
     overwrite: bool = False,
     progress: bool = True,
+    threads: int | Literal["auto"] = "auto",
 ) -> MergeReport:
     """Merge the checkpoints a config names and write the result, streaming, atomically.
 
@@ -1839,9 +1844,11 @@ def run_merge(
     base and written, so memory stays at a few megabytes of buffers plus, for ``ties`` and
     ``magnitude_prune``, one float32 copy of the largest tensor (the trim thresholds are
     found over the whole tensor), and for ``dare``/``dare_ties`` one boolean mask per model.
-    torch runs single-threaded meanwhile (its setting is restored afterwards): operations
-    on chunks are too short to gain from more threads, and on a busy machine each
-    multi-threaded operation waits for a descheduled thread. Other inputs (legacy pickles,
+    With ``threads="auto"`` torch starts single-threaded and, every quarter of a second,
+    uses as many threads as there are cores that other processes leave free (its setting is
+    restored afterwards): on an idle two-core machine two threads are about 1.5x faster, while
+    on a busy one each multi-threaded operation would wait for a descheduled thread. The
+    number of threads never changes the result. Other inputs (legacy pickles,
     unusual dtypes) and tensors holding NaN or infinity go through the lazy task vectors
     (:meth:`weightspace.TaskVector.from_models`, :mod:`weightspace.merge`), which give the
     same results and the errors of record.
@@ -1865,6 +1872,9 @@ def run_merge(
         output: A ``.safetensors`` file, or a folder when ``config.max_shard_size`` is set.
         overwrite: Replace an existing output (never an input).
         progress: Show a ``tqdm`` progress bar, advanced after each tensor.
+        threads: torch threads of the chunked path: ``"auto"`` (the cores other processes
+            leave free, re-checked as the merge runs) or a fixed number. Under ``torchrun``
+            each rank uses one.
 
     Returns:
         The report; ``str(report)`` is what ``weightspace merge`` prints.
@@ -1887,6 +1897,7 @@ def run_merge(
             f"`config` must be a MergeConfig, got {type(config).__name__}; read one with "
             "MergeConfig.from_yaml(path)"
         )
+    threads = check_threads(threads)
     from weightspace.merge._distributed import distributed_merge, launched_world
 
     if launched_world() is not None:
@@ -1896,9 +1907,9 @@ def run_merge(
     _check_output(out, config, prep, overwrite)
     target, engine = _build_target(config, prep)
     meta = _merge_metadata(config)
-    threads = torch.get_num_threads()
-    if engine is not None and _CHUNK_THREADS is not None:
-        torch.set_num_threads(_CHUNK_THREADS)
+    governor = None if engine is None else ThreadGovernor(threads)
+    if engine is not None:
+        engine.governor = governor
     try:
         written = save_state_dict(
             target,
@@ -1913,7 +1924,8 @@ def run_merge(
     finally:
         if engine is not None:
             engine.close()
-            torch.set_num_threads(threads)
+        if governor is not None:
+            governor.close()
     files = [p for p in written.iterdir() if p.is_file()] if written.is_dir() else [written]
     seconds = time.perf_counter() - start
     report = MergeReport(
