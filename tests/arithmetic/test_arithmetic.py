@@ -276,3 +276,21 @@ def test_add_normalises_by_given_finetuned_vectors() -> None:
     assert r.rows["sum"].normalized["a"] == pytest.approx(r.rows["sum"].scores["a"] / 3.0)
     with pytest.raises(WeightspaceValueError, match="`finetuned`"):
         arithmetic.add(BASE, half, tasks, methods=methods, finetuned={"a": own["a"]})
+
+
+def test_gap_normalisation_is_the_fraction_of_the_gain_kept() -> None:
+    # scores below zero (as R² can be): ratio is meaningless, the gap is not
+    tasks = {n: task(n, GOALS[n], offset=-5.0) for n in "ab"}  # pretrained -3, fine-tuned -2
+    vectors = {n: vec(GOALS[n]) for n in "ab"}
+    methods = {"sum": arithmetic.Method(merge.task_arithmetic)}
+    r = arithmetic.add(BASE, vectors, tasks, methods=methods, grid=(0.0, 0.5, 1.0), normalize="gap")
+    assert r.normalize == "gap"
+    assert r.rows["pretrained"].normalized == {"a": 0.0, "b": 0.0}
+    assert r.rows["finetuned"].normalized == {"a": 1.0, "b": 1.0}
+    row = r.rows["sum"]  # (0.5, 0.5, 0): score 3 - (0.25 + 0.25) - 5 = -2.5, half the gain
+    assert row.scale == 0.5 and row.normalized["a"] == pytest.approx(0.5)
+    assert "gain kept (mean)" in arithmetic.table([r])
+    again = arithmetic.AdditionResult.from_dict(r.to_dict())
+    assert again.normalize == "gap"
+    with pytest.raises(WeightspaceValueError, match="`normalize`"):
+        arithmetic.add(BASE, vectors, tasks, methods=methods, normalize="percent")  # type: ignore[arg-type]

@@ -6,7 +6,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -36,6 +36,7 @@ DEFAULT_GRID: tuple[float, ...] = tuple(round(0.05 * i, 2) for i in range(21))
 TIES_GRID: tuple[float, ...] = tuple(round(0.25 * i, 2) for i in range(1, 13))
 
 StateDict = Mapping[str, Tensor]
+Normalize = Literal["ratio", "gap"]
 Score = Callable[[StateDict], float]
 
 
@@ -496,6 +497,8 @@ class AdditionResult:
         rows: ``"pretrained"``, ``"finetuned"`` (each task under its own vector), then every
             method, in order.
         tasks: The task names, in order.
+        normalize: How the rows' ``normalized`` scores were computed: ``"ratio"`` or
+            ``"gap"`` (see :func:`add`).
 
     Example:
         >>> from weightspace.arithmetic import AdditionResult, MethodRow
@@ -506,10 +509,15 @@ class AdditionResult:
 
     rows: Mapping[str, MethodRow]
     tasks: tuple[str, ...]
+    normalize: Normalize = "ratio"
 
     def to_dict(self) -> dict[str, Any]:
         """Plain-data form (for JSON)."""
-        return {"tasks": list(self.tasks), "rows": {k: v.to_dict() for k, v in self.rows.items()}}
+        return {
+            "tasks": list(self.tasks),
+            "normalize": self.normalize,
+            "rows": {k: v.to_dict() for k, v in self.rows.items()},
+        }
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AdditionResult:
@@ -524,6 +532,7 @@ class AdditionResult:
         return cls(
             rows={k: MethodRow.from_dict(v) for k, v in data["rows"].items()},
             tasks=tuple(data["tasks"]),
+            normalize=data.get("normalize", "ratio"),
         )
 
 
@@ -550,6 +559,7 @@ def add(
     methods: Mapping[str, Method] | None = None,
     grid: Sequence[float] = DEFAULT_GRID,
     finetuned: Mapping[str, TaskVector] | None = None,
+    normalize: Normalize = "ratio",
 ) -> AdditionResult:
     r"""Learn several tasks at once by merging their vectors, against the usual baselines.
 
@@ -570,6 +580,12 @@ def add(
             ``"finetuned"`` row), when they are not ``vectors`` themselves: for instance, with
             vectors transferred from another architecture, this architecture's own
             fine-tuned vectors.
+        normalize: ``"ratio"`` (default): merged / fine-tuned, the paper's normalised
+            accuracy; ``"gap"``: (merged - pretrained) / (fine-tuned - pretrained), the
+            fraction of the fine-tuning gain kept (1: as fine-tuned, 0: as pretrained), which
+            stays meaningful for scores near or below zero (R², log-likelihoods). Used both to
+            choose the scales and in the rows; undefined (NaN) where the reference equals 0
+            (ratio) or the pretrained score (gap).
 
     Returns:
         One row per method (and the two reference rows).
@@ -633,18 +649,28 @@ def add(
                 f"{sorted(finetuned) if isinstance(finetuned, Mapping) else finetuned!r}"
             )
         references = [_check_vector(finetuned[n], f"finetuned[{n!r}]") for n in names]
+    if normalize not in ("ratio", "gap"):
+        raise WeightspaceValueError(f'`normalize` must be "ratio" or "gap", got {normalize!r}')
     pre_test = evaluate([sd] * len(names), "test")
+    pre_val = evaluate([sd] * len(names), "validation") if normalize == "gap" else {}
     ft_states = [v.apply_to(sd, scale=1.0) for v in references]
     ft_val = evaluate(ft_states, "validation")
     ft_test = evaluate(ft_states, "test")
     del ft_states
 
-    def normalise(scores: Mapping[str, float], ref: Mapping[str, float]) -> dict[str, float]:
-        return {n: scores[n] / ref[n] if ref[n] != 0 else math.nan for n in names}
+    def normalise(
+        scores: Mapping[str, float], ref: Mapping[str, float], pre: Mapping[str, float]
+    ) -> dict[str, float]:
+        if normalize == "ratio":
+            return {n: scores[n] / ref[n] if ref[n] != 0 else math.nan for n in names}
+        return {
+            n: (scores[n] - pre[n]) / (ref[n] - pre[n]) if ref[n] != pre[n] else math.nan
+            for n in names
+        }
 
     rows: dict[str, MethodRow] = {
-        "pretrained": MethodRow(None, pre_test, normalise(pre_test, ft_test)),
-        "finetuned": MethodRow(None, ft_test, normalise(ft_test, ft_test)),
+        "pretrained": MethodRow(None, pre_test, normalise(pre_test, ft_test, pre_test)),
+        "finetuned": MethodRow(None, ft_test, normalise(ft_test, ft_test, pre_test)),
     }
     for m, method in chosen.items():
         merged = _per_task(method.fn(items), len(items), m)
@@ -652,14 +678,16 @@ def add(
         best_scale, best = 0.0, -math.inf
         for c in method.grid or default:
             states = _apply_all(merged, sd, c)
-            val = normalise(evaluate(states, "validation"), ft_val)
+            val = normalise(evaluate(states, "validation"), ft_val, pre_val)
             mean = sum(val.values()) / len(val)
             curve.append((c, mean))
             if mean > best:
                 best_scale, best = c, mean
         test = evaluate(_apply_all(merged, sd, best_scale), "test")
-        rows[m] = MethodRow(best_scale, test, normalise(test, ft_test), best, tuple(curve))
-    return AdditionResult(rows=rows, tasks=names)
+        rows[m] = MethodRow(
+            best_scale, test, normalise(test, ft_test, pre_test), best, tuple(curve)
+        )
+    return AdditionResult(rows=rows, tasks=names, normalize=normalize)
 
 
 def _apply_all(merged: list[TaskVector], sd: StateDict, scale: float) -> list[StateDict]:

@@ -131,7 +131,8 @@ def _forget_table(results: Sequence[ForgetResult], spec: str) -> str:
 
 def _addition_table(results: Sequence[AdditionResult], spec: str) -> str:
     tasks = list(results[0].tasks)
-    header = ["method", "scale", *tasks, "mean", "normalised mean"]
+    kept = "gain kept (mean)" if results[0].normalize == "gap" else "normalised mean"
+    header = ["method", "scale", *tasks, "mean", kept]
     rows = []
     for name, row in results[0].rows.items():
         scale = "" if row.scale is None else _cell(results, ("rows", name, "scale"), ".2f")
