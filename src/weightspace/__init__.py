@@ -59,21 +59,8 @@ __all__ = [
     "unlearn",
 ]
 
-_SUBMODULES = frozenset(
-    {
-        "align",
-        "arithmetic",
-        "data",
-        "io",
-        "merge",
-        "models",
-        "saliency",
-        "select",
-        "spectral",
-        "train",
-        "unlearn",
-    }
-)
+# The lower-case public names are the subpackages, imported on first access.
+_SUBMODULES = frozenset(name for name in __all__ if name.islower() and not name.startswith("_"))
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
