@@ -25,6 +25,7 @@ from weightspace._version import __version__ as __version__
 if TYPE_CHECKING:
     from weightspace import align as align
     from weightspace import arithmetic as arithmetic
+    from weightspace import audio as audio
     from weightspace import data as data
     from weightspace import io as io
     from weightspace import merge as merge
@@ -48,6 +49,7 @@ __all__ = [
     "__version__",
     "align",
     "arithmetic",
+    "audio",
     "data",
     "io",
     "merge",
