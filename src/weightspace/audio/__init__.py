@@ -7,4 +7,16 @@ synthesizer whose parameters gradients reach, with the spectral losses to compar
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from weightspace.audio._features import LogMel as LogMel
+from weightspace.audio._features import log_mel as log_mel
+from weightspace.audio._features import log_spectrogram as log_spectrogram
+from weightspace.audio._features import mel_filterbank as mel_filterbank
+from weightspace.audio._features import power_spectrogram as power_spectrogram
+
+__all__: list[str] = [
+    "LogMel",
+    "log_mel",
+    "log_spectrogram",
+    "mel_filterbank",
+    "power_spectrogram",
+]
