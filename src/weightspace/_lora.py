@@ -37,7 +37,8 @@ import torch
 from torch import Tensor
 
 from weightspace._errors import WeightspaceValueError
-from weightspace._task_vector import TaskVector, _shape_of
+from weightspace._task_vector import TaskVector
+from weightspace.io import open_state_dict, save_state_dict, shape_of
 
 __all__ = ["LoraAdapter", "LowRankTaskVector", "lora_to_task_vector", "low_rank", "to_lora"]
 
@@ -98,8 +99,6 @@ def _open_adapter(
         cfg = _read_config(config)
     for filename in ("adapter_model.safetensors", "adapter_model.bin"):
         if (folder / filename).is_file():
-            from weightspace.io import open_state_dict
-
             return open_state_dict(folder / filename), cfg
     raise WeightspaceValueError(
         f"no adapter_model.safetensors (or adapter_model.bin) in {str(folder)!r}"
@@ -284,7 +283,7 @@ def lora_to_task_vector(
             raise WeightspaceValueError(
                 f"module {module!r} has only one of its LoRA factors (A: {p.a}, B: {p.b})"
             )
-        a_shape, b_shape = _shape_of(sd, p.a), _shape_of(sd, p.b)
+        a_shape, b_shape = shape_of(sd, p.a), shape_of(sd, p.b)
         rank = a_shape[0]
         r_key = _pattern_key(rank_pattern, module)
         r_cfg = int(rank_pattern[r_key]) if r_key is not None else r_default
@@ -314,7 +313,7 @@ def lora_to_task_vector(
         shapes[name] = shape
         if p.bias is not None:
             entries[f"{module}.bias"] = _LoraBias(sd, p.bias, scale)
-            shapes[f"{module}.bias"] = _shape_of(sd, p.bias)
+            shapes[f"{module}.bias"] = shape_of(sd, p.bias)
 
     if base_names is not None:
         rename = base_names if callable(base_names) else (lambda n, m=base_names: m.get(n, n))
@@ -503,8 +502,6 @@ class LoraAdapter:
             >>> sorted(p.name for p in path.iterdir())
             ['adapter_config.json', 'adapter_model.safetensors']
         """
-        from weightspace.io import save_state_dict
-
         out = Path(folder)
         out.mkdir(parents=True, exist_ok=True)
         save_state_dict(

@@ -56,21 +56,19 @@ import os
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Union, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import torch
 from torch import Tensor, nn
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
+from weightspace.io import StateDictLike, as_state_dict, dtype_of, shape_of
 
 if TYPE_CHECKING:
     from weightspace._lora import LoraAdapter, LowRankTaskVector
     from weightspace.select._selection import Selection
 
-__all__ = ["LayerStats", "StateDictLike", "TaskVector"]
-
-StateDictLike = Union[nn.Module, Mapping[str, Tensor], str, "os.PathLike[str]"]
-"""What every entry point accepts: a module, a mapping ``name -> tensor`` or a checkpoint path."""
+__all__ = ["LayerStats", "TaskVector"]
 
 KeysMode = Literal["strict", "intersection", "union"]
 _Value = Tensor | Callable[[], Tensor]
@@ -82,40 +80,6 @@ _REPR_NORM_MAX_NUMEL = 10_000_000
 # --------------------------------------------------------------------------------------------
 # State-dict-likes
 # --------------------------------------------------------------------------------------------
-
-
-def _as_state_dict(x: object, *, argument: str) -> Mapping[str, Tensor]:
-    """Return a lazy mapping ``name -> tensor`` for a module, a mapping or a checkpoint path."""
-    if isinstance(x, nn.Module):
-        return x.state_dict()
-    if isinstance(x, Mapping):
-        return x
-    if isinstance(x, (str, os.PathLike)):
-        from weightspace.io import as_state_dict
-
-        return as_state_dict(x)
-    raise WeightspaceValueError(
-        f"`{argument}` must be an nn.Module, a mapping of names to tensors or a path to a "
-        f".safetensors file or checkpoint folder, got {type(x).__name__}"
-    )
-
-
-def _shape_of(sd: Mapping[str, Tensor], name: str) -> torch.Size:
-    """Shape of ``sd[name]``, without reading data when ``sd`` can say it."""
-    method = getattr(sd, "shape", None)
-    if callable(method):
-        return torch.Size(method(name))
-    return sd[name].shape
-
-
-def _dtype_of(sd: Mapping[str, Tensor], name: str) -> torch.dtype:
-    """Dtype of ``sd[name]``, without reading data when ``sd`` can say it."""
-    method = getattr(sd, "dtype", None)
-    if callable(method):
-        dtype = method(name)
-        if isinstance(dtype, torch.dtype):
-            return dtype
-    return sd[name].dtype
 
 
 def _fmt_names(names: Sequence[str], limit: int = 8) -> str:
@@ -678,8 +642,8 @@ class TaskVector(Mapping[str, Tensor]):
             raise WeightspaceValueError(
                 f"`dtype` must be torch.float32 or torch.float64, got {dtype}"
             )
-        ft = _as_state_dict(finetuned, argument="finetuned")
-        bs = _as_state_dict(base, argument="base")
+        ft = as_state_dict(finetuned, argument="finetuned")
+        bs = as_state_dict(base, argument="base")
         ft_names = list(ft)
         bs_set = set(bs)
         if keys == "strict":
@@ -708,18 +672,18 @@ class TaskVector(Mapping[str, Tensor]):
         for name in ft_names:
             if name not in bs_set:
                 continue
-            f_shape, b_shape = _shape_of(ft, name), _shape_of(bs, name)
+            f_shape, b_shape = shape_of(ft, name), shape_of(bs, name)
             if f_shape != b_shape:
                 raise ShapeMismatchError(
                     f"`finetuned[{name!r}]` has shape {tuple(f_shape)} but `base[{name!r}]` has "
                     f"shape {tuple(b_shape)}; they must match"
                 )
-            f_float = _dtype_of(ft, name).is_floating_point
-            b_float = _dtype_of(bs, name).is_floating_point
+            f_float = dtype_of(ft, name).is_floating_point
+            b_float = dtype_of(bs, name).is_floating_point
             if f_float != b_float:
                 raise ShapeMismatchError(
-                    f"`finetuned[{name!r}]` is {_dtype_of(ft, name)} but `base[{name!r}]` is "
-                    f"{_dtype_of(bs, name)}; a tensor must be floating point in both or in neither"
+                    f"`finetuned[{name!r}]` is {dtype_of(ft, name)} but `base[{name!r}]` is "
+                    f"{dtype_of(bs, name)}; a tensor must be floating point in both or in neither"
                 )
             if not f_float:
                 if integer == "finetuned":
@@ -902,7 +866,7 @@ class TaskVector(Mapping[str, Tensor]):
         shapes = dict(self._shapes)
         for name in other:
             if name not in entries:
-                shape = _shape_of(other, name)
+                shape = shape_of(other, name)
                 entries[name] = _Zeros(shape, self._dtype)
                 shapes[name] = shape
         return self._make(
@@ -1459,7 +1423,7 @@ class TaskVector(Mapping[str, Tensor]):
             if dtype is not None:
                 new.to(dtype)
             return new
-        sd = _as_state_dict(base, argument="base")
+        sd = as_state_dict(base, argument="base")
         self._check_target(sd, "base")
         out: dict[str, Tensor] = {}
         for name in sd:
@@ -1525,15 +1489,15 @@ class TaskVector(Mapping[str, Tensor]):
                 f"`tv.intersection({argument}_state_dict)` or `tv.restrict(selection)`"
             )
         for name in self:
-            shape = _shape_of(sd, name)
+            shape = shape_of(sd, name)
             if shape != self.shape(name):
                 raise ShapeMismatchError(
                     f"`{argument}[{name!r}]` has shape {tuple(shape)} but the task vector's "
                     f"tensor has shape {tuple(self.shape(name))}"
                 )
-            if not _dtype_of(sd, name).is_floating_point:
+            if not dtype_of(sd, name).is_floating_point:
                 raise ShapeMismatchError(
-                    f"`{argument}[{name!r}]` is {_dtype_of(sd, name)}, not floating point; task "
+                    f"`{argument}[{name!r}]` is {dtype_of(sd, name)}, not floating point; task "
                     "vectors never change integer tensors"
                 )
 

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from weightspace import WeightspaceError, WeightspaceValueError
-from weightspace.io import LazyStateDict, as_state_dict, open_state_dict, save_state_dict
+from weightspace.io import LazyStateDict, open_state_dict, save_state_dict
 
 
 class Arbitrary:
@@ -233,24 +233,3 @@ def test_sharded_bin_index(tmp_path: Path) -> None:
     sd = open_state_dict(tmp_path)
     assert sd.shape("b") == (3,)
     assert torch.equal(sd["a"], torch.ones(2))
-
-
-# -- as_state_dict -----------------------------------------------------------------------------
-
-
-def test_as_state_dict(single: Path, tensors: dict[str, torch.Tensor]) -> None:
-    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
-    sd = as_state_dict(model)
-    assert set(sd) == set(model.state_dict())
-    assert not any(t.requires_grad for t in sd.values())
-    with pytest.raises(TypeError):
-        sd["x"] = torch.zeros(1)  # type: ignore[index]
-    assert as_state_dict(tensors) is tensors
-    assert isinstance(as_state_dict(single), LazyStateDict)
-    assert isinstance(as_state_dict(str(single)), LazyStateDict)
-    lazy = open_state_dict(single)
-    assert as_state_dict(lazy) is lazy
-    with pytest.raises(WeightspaceValueError, match=r"must be an nn\.Module, a Mapping"):
-        as_state_dict(3)  # type: ignore[arg-type]
-    with pytest.raises(WeightspaceValueError, match=r"1 entries do not \(e.g. \['n'\]\)"):
-        as_state_dict({"n": 1.0})  # type: ignore[dict-item]

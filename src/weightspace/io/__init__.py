@@ -3,8 +3,9 @@
 * :func:`open_state_dict` opens a ``.safetensors`` file, an HF sharded checkpoint folder or a
   legacy ``torch.save`` state dict (``weights_only=True`` only) as a :class:`LazyStateDict`:
   names, shapes and dtypes up front, tensor data one tensor at a time on lookup.
-* :func:`as_state_dict` turns a module, a mapping or a path into a mapping of tensors; every
-  part of the library accepts weights through it.
+* :func:`as_state_dict` turns a module, a mapping or a path (a :data:`StateDictLike`) into a
+  mapping of tensors; every part of the library accepts weights through it. :func:`shape_of`
+  and :func:`dtype_of` read a tensor's shape and dtype without reading its data when they can.
 * :func:`save_state_dict` writes safetensors (sharded on request), streaming lazily computed
   tensors one at a time, atomically, never onto an input.
 * :func:`provenance` builds the header metadata that says how a checkpoint was made;
@@ -26,9 +27,11 @@ from __future__ import annotations
 from weightspace.io._provenance import provenance as provenance
 from weightspace.io._read import LazyStateDict as LazyStateDict
 from weightspace.io._read import PathLike as PathLike
-from weightspace.io._read import StateDictLike as StateDictLike
-from weightspace.io._read import as_state_dict as as_state_dict
 from weightspace.io._read import open_state_dict as open_state_dict
+from weightspace.io._state_dict import StateDictLike as StateDictLike
+from weightspace.io._state_dict import as_state_dict as as_state_dict
+from weightspace.io._state_dict import dtype_of as dtype_of
+from weightspace.io._state_dict import shape_of as shape_of
 from weightspace.io._write import SpecMapping as SpecMapping
 from weightspace.io._write import parse_size as parse_size
 from weightspace.io._write import save_state_dict as save_state_dict
@@ -39,8 +42,10 @@ __all__ = [
     "SpecMapping",
     "StateDictLike",
     "as_state_dict",
+    "dtype_of",
     "open_state_dict",
     "parse_size",
     "provenance",
     "save_state_dict",
+    "shape_of",
 ]

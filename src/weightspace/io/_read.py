@@ -20,15 +20,12 @@ from safetensors import safe_open
 from weightspace._errors import WeightspaceError, WeightspaceValueError
 from weightspace.io._format import dtype_from_name, dtype_name, read_header
 
-__all__ = ["LazyStateDict", "PathLike", "StateDictLike", "as_state_dict", "open_state_dict"]
+__all__ = ["LazyStateDict", "PathLike", "open_state_dict"]
 
 logger = logging.getLogger(__name__)
 
 PathLike = Union[str, "os.PathLike[str]"]
 """A path given as a string or a :class:`os.PathLike`."""
-
-StateDictLike = Union[torch.nn.Module, Mapping[str, torch.Tensor], str, "os.PathLike[str]"]
-"""What every entry point accepts as weights: a module, a mapping of tensors or a path."""
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth")
 _FOLDER_CANDIDATES = (
@@ -70,11 +67,13 @@ def _is_pickle(path: Path) -> bool:
     return path.suffix.lower() in _PICKLE_SUFFIXES
 
 
-def _bad_source(source: object, why: str, fix: str) -> WeightspaceValueError:
-    return WeightspaceValueError(f"`source` {str(source)!r} {why}; {fix}")
+def _bad_source(
+    source: object, why: str, fix: str, argument: str = "source"
+) -> WeightspaceValueError:
+    return WeightspaceValueError(f"`{argument}` {str(source)!r} {why}; {fix}")
 
 
-def _resolve(source: PathLike) -> Path:
+def _resolve(source: PathLike, argument: str = "source") -> Path:
     """Turn ``source`` into the path of one weights file or of one index JSON."""
     path = Path(source).expanduser()
     if not path.exists():
@@ -83,6 +82,7 @@ def _resolve(source: PathLike) -> Path:
             "does not exist",
             "pass the path of a `.safetensors` file, of a checkpoint folder or of a "
             "`model.safetensors.index.json`",
+            argument,
         )
     if path.is_dir():
         for name in _FOLDER_CANDIDATES:
@@ -101,6 +101,7 @@ def _resolve(source: PathLike) -> Path:
             f"is a folder without a unique checkpoint (it holds {shown})",
             "it must hold `model.safetensors`, `model.safetensors.index.json` or exactly one "
             "`.safetensors` file; pass the file you mean directly",
+            argument,
         )
     suffix = path.suffix.lower()
     if suffix in (".safetensors", ".json") or suffix in _PICKLE_SUFFIXES:
@@ -110,10 +111,11 @@ def _resolve(source: PathLike) -> Path:
         f"has the unknown suffix {path.suffix!r}",
         "pass a `.safetensors` file, an index `.json`, a legacy `.bin`/`.pt`/`.pth` file or a "
         "checkpoint folder",
+        argument,
     )
 
 
-def _parse_index(index: Path) -> dict[str, Path]:
+def _parse_index(index: Path, argument: str = "source") -> dict[str, Path]:
     """Read an HF index JSON and return ``tensor name -> shard path`` (shards checked)."""
     fix = (
         "an index must be a JSON object with a `weight_map` object mapping each tensor name to "
@@ -123,11 +125,11 @@ def _parse_index(index: Path) -> dict[str, Path]:
     try:
         parsed = json.loads(index.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise _bad_source(index, f"is not a readable JSON file ({exc})", fix) from None
+        raise _bad_source(index, f"is not a readable JSON file ({exc})", fix, argument) from None
     weight_map = parsed.get("weight_map") if isinstance(parsed, dict) else None
     if not isinstance(weight_map, dict) or not weight_map:
         got = sorted(parsed) if isinstance(parsed, dict) else type(parsed).__name__
-        raise _bad_source(index, f"has no non-empty `weight_map` (got {got})", fix)
+        raise _bad_source(index, f"has no non-empty `weight_map` (got {got})", fix, argument)
     out: dict[str, Path] = {}
     missing: dict[str, int] = {}
     for name, shard in weight_map.items():
@@ -141,6 +143,7 @@ def _parse_index(index: Path) -> dict[str, Path]:
                 index,
                 f"maps tensor {name!r} to {shard!r}, which is not a file name in its folder",
                 fix,
+                argument,
             )
         path = Path(os.path.abspath(index.parent / shard))
         if not path.is_file():
@@ -153,11 +156,12 @@ def _parse_index(index: Path) -> dict[str, Path]:
             f"names {len(missing)} shard file(s) that do not exist in {str(index.parent)!r}: "
             f"{shown}",
             "download the missing shards next to the index, or regenerate the checkpoint",
+            argument,
         )
     return out
 
 
-def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
+def _load_pickle(path: Path, argument: str = "source") -> dict[str, torch.Tensor]:
     """Read a legacy ``torch.save`` file with ``weights_only=True``; refuse anything else."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
@@ -167,7 +171,7 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
             str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
         )
         raise WeightspaceError(
-            f"`source` {str(path)!r} is a general pickle, not a plain state dict: "
+            f"`{argument}` {str(path)!r} is a general pickle, not a plain state dict: "
             f"`torch.load(weights_only=True)` refused it ({detail}). weightspace never "
             "unpickles arbitrary objects, because unpickling can run arbitrary code. If you "
             "trust the file, convert it once in a separate session: "
@@ -177,12 +181,12 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
         ) from None
     except (RuntimeError, EOFError, OSError) as exc:
         raise WeightspaceError(
-            f"`source` {str(path)!r} could not be read as a `torch.save` file ({exc}); check "
+            f"`{argument}` {str(path)!r} could not be read as a `torch.save` file ({exc}); check "
             "that it is complete and was written by `torch.save`"
         ) from None
     if not isinstance(obj, Mapping):
         raise WeightspaceError(
-            f"`source` {str(path)!r} holds a {type(obj).__name__}, not a state dict (a mapping "
+            f"`{argument}` {str(path)!r} holds a {type(obj).__name__}, not a state dict (a mapping "
             "of names to tensors); save `model.state_dict()` instead"
         )
     bad = [k for k, v in obj.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))]
@@ -195,7 +199,7 @@ def _load_pickle(path: Path) -> dict[str, torch.Tensor]:
             else "keep only its tensors and save them with `weightspace.io.save_state_dict`"
         )
         raise WeightspaceError(
-            f"`source` {str(path)!r} is not a plain state dict: {len(bad)} entries are not "
+            f"`{argument}` {str(path)!r} is not a plain state dict: {len(bad)} entries are not "
             f"name -> tensor pairs (e.g. {bad[:3]!r}); {hint}"
         )
     return {k: v for k, v in obj.items()}
@@ -234,6 +238,19 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
     """
 
     def __init__(self, source: PathLike, *, device: str | torch.device = "cpu") -> None:
+        self._setup(source, device, "source")
+
+    @classmethod
+    def _named(
+        cls, source: PathLike, *, argument: str, device: str | torch.device = "cpu"
+    ) -> LazyStateDict:
+        """Open ``source`` as :meth:`__init__` does; errors call it ``argument``."""
+        self = cls.__new__(cls)
+        self._setup(source, device, argument)
+        return self
+
+    def _setup(self, source: PathLike, device: str | torch.device, argument: str) -> None:
+        self._argument = argument
         self._source = Path(source).expanduser()
         self._device = str(device)
         self._lock = threading.Lock()
@@ -242,13 +259,13 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         self._bytes_read = 0
         self._metadata: dict[str, str] = {}
         self._entries: dict[str, _Entry] = {}
-        self._build(_resolve(source))
+        self._build(_resolve(source, argument))
 
     # -- construction ----------------------------------------------------------------------
 
     def _build(self, resolved: Path) -> None:
         if resolved.suffix.lower() == ".json":
-            weight_map = _parse_index(resolved)
+            weight_map = _parse_index(resolved, self._argument)
         elif _is_pickle(resolved):
             file = Path(os.path.abspath(resolved))
             self._entries = {name: _Entry(file) for name in self._load(file)}
@@ -286,6 +303,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
                     resolved,
                     f"says tensor {name!r} is in {file.name!r}, but that shard does not hold it",
                     "regenerate the index, or re-download the checkpoint",
+                    self._argument,
                 )
             self._entries[name] = _Entry(file, *info, headers[file].offsets.get(name))
 
@@ -293,7 +311,7 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
         with self._lock:
             if file not in self._loaded:
                 logger.debug("reading legacy checkpoint %s whole", file)
-                self._loaded[file] = _load_pickle(file)
+                self._loaded[file] = _load_pickle(file, self._argument)
             return self._loaded[file]
 
     def _fill_from_pickle(self, file: Path) -> None:
@@ -568,45 +586,3 @@ def open_state_dict(source: PathLike, *, device: str | torch.device = "cpu") -> 
         (291, 0)
     """
     return LazyStateDict(source, device=device)
-
-
-def as_state_dict(x: StateDictLike) -> Mapping[str, torch.Tensor]:
-    """Turn any "state dict like" into a mapping of names to tensors.
-
-    The one entry point the library uses for weights given as a module, a mapping or a path.
-
-    Args:
-        x: An :class:`torch.nn.Module` (its ``state_dict()``, detached, sharing memory with
-            the module), a ``Mapping[str, Tensor]`` (returned as is, without reading lazy
-            values), or a path (opened with :func:`open_state_dict`).
-
-    Returns:
-        A read-only mapping from names to tensors.
-
-    Raises:
-        WeightspaceValueError: if ``x`` is none of these, or a ``dict`` holds non-tensors.
-
-    Example:
-        >>> sd = as_state_dict(torch.nn.Linear(2, 3))
-        >>> sorted(sd), sd["weight"].shape
-        (['bias', 'weight'], torch.Size([3, 2]))
-    """
-    if isinstance(x, torch.nn.Module):
-        return MappingProxyType({k: v.detach() for k, v in x.state_dict().items()})
-    if isinstance(x, (str, os.PathLike)):
-        return open_state_dict(x)
-    if isinstance(x, Mapping):
-        if isinstance(x, dict):  # values already in memory: cheap to check
-            bad = [
-                k for k, v in x.items() if not (isinstance(k, str) and isinstance(v, torch.Tensor))
-            ]
-            if bad:
-                raise WeightspaceValueError(
-                    f"`x` must map names (str) to tensors, but {len(bad)} entries do not "
-                    f"(e.g. {bad[:3]!r}); drop or convert them"
-                )
-        return x
-    raise WeightspaceValueError(
-        f"`x` must be an nn.Module, a Mapping[str, Tensor] or a path, got "
-        f"{type(x).__name__}; pass `model`, `model.state_dict()` or a checkpoint path"
-    )

@@ -15,8 +15,9 @@ import torch.distributed
 from torch import nn
 
 from weightspace._errors import WeightspaceValueError
-from weightspace._task_vector import StateDictLike, TaskVector
+from weightspace._task_vector import TaskVector
 from weightspace._world import world_of
+from weightspace.io import StateDictLike
 from weightspace.merge._merge import _check_vectors, task_arithmetic
 from weightspace.merge._validate import check_finite
 

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Literal
 
 from weightspace._errors import WeightspaceValueError
+from weightspace.io import StateDictLike
 from weightspace.select._grammar import Targets, _describe, pattern
 from weightspace.select._index import ModelIndex, build_index
 from weightspace.select._selection import Selection
@@ -17,8 +18,8 @@ _Signature = tuple[object, tuple[tuple[str, tuple[int, ...]], ...]]
 
 
 def common(
-    a: object,
-    b: object,
+    a: StateDictLike,
+    b: StateDictLike,
     *,
     by: Literal["name_shape", "structure", "mapping"] = "name_shape",
     mapping: Mapping[str, str] | None = None,

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from weightspace._errors import WeightspaceValueError
+from weightspace.io import StateDictLike
 from weightspace.select._index import ModelIndex, build_index
 from weightspace.select._selection import Selection
 
@@ -390,7 +391,7 @@ def _describe(targets: Targets | None) -> str:
 
 
 def parameters(
-    model: object,
+    model: StateDictLike,
     targets: Targets,
     *,
     exclude: Targets | None = None,
@@ -438,7 +439,7 @@ def parameters(
 
 
 def modules(
-    model: object,
+    model: StateDictLike,
     targets: Targets,
     *,
     exclude: Targets | None = None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from weightspace._task_vector import _as_state_dict, _dtype_of, _shape_of
+from weightspace.io import StateDictLike, as_state_dict, dtype_of, shape_of
 
 __all__ = ["ModelIndex", "build_index"]
 
@@ -48,7 +48,7 @@ class ModelIndex:
         return [p for p in self.params if p.startswith(prefix)]
 
 
-def build_index(x: object, *, argument: str, buffers: bool = False) -> ModelIndex:
+def build_index(x: StateDictLike, *, argument: str, buffers: bool = False) -> ModelIndex:
     """Index a module (parameters, plus float buffers if asked) or a state dict (float tensors).
 
     Args:
@@ -72,9 +72,9 @@ def build_index(x: object, *, argument: str, buffers: bool = False) -> ModelInde
                     shapes[name] = b.shape
         types = {name: m for name, m in x.named_modules() if name}
         return ModelIndex(tuple(names), shapes, tuple(types), types, x)
-    sd: Mapping[str, Tensor] = _as_state_dict(x, argument=argument)
-    names = [n for n in sd if _dtype_of(sd, n).is_floating_point]
-    shapes = {n: _shape_of(sd, n) for n in names}
+    sd: Mapping[str, Tensor] = as_state_dict(x, argument=argument)
+    names = [n for n in sd if dtype_of(sd, n).is_floating_point]
+    shapes = {n: shape_of(sd, n) for n in names}
     modules: dict[str, None] = {}
     for n in names:
         parts = n.split(".")[:-1]
