@@ -49,7 +49,6 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import torchaudio
 from torch import Tensor, nn
 
 import weightspace as ws
@@ -142,18 +141,13 @@ class LogMel:
     """Waveforms ``[N, T]`` at 16 kHz -> standardised log-mel images ``[N, 1, 32, frames]``."""
 
     def __init__(self) -> None:
-        self.mel = torchaudio.transforms.MelSpectrogram(
-            sample_rate=16000, n_fft=512, hop_length=320, n_mels=32, f_min=40.0, f_max=8000.0
+        self.mel = ws.audio.LogMel(
+            sample_rate=16000, n_fft=512, hop_length=320, n_mels=32, f_min=40.0, standardize=True
         )
 
     @torch.no_grad()
     def __call__(self, waves: Tensor) -> Tensor:
-        out = []
-        for chunk in waves.split(256):
-            m = torch.log(self.mel(chunk) + 1e-5)
-            m = (m - m.mean(dim=(1, 2), keepdim=True)) / (m.std(dim=(1, 2), keepdim=True) + 1e-5)
-            out.append(m.unsqueeze(1))
-        return torch.cat(out)
+        return torch.cat([self.mel(chunk).unsqueeze(1) for chunk in waves.split(256)])
 
 
 def block(c_in: int, c_out: int) -> nn.Sequential:
