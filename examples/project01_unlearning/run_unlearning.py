@@ -384,10 +384,8 @@ def spoken_split(cfg: Config) -> dict[str, Pair]:
         ws.data.DIGIT_WORDS, speakers=speakers, clips_per_speaker=cfg.audio_clips, progress=False
     )
     # Log power spectrogram (25 ms windows, 10 ms hop), pooled to 40 bands x 25 frames.
-    spec = torch.stft(
-        ds.waveforms, n_fft=400, hop_length=160, window=torch.hann_window(400), return_complex=True
-    )
-    logp = (spec.abs().square() + 1e-6).log()[:, 1:201]  # [N, 200, frames]
+    logp = ws.audio.log_spectrogram(ds.waveforms, n_fft=400, hop_length=160, eps=1e-6)
+    logp = logp[:, 1:201]  # [N, 200, frames] without the 0 Hz bin
     feats = F.adaptive_avg_pool2d(logp.unsqueeze(1), (40, 25)).flatten(1)
     n_test = max(2, len(speakers) // 4)
     test_names = set(speakers[-n_test:])
