@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from weightspace import io as io
     from weightspace import merge as merge
     from weightspace import models as models
+    from weightspace import report as report
     from weightspace import saliency as saliency
     from weightspace import select as select
     from weightspace import spectral as spectral
@@ -54,6 +55,7 @@ __all__ = [
     "io",
     "merge",
     "models",
+    "report",
     "saliency",
     "select",
     "spectral",
