@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from weightspace import spectral
+from weightspace import data, spectral
 
 K_INIT, K_FINAL, N_ENERGIES, SUBSAMPLE = 50, 100, 100, 3000
 
@@ -47,16 +47,16 @@ K_INIT, K_FINAL, N_ENERGIES, SUBSAMPLE = 50, 100, 100, 3000
 def make_pair(n_target: int, seed: int = 0) -> dict[str, Any]:
     nv = max(3, round(math.sqrt(n_target / 2 / 0.93)))
     nu = 2 * nv
-    v1, f1 = spectral.sheet_mesh(nu, nv, jitter=0.25, seed=seed)
-    v2, f2 = spectral.sheet_mesh(nu, nv, jitter=0.25, seed=seed + 1)
+    v1, f1 = data.sheet_mesh(nu, nv, jitter=0.25, seed=seed)
+    v2, f2 = data.sheet_mesh(nu, nv, jitter=0.25, seed=seed + 1)
     perm = np.random.default_rng(seed + 2).permutation(len(v2))
     flat2 = v2[perm]
     f2 = np.argsort(perm)[f2]
     gt = spectral.nearest_neighbors(v1[:, :2], flat2[:, :2])
     return {
-        "x": spectral.bend_sheet(v1, 1.2),
+        "x": data.bend_sheet(v1, 1.2),
         "fx": f1,
-        "y": spectral.bend_sheet(flat2, 2.6),
+        "y": data.bend_sheet(flat2, 2.6),
         "fy": f2,
         "flat_x": v1,
         "gt": gt,

@@ -90,13 +90,13 @@ def train(data: dict[str, torch.Tensor], seed: int, epochs: int) -> tuple[SmallC
 
 
 def sheet_pair(nu: int, holes: bool, seed: int) -> dict[str, Any]:
-    v1, f1 = spectral.sheet_mesh(nu, nu // 2, holes=holes, jitter=0.25, seed=seed)
-    v2, f2 = spectral.sheet_mesh(nu, nu // 2, holes=holes, jitter=0.25, seed=seed + 100)
+    v1, f1 = ws.data.sheet_mesh(nu, nu // 2, holes=holes, jitter=0.25, seed=seed)
+    v2, f2 = ws.data.sheet_mesh(nu, nu // 2, holes=holes, jitter=0.25, seed=seed + 100)
     perm = np.random.default_rng(seed).permutation(len(v2))
     v2, f2 = v2[perm], np.argsort(perm)[f2]
     gt = spectral.nearest_neighbors(v1[:, :2], v2[:, :2])
-    lx = spectral.cotangent_laplacian(spectral.bend_sheet(v1, 1.2), f1)
-    ly = spectral.cotangent_laplacian(spectral.bend_sheet(v2, 2.6), f2)
+    lx = spectral.cotangent_laplacian(ws.data.bend_sheet(v1, 1.2), f1)
+    ly = spectral.cotangent_laplacian(ws.data.bend_sheet(v2, 2.6), f2)
     return {"flat": v1, "gt": gt, "lx": lx, "ly": ly}
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightspace import WeightspaceValueError, spectral
+from weightspace import WeightspaceValueError, data, spectral
 
 
 @settings(max_examples=20)
@@ -29,7 +29,7 @@ def test_eigenbasis_is_mass_orthonormal_and_solves_the_problem(
 
 
 def test_arpack_and_dense_agree_on_a_mesh() -> None:
-    v, f = spectral.sheet_mesh(24, 14, jitter=0.2, seed=1)
+    v, f = data.sheet_mesh(24, 14, jitter=0.2, seed=1)
     lap = spectral.cotangent_laplacian(v, f)
     dense = spectral.eigenbasis(lap, 12, method="dense")
     sparse = spectral.eigenbasis(lap, 12, method="arpack", seed=3)

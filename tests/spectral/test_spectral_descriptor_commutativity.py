@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
-from weightspace import WeightspaceValueError, spectral
+from weightspace import WeightspaceValueError, data, spectral
 from weightspace.spectral._descriptors import _multiplication_operators
 from weightspace.spectral._fmap import _commutativity_mask
 
@@ -224,13 +224,13 @@ def test_constant_descriptors_leave_the_term_inactive() -> None:
 def test_descriptor_commutativity_improves_the_initial_mesh_map() -> None:
     # bent sheet against a re-sampled, shuffled copy: the term brings the k=20 map closer to
     # the true one than the descriptor and Laplacian terms alone
-    v1, f1 = spectral.sheet_mesh(36, 18, jitter=0.25, seed=0)
-    v2, f2 = spectral.sheet_mesh(36, 18, jitter=0.25, seed=1)
+    v1, f1 = data.sheet_mesh(36, 18, jitter=0.25, seed=0)
+    v2, f2 = data.sheet_mesh(36, 18, jitter=0.25, seed=1)
     perm = np.random.default_rng(2).permutation(len(v2))
     v2, f2 = v2[perm], np.argsort(perm)[f2]
     gt = spectral.nearest_neighbors(v1[:, :2], v2[:, :2])
-    lx = spectral.cotangent_laplacian(spectral.bend_sheet(v1, 1.2), f1)
-    ly = spectral.cotangent_laplacian(spectral.bend_sheet(v2, 2.6), f2)
+    lx = spectral.cotangent_laplacian(data.bend_sheet(v1, 1.2), f1)
+    ly = spectral.cotangent_laplacian(data.bend_sheet(v2, 2.6), f2)
     bx, by = spectral.eigenbasis(lx, 20), spectral.eigenbasis(ly, 20)
     dx = spectral.wave_kernel_signature(bx, num_energies=60)
     dy = spectral.wave_kernel_signature(by, num_energies=60)

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.stats import ortho_group
 
-from weightspace import ShapeMismatchError, WeightspaceValueError, spectral
+from weightspace import ShapeMismatchError, WeightspaceValueError, data, spectral
 
 SIZES = st.integers(4, 14)
 SEEDS = st.integers(0, 10_000)
@@ -161,9 +161,9 @@ def test_adjoint_is_inverse_for_isometries_and_transfer_moves_functions(
 
 
 def test_mesh_pipeline_recovers_a_permuted_isometric_sheet() -> None:
-    v, f = spectral.sheet_mesh(30, 15, jitter=0.2, seed=0)
+    v, f = data.sheet_mesh(30, 15, jitter=0.2, seed=0)
     perm = np.random.default_rng(1).permutation(len(v))
-    vy = spectral.bend_sheet(v, 2.0)[perm]
+    vy = data.bend_sheet(v, 2.0)[perm]
     fy = np.argsort(perm)[f]
     lx, ly = spectral.cotangent_laplacian(v, f), spectral.cotangent_laplacian(vy, fy)
     assert ly.area == pytest.approx(lx.area, rel=2e-3)
@@ -182,7 +182,7 @@ def test_mesh_pipeline_recovers_a_permuted_isometric_sheet() -> None:
 
 
 def test_symmetric_sheet_is_ambiguous_for_intrinsic_descriptors() -> None:
-    v, f = spectral.sheet_mesh(20, 10, holes=False)
+    v, f = data.sheet_mesh(20, 10, holes=False)
     lap = spectral.cotangent_laplacian(v, f)
     basis = spectral.eigenbasis(lap, 10)
     mirror = spectral.nearest_neighbors(v[:, :2], np.c_[2.0 - v[:, 0], 1.0 - v[:, 1]])
@@ -216,9 +216,9 @@ def test_nearest_neighbors_matches_brute_force() -> None:
 
 
 def test_zoomout_polish_ends_with_an_exact_pass_on_all_points() -> None:
-    v, f = spectral.sheet_mesh(30, 15, jitter=0.2, seed=0)
+    v, f = data.sheet_mesh(30, 15, jitter=0.2, seed=0)
     perm = np.random.default_rng(1).permutation(len(v))
-    vy = spectral.bend_sheet(v, 2.0)[perm]
+    vy = data.bend_sheet(v, 2.0)[perm]
     lx = spectral.cotangent_laplacian(v, f)
     ly = spectral.cotangent_laplacian(vy, np.argsort(perm)[f])
     bx, by = spectral.eigenbasis(lx, 30), spectral.eigenbasis(ly, 30)

@@ -8,7 +8,7 @@ import scipy.sparse as sp
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightspace import WeightspaceValueError, spectral
+from weightspace import WeightspaceValueError, data, spectral
 
 
 @settings(max_examples=20)
@@ -40,7 +40,7 @@ def test_random_walk_mass_is_degree() -> None:
 
 
 def test_cotangent_laplacian_of_flat_sheet_reproduces_linear_functions() -> None:
-    v, f = spectral.sheet_mesh(9, 6, holes=False, jitter=0.2, seed=3)
+    v, f = data.sheet_mesh(9, 6, holes=False, jitter=0.2, seed=3)
     lap = spectral.cotangent_laplacian(v, f)
     assert lap.area == pytest.approx(2.0, rel=1e-12)
     boundary = (v[:, 0] < 1e-9) | (v[:, 0] > 2 - 1e-9) | (v[:, 1] < 1e-9) | (v[:, 1] > 1 - 1e-9)

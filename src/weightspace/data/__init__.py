@@ -7,7 +7,8 @@ words synthesised with espeak-ng and flite over a grid of speakers (:func:`spoke
 as a :class:`SpokenWords` data set with per-clip speaker metadata; real recordings from Debian
 packages (:func:`stamp_captions`, :func:`sound_effects`, :func:`sonic_pi_samples`) come as a
 :class:`Recordings` data set that records the stamp or file of every clip, for splits by item.
-Built data sets are cached as
+Procedural meshes with a known isometric correspondence (:func:`sheet_mesh`, :func:`bend_sheet`)
+are ground truth for shape correspondence. Built data sets are cached as
 checked ``.safetensors`` files (see ``WEIGHTSPACE_CACHE``). Optional dependencies (rdkit,
 torch_geometric, scikit-learn) are imported only when a loader that needs them is called.
 """
@@ -19,6 +20,8 @@ from weightspace.data._images import digits as digits
 from weightspace.data._images import fashion_mnist as fashion_mnist
 from weightspace.data._images import mnist as mnist
 from weightspace.data._images import sample_images as sample_images
+from weightspace.data._meshes import bend_sheet as bend_sheet
+from weightspace.data._meshes import sheet_mesh as sheet_mesh
 from weightspace.data._molecules import MoleculeDataset as MoleculeDataset
 from weightspace.data._molecules import molecules as molecules
 from weightspace.data._recordings import SONIC_PI_CATEGORIES as SONIC_PI_CATEGORIES
@@ -45,11 +48,13 @@ __all__ = [
     "Recordings",
     "Speaker",
     "SpokenWords",
+    "bend_sheet",
     "digits",
     "fashion_mnist",
     "mnist",
     "molecules",
     "sample_images",
+    "sheet_mesh",
     "sonic_pi_samples",
     "sound_effects",
     "spoken_words",

@@ -19,14 +19,16 @@ correspondence, ``C = pinv(Phi_Y) Pi Phi_X`` (a :class:`FunctionalMap`):
   correspondence), :func:`weight_spectra` (every layer's spectra, split across ``torchrun``
   ranks when launched so), :func:`bures_wasserstein_similarity`, and the :func:`linear_cka`
   baseline.
-* **Test shapes**: :func:`sheet_mesh` and its isometric :func:`bend_sheet`.
 
-Arrays are ``float64`` numpy arrays; tensors are accepted as inputs.
+Arrays are returned as ``float64`` numpy arrays; inputs are :data:`ArrayLike` (numpy arrays,
+tensors or nested sequences). The test meshes ``sheet_mesh`` and ``bend_sheet`` moved to
+:mod:`weightspace.data` (:func:`weightspace.data.sheet_mesh`); the names here are deprecated
+aliases, removed in 0.2.
 
 Example:
     >>> import numpy as np
-    >>> from weightspace import spectral
-    >>> v, f = spectral.sheet_mesh(12, 8)
+    >>> from weightspace import data, spectral
+    >>> v, f = data.sheet_mesh(12, 8)
     >>> basis = spectral.eigenbasis(spectral.cotangent_laplacian(v, f), 10)
     >>> perm = np.random.default_rng(0).permutation(basis.n)
     >>> fmap = spectral.FunctionalMap.from_pointwise(perm, basis, basis.permute(perm))
@@ -39,6 +41,7 @@ from __future__ import annotations
 from weightspace.spectral._basis import Eigenbasis as Eigenbasis
 from weightspace.spectral._basis import covariance_eigenbasis as covariance_eigenbasis
 from weightspace.spectral._basis import eigenbasis as eigenbasis
+from weightspace.spectral._common import ArrayLike as ArrayLike
 from weightspace.spectral._descriptors import heat_kernel_signature as heat_kernel_signature
 from weightspace.spectral._descriptors import wave_kernel_signature as wave_kernel_signature
 from weightspace.spectral._fmap import FunctionalMap as FunctionalMap
@@ -66,6 +69,7 @@ from weightspace.spectral._spectra import LayerSpectra as LayerSpectra
 from weightspace.spectral._spectra import weight_spectra as weight_spectra
 
 __all__ = [
+    "ArrayLike",
     "Eigenbasis",
     "FunctionalMap",
     "FunctionalMapEstimator",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.linalg
@@ -12,7 +12,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from weightspace._errors import WeightspaceValueError
-from weightspace.spectral._common import FloatArray, as_float_array, describe, frozen
+from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array, describe, frozen
 from weightspace.spectral._laplacian import Laplacian
 
 __all__ = ["Eigenbasis", "covariance_eigenbasis", "eigenbasis"]
@@ -87,7 +87,7 @@ class Eigenbasis:
         """Number of basis functions ``k``."""
         return int(self.vectors.shape[1])
 
-    def project(self, functions: Any) -> FloatArray:
+    def project(self, functions: ArrayLike) -> FloatArray:
         r"""Return the coefficients :math:`\Phi^\top M f` of functions on the points.
 
         Args:
@@ -117,7 +117,7 @@ class Eigenbasis:
         out: FloatArray = self.vectors.T @ weighted
         return out
 
-    def reconstruct(self, coefficients: Any) -> FloatArray:
+    def reconstruct(self, coefficients: ArrayLike) -> FloatArray:
         r"""Return the functions :math:`\Phi a` with the given coefficients.
 
         Args:
@@ -182,7 +182,7 @@ class Eigenbasis:
             logger.info("truncating at k=%d cuts through a degenerate eigenspace", k)
         return Eigenbasis(self.vectors[:, :k], self.values[:k], self.mass, self.order)
 
-    def permute(self, perm: Any) -> Eigenbasis:
+    def permute(self, perm: ArrayLike) -> Eigenbasis:
         """Return the same basis on relabelled points (``new[i] = old[perm[i]]``).
 
         Args:
@@ -366,9 +366,9 @@ def eigenbasis(
 
 
 def covariance_eigenbasis(
-    samples: Any = None,
+    samples: ArrayLike | None = None,
     *,
-    covariance: Any = None,
+    covariance: ArrayLike | None = None,
     k: int | None = None,
     shrinkage: float | Literal["ledoit-wolf"] = 0.0,
     center: bool = True,
@@ -420,6 +420,7 @@ def covariance_eigenbasis(
             x = x - x.mean(axis=0, keepdims=True)
         cov = x.T @ x / max(x.shape[0], 1)
     else:
+        assert covariance is not None
         cov = as_float_array(covariance, "covariance", ndim=2)
         if cov.shape[0] != cov.shape[1]:
             raise WeightspaceValueError(f"`covariance` must be square, got {list(cov.shape)}")

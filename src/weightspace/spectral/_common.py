@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -10,10 +11,22 @@ from numpy.typing import NDArray
 
 from weightspace._errors import WeightspaceValueError
 
-__all__ = ["FloatArray", "IntArray", "as_float_array", "as_index_array", "describe"]
+__all__ = [
+    "ArrayLike",
+    "FloatArray",
+    "IntArray",
+    "as_float_array",
+    "as_index_array",
+    "describe",
+]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+
+ArrayLike: TypeAlias = NDArray[Any] | torch.Tensor | Sequence[Any]
+"""An array given as a numpy array, a torch tensor (detached and copied to the CPU) or a
+(nested) sequence of numbers. Float inputs are read as ``float64``, index inputs as ``int64``;
+the functions that take a sparse matrix say so and also accept :mod:`scipy.sparse` ones."""
 
 
 def describe(value: object) -> str:
@@ -25,7 +38,7 @@ def describe(value: object) -> str:
 
 
 def as_float_array(
-    value: Any, name: str, *, ndim: int | tuple[int, ...] | None = None
+    value: ArrayLike, name: str, *, ndim: int | tuple[int, ...] | None = None
 ) -> FloatArray:
     """Return ``value`` (array, tensor or nested sequence) as a finite ``float64`` array."""
     if isinstance(value, torch.Tensor):
@@ -48,7 +61,7 @@ def as_float_array(
     return array
 
 
-def as_index_array(value: Any, name: str, *, size: int | None = None, upper: int) -> IntArray:
+def as_index_array(value: ArrayLike, name: str, *, size: int | None = None, upper: int) -> IntArray:
     """Return ``value`` as a 1-D ``int64`` array of indices in ``[0, upper)``."""
     if isinstance(value, torch.Tensor):
         value = value.detach().cpu().numpy()

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from weightspace._errors import WeightspaceValueError
 from weightspace.spectral._basis import Eigenbasis
-from weightspace.spectral._common import FloatArray, as_float_array
+from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array
 
 __all__ = ["heat_kernel_signature", "wave_kernel_signature"]
 
@@ -23,7 +21,7 @@ def _check_basis(basis: Eigenbasis) -> None:
 
 
 def heat_kernel_signature(
-    basis: Eigenbasis, times: Any = None, *, num_times: int = 16, scaled: bool = True
+    basis: Eigenbasis, times: ArrayLike | None = None, *, num_times: int = 16, scaled: bool = True
 ) -> FloatArray:
     r"""Return the heat kernel signature of every point (Sun, Ovsjanikov & Guibas, SGP 2009).
 

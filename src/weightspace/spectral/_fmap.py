@@ -16,6 +16,7 @@ from torch import Tensor
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace.spectral._basis import Eigenbasis
 from weightspace.spectral._common import (
+    ArrayLike,
     FloatArray,
     IntArray,
     as_float_array,
@@ -36,7 +37,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def nearest_neighbors(reference: Any, queries: Any) -> IntArray:
+def nearest_neighbors(reference: ArrayLike, queries: ArrayLike) -> IntArray:
     """Return, for each query row, the index of its nearest reference row (Euclidean).
 
     Low dimensions (``d <= 12``) use a k-d tree on all cores; higher dimensions use exact
@@ -144,7 +145,9 @@ class FunctionalMap:
     # ---- construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_pointwise(cls, p2p: Any, source: Eigenbasis, target: Eigenbasis) -> FunctionalMap:
+    def from_pointwise(
+        cls, p2p: ArrayLike, source: Eigenbasis, target: Eigenbasis
+    ) -> FunctionalMap:
         r"""Return the functional map of a point-to-point map ``Y -> X``.
 
         :math:`C = \Phi_Y^\top M_Y \Phi_X[\mathrm{p2p}]` (pyFM's ``p2p_to_FM`` with ``A2``).
@@ -175,7 +178,10 @@ class FunctionalMap:
 
     @classmethod
     def from_correspondence(
-        cls, correspondence: Any, source: Eigenbasis, target: Eigenbasis
+        cls,
+        correspondence: ArrayLike | sp.sparray | sp.spmatrix,
+        source: Eigenbasis,
+        target: Eigenbasis,
     ) -> FunctionalMap:
         r"""Return :math:`C = \Phi_Y^\top M_Y \Pi \Phi_X` for any linear correspondence.
 
@@ -203,9 +209,11 @@ class FunctionalMap:
             >>> FunctionalMap.from_correspondence(np.eye(2), b, b).matrix.tolist()
             [[1.0, 0.0], [0.0, 1.0]]
         """
-        pi = correspondence
-        if not sp.issparse(pi):
-            pi = as_float_array(pi, "correspondence", ndim=2)
+        pi: FloatArray | sp.sparray | sp.spmatrix
+        if isinstance(correspondence, (sp.sparray, sp.spmatrix)):
+            pi = correspondence
+        else:
+            pi = as_float_array(correspondence, "correspondence", ndim=2)
         if tuple(pi.shape) != (target.n, source.n):
             raise ShapeMismatchError(
                 f"`correspondence` must be [target.n, source.n] = {[target.n, source.n]}, got "
@@ -243,7 +251,7 @@ class FunctionalMap:
             return nearest_neighbors(self.source.vectors, self.target.vectors @ c)
         return nearest_neighbors(self.source.vectors @ c.T, self.target.vectors)
 
-    def transfer(self, functions: Any) -> FloatArray:
+    def transfer(self, functions: ArrayLike) -> FloatArray:
         r"""Transport functions from ``X`` to ``Y``: :math:`\Phi_Y C \Phi_X^\top M_X f`.
 
         Args:
@@ -715,8 +723,8 @@ class FunctionalMapEstimator:
         self,
         source: Eigenbasis,
         target: Eigenbasis,
-        source_descriptors: Any,
-        target_descriptors: Any,
+        source_descriptors: ArrayLike,
+        target_descriptors: ArrayLike,
     ) -> FunctionalMapEstimator:
         """Fit ``C`` from descriptors that correspond between the two domains.
 
@@ -925,7 +933,7 @@ def _commutativity_mask(lx: FloatArray, ly: FloatArray, kind: Regularization) ->
 
 
 def correspondence_error(
-    predicted: Any, true: Any, coordinates: Any, *, area: float | None = None
+    predicted: ArrayLike, true: ArrayLike, coordinates: ArrayLike, *, area: float | None = None
 ) -> float:
     """Return the mean distance between predicted and true matches, over ``sqrt(area)``.
 

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
+import torch
 from scipy.spatial import cKDTree
 
 from weightspace._errors import WeightspaceValueError
-from weightspace.spectral._common import FloatArray, as_float_array, describe, frozen
+from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array, describe, frozen
 
 __all__ = ["Laplacian", "cotangent_laplacian", "graph_laplacian", "knn_laplacian"]
 
@@ -84,7 +85,7 @@ class Laplacian:
         """Total mass ``sum(M)`` (the surface area for a mesh)."""
         return float(self.mass.sum())
 
-    def permute(self, perm: Any) -> Laplacian:
+    def permute(self, perm: ArrayLike) -> Laplacian:
         """Return the Laplacian of the same domain with its points relabelled.
 
         Args:
@@ -107,7 +108,9 @@ class Laplacian:
 
 
 def _edges_from(
-    edge_index: Any, adjacency: Any, num_nodes: int | None
+    edge_index: ArrayLike | None,
+    adjacency: ArrayLike | sp.sparray | sp.spmatrix | None,
+    num_nodes: int | None,
 ) -> tuple[sp.coo_matrix, int]:
     if (edge_index is None) == (adjacency is None):
         raise WeightspaceValueError(
@@ -115,15 +118,17 @@ def _edges_from(
             "([n, n] matrix)"
         )
     if adjacency is not None:
-        adj = (
-            adjacency if sp.issparse(adjacency) else as_float_array(adjacency, "adjacency", ndim=2)
+        dense_or_sparse = (
+            adjacency
+            if isinstance(adjacency, (sp.sparray, sp.spmatrix))
+            else as_float_array(adjacency, "adjacency", ndim=2)
         )
-        adj = sp.coo_matrix(adj, dtype=np.float64)
+        adj = sp.coo_matrix(dense_or_sparse, dtype=np.float64)
         if adj.shape[0] != adj.shape[1]:
             raise WeightspaceValueError(f"`adjacency` must be square, got {list(adj.shape)}")
         return adj, int(adj.shape[0])
     ei = np.asarray(
-        edge_index.detach().cpu().numpy() if hasattr(edge_index, "detach") else edge_index
+        edge_index.detach().cpu().numpy() if isinstance(edge_index, torch.Tensor) else edge_index
     )
     if ei.ndim != 2 or 2 not in ei.shape:
         raise WeightspaceValueError(
@@ -146,11 +151,11 @@ def _edges_from(
 
 
 def graph_laplacian(
-    edge_index: Any = None,
+    edge_index: ArrayLike | None = None,
     *,
-    adjacency: Any = None,
+    adjacency: ArrayLike | sp.sparray | sp.spmatrix | None = None,
     num_nodes: int | None = None,
-    edge_weight: Any = None,
+    edge_weight: ArrayLike | None = None,
     normalization: Normalization = "combinatorial",
 ) -> Laplacian:
     r"""Return the Laplacian of an undirected graph.
@@ -225,7 +230,7 @@ def graph_laplacian(
     return Laplacian(sp.diags(deg) - a, deg)
 
 
-def knn_laplacian(points: Any, k: int = 10, *, bandwidth: float | None = None) -> Laplacian:
+def knn_laplacian(points: ArrayLike, k: int = 10, *, bandwidth: float | None = None) -> Laplacian:
     r"""Return a point-cloud Laplacian from a symmetrised k-nearest-neighbour graph.
 
     Edges join each point to its ``k`` nearest neighbours, weighted by a Gaussian kernel
@@ -274,7 +279,7 @@ def knn_laplacian(points: Any, k: int = 10, *, bandwidth: float | None = None) -
     return Laplacian(sp.diags(deg) - a, deg)
 
 
-def cotangent_laplacian(vertices: Any, faces: Any) -> Laplacian:
+def cotangent_laplacian(vertices: ArrayLike, faces: ArrayLike) -> Laplacian:
     r"""Return the cotangent Laplace–Beltrami operator of a triangle mesh with lumped mass.
 
     .. math::

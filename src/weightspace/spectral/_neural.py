@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace.spectral._basis import covariance_eigenbasis
-from weightspace.spectral._common import FloatArray, as_float_array, describe
+from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array, describe
 from weightspace.spectral._fmap import FunctionalMap
 
 __all__ = [
@@ -51,7 +51,7 @@ class WeightCovariances(NamedTuple):
     channel: FloatArray
 
 
-def weight_covariances(weight: Any) -> WeightCovariances:
+def weight_covariances(weight: ArrayLike) -> WeightCovariances:
     r"""Return the spatial and channel weight covariances of a convolution or linear layer.
 
     For a convolution :math:`W \in \mathbb{R}^{C_{out}\times C_{in}\times h\times w}`, with
@@ -98,7 +98,7 @@ def weight_covariances(weight: Any) -> WeightCovariances:
     return WeightCovariances(spatial, channel)
 
 
-def procrustes_rotation(source: Any, target: Any, *, center: bool = True) -> FloatArray:
+def procrustes_rotation(source: ArrayLike, target: ArrayLike, *, center: bool = True) -> FloatArray:
     r"""Return the orthogonal map that best aligns two sets of paired features.
 
     .. math::
@@ -147,9 +147,9 @@ def procrustes_rotation(source: Any, target: Any, *, center: bool = True) -> Flo
 
 
 def neural_encoding_map(
-    source_covariance: Any,
-    target_covariance: Any,
-    correspondence: Any = None,
+    source_covariance: ArrayLike,
+    target_covariance: ArrayLike,
+    correspondence: ArrayLike | None = None,
     *,
     k: int | None = None,
     shrinkage: float = 0.0,
@@ -215,7 +215,9 @@ def _sqrtm_psd(a: FloatArray) -> FloatArray:
 
 
 def bures_wasserstein_similarity(
-    source_covariance: Any, target_covariance: Any, correspondence: Any = None
+    source_covariance: ArrayLike,
+    target_covariance: ArrayLike,
+    correspondence: ArrayLike | None = None,
 ) -> float:
     r"""Return the normalised Bures fidelity between two covariances after alignment.
 
@@ -268,7 +270,7 @@ def bures_wasserstein_similarity(
     return float(np.trace(inner) / denom) if denom > 0 else 0.0
 
 
-def linear_cka(x: Any, y: Any) -> float:
+def linear_cka(x: ArrayLike, y: ArrayLike) -> float:
     r"""Return linear centred kernel alignment between two representations of the same inputs.
 
     .. math::

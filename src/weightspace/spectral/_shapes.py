@@ -1,17 +1,20 @@
-"""Procedural surfaces with known isometric correspondences, for tests and benchmarks."""
+"""Deprecated aliases of the mesh generators that moved to :mod:`weightspace.data`."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from numpy.typing import NDArray
 
-from weightspace._errors import WeightspaceValueError
-from weightspace.spectral._common import FloatArray, IntArray, as_float_array
+from weightspace._deprecation import deprecated
 
 __all__ = ["bend_sheet", "sheet_mesh"]
 
 
+@deprecated(since="0.1", alternative="weightspace.data.sheet_mesh", name="spectral.sheet_mesh")
 def sheet_mesh(
     nu: int,
     nv: int,
@@ -21,107 +24,39 @@ def sheet_mesh(
     holes: bool = True,
     jitter: float = 0.0,
     seed: int = 0,
-) -> tuple[FloatArray, IntArray]:
-    """Return a flat triangulated sheet in the plane ``z = 0``, optionally with asymmetric holes.
-
-    The grid of ``nu x nv`` vertices over ``[0, width] x [0, height]`` is split into triangles
-    along alternating diagonals. With ``holes``, the triangles inside an off-centre disc and a
-    notch in one corner are removed (and unused vertices dropped), so the sheet has no
-    symmetry; without, a rectangle has two mirror symmetries (a case that spectral methods
-    cannot resolve from intrinsic information). ``jitter`` moves interior vertices randomly in
-    the plane by up to that fraction of a grid cell.
+) -> tuple[NDArray[np.float64], NDArray[np.int64]]:
+    """Return a flat triangulated sheet; see :func:`weightspace.data.sheet_mesh`.
 
     Args:
-        nu: Vertices along the width (at least 3).
-        nv: Vertices along the height (at least 3).
+        nu: Vertices along the width.
+        nv: Vertices along the height.
         width: Extent along ``x``.
         height: Extent along ``y``.
         holes: Cut the asymmetric hole and notch.
-        jitter: In-plane jitter, as a fraction of a cell (``0 <= jitter < 0.5``).
+        jitter: In-plane jitter, as a fraction of a cell.
         seed: Seeds the jitter.
 
     Returns:
         ``(vertices, faces)``.
-
-    Raises:
-        WeightspaceValueError: on a bad size or jitter.
-
-    Shapes:
-        - output: ``vertices [n, 3]`` (``z = 0``), ``faces [f, 3]``.
-
-    Example:
-        >>> v, f = sheet_mesh(4, 3, holes=False)
-        >>> v.shape, f.shape
-        ((12, 3), (12, 3))
     """
-    if nu < 3 or nv < 3:
-        raise WeightspaceValueError(f"`nu` and `nv` must be at least 3, got {nu} and {nv}")
-    if not 0 <= jitter < 0.5:
-        raise WeightspaceValueError(f"`jitter` must be in [0, 0.5), got {jitter}")
-    xs, ys = np.linspace(0, width, nu), np.linspace(0, height, nv)
-    gx, gy = np.meshgrid(xs, ys, indexing="ij")
-    pts = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    if jitter > 0:
-        rng = np.random.default_rng(seed)
-        cell = np.array([width / (nu - 1), height / (nv - 1)])
-        interior = (gx > 0) & (gx < width) & (gy > 0) & (gy < height)
-        move = rng.uniform(-jitter, jitter, size=pts.shape) * cell
-        pts = pts + move * interior.ravel()[:, None]
-    idx = np.arange(nu * nv).reshape(nu, nv)
-    a, b = idx[:-1, :-1].ravel(), idx[1:, :-1].ravel()
-    c, d = idx[1:, 1:].ravel(), idx[:-1, 1:].ravel()
-    flip = ((np.arange(nu - 1)[:, None] + np.arange(nv - 1)[None, :]) % 2 == 1).ravel()
-    t1 = np.where(flip[:, None], np.stack([a, b, d], 1), np.stack([a, b, c], 1))
-    t2 = np.where(flip[:, None], np.stack([b, c, d], 1), np.stack([a, c, d], 1))
-    faces = np.concatenate([t1, t2])
-    if holes:
-        centroid = pts[faces].mean(axis=1)
-        cx, cy = centroid[:, 0] / width, centroid[:, 1] / height
-        in_hole = (cx - 0.68) ** 2 + ((cy - 0.4) * height / width) ** 2 < 0.13**2
-        in_notch = (cx < 0.22) & (cy > 0.7)
-        faces = faces[~(in_hole | in_notch)]
-    used = np.unique(faces)
-    remap = np.full(nu * nv, -1, dtype=np.int64)
-    remap[used] = np.arange(used.size)
-    vertices = np.concatenate([pts[used], np.zeros((used.size, 1))], axis=1)
-    return vertices, remap[faces].astype(np.int64)
+    from weightspace.data import sheet_mesh as new
+
+    return new(nu, nv, width=width, height=height, holes=holes, jitter=jitter, seed=seed)
 
 
-def bend_sheet(vertices: Any, curvature: float) -> FloatArray:
-    r"""Roll a flat sheet around an axis parallel to ``y``: an isometry of the surface.
-
-    .. math::
-
-        (x, y, 0) \mapsto \big(\sin(\kappa x)/\kappa,\ y,\ (1 - \cos(\kappa x))/\kappa\big),
-
-    which preserves lengths along the surface (a developable bend), so the cotangent
-    Laplacians of the flat and bent sheets agree up to discretisation. ``curvature = 0``
-    returns a copy.
+@deprecated(since="0.1", alternative="weightspace.data.bend_sheet", name="spectral.bend_sheet")
+def bend_sheet(
+    vertices: NDArray[Any] | torch.Tensor | Sequence[Any], curvature: float
+) -> NDArray[np.float64]:
+    """Roll a flat sheet around an axis parallel to ``y``; see :func:`weightspace.data.bend_sheet`.
 
     Args:
-        vertices: Vertices of a flat sheet in ``z = 0`` (from :func:`sheet_mesh`).
-        curvature: :math:`\kappa` (``|kappa| * width < 2 pi`` avoids self-intersection).
+        vertices: Vertices of a flat sheet in ``z = 0``.
+        curvature: The curvature of the bend.
 
     Returns:
         The bent vertices.
-
-    Raises:
-        WeightspaceValueError: if ``vertices`` is not ``[n, 3]``.
-
-    Shapes:
-        - vertices: ``[n, 3]``; output: ``[n, 3]``.
-
-    Example:
-        >>> import numpy as np
-        >>> bend_sheet(np.array([[np.pi, 0.0, 0.0]]), 1.0).round(6).tolist()
-        [[0.0, 0.0, 2.0]]
     """
-    v = as_float_array(vertices, "vertices", ndim=2)
-    if v.shape[1] != 3:
-        raise WeightspaceValueError(f"`vertices` must be [n, 3], got {list(v.shape)}")
-    if curvature == 0:
-        return v.copy()
-    k = float(curvature)
-    x = v[:, 0]
-    out = np.stack([np.sin(k * x) / k, v[:, 1], (1 - np.cos(k * x)) / k], axis=1)
-    return out
+    from weightspace.data import bend_sheet as new
+
+    return new(vertices, curvature)

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import heapq
 from collections.abc import Mapping
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from weightspace._errors import WeightspaceValueError
 from weightspace._world import world_of
 from weightspace.spectral._basis import Eigenbasis, covariance_eigenbasis
 from weightspace.spectral._neural import weight_covariances
+
+if TYPE_CHECKING:
+    from weightspace.io import StateDictLike
+    from weightspace.select import Targets
 
 __all__ = ["LayerSpectra", "weight_spectra"]
 
@@ -52,9 +56,9 @@ def _assign(costs: Mapping[str, float], world: int) -> dict[str, int]:
 
 
 def weight_spectra(
-    weights: Any,
+    weights: StateDictLike,
     *,
-    targets: Any = None,
+    targets: Targets | None = None,
     k: int | None = None,
     distributed: bool | None = None,
     progress: bool = False,
