@@ -272,7 +272,8 @@ def worker_weightspace(workdir: Path, out: Path, method: str, density: float) ->
 
     base = open_state_dict(workdir / "base")
     vectors = [
-        TaskVector.from_models(open_state_dict(folder), base) for folder in _input_dirs(workdir)[1:]
+        TaskVector.from_models(finetuned=open_state_dict(folder), base=base)
+        for folder in _input_dirs(workdir)[1:]
     ]
     if method == "ta":
         merged = merge.task_arithmetic(vectors)

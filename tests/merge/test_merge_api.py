@@ -12,12 +12,13 @@ from hypothesis import strategies as st
 
 from weightspace import ShapeMismatchError, WeightspaceValueError
 from weightspace._task_vector import TaskVector
+from weightspace import merge
 from weightspace.merge import (
-    average,
     consensus,
     dare,
     dare_ties,
     magnitude_prune,
+    mean,
     tall_masks,
     task_arithmetic,
     ties,
@@ -48,7 +49,19 @@ def test_task_arithmetic_of_one_vector_with_scale_one_is_the_vector() -> None:
     (tv,) = make_vectors(1)
     assert_equal(task_arithmetic([tv]), tv)
     assert_equal(task_arithmetic([tv], weights=[1.0]), tv)
-    assert_equal(average([tv]), tv)
+    assert_equal(mean([tv]), tv)
+
+
+def test_mean_is_functional_mean_and_average_is_its_deprecated_alias() -> None:
+    vectors = make_vectors(3, seed=4)
+    merged = mean(vectors)
+    for key in SHAPES:
+        stacked = torch.stack([v[key] for v in vectors])
+        assert torch.equal(merged[key], F.mean(stacked)), key
+    with pytest.warns(FutureWarning, match=r"`weightspace.merge.average` is deprecated .*"):
+        old = merge.average(vectors)
+    assert_equal(old, merged)
+    assert "average" not in merge.__all__ and "mean" in merge.__all__
 
 
 def test_task_arithmetic_of_one_vector_reproduces_the_finetuned_weights_bit_for_bit() -> None:
@@ -57,7 +70,7 @@ def test_task_arithmetic_of_one_vector_reproduces_the_finetuned_weights_bit_for_
     finetuned = {k: v + 1e-3 * torch.randn(v.shape, generator=gen) for k, v in base.items()}
     finetuned["scalar"] = torch.tensor(1.4086391e-11)  # crosses zero: plain b + (f - b) != f
     base["scalar"] = torch.tensor(0.7315437)
-    tv = TaskVector.from_models(finetuned, base)
+    tv = TaskVector.from_models(finetuned=finetuned, base=base)
     out = task_arithmetic([tv]).apply_to(base)
     for key in base:
         assert torch.equal(out[key], finetuned[key]), key
@@ -90,7 +103,7 @@ def test_ties_density_one_with_agreeing_signs_equals_the_mean_times_the_scale(
         TaskVector({k: (torch.rand(s, generator=gen) + 0.1) * signs[k] for k, s in SHAPES.items()})
         for _ in range(n)
     ]
-    assert_equal(ties(vectors, density=1.0, scale=scale), average(vectors) * scale)
+    assert_equal(ties(vectors, density=1.0, scale=scale), mean(vectors) * scale)
 
 
 def test_task_arithmetic_values() -> None:
@@ -117,7 +130,7 @@ def test_merges_are_invariant_to_the_order_of_the_vectors(perm: list[int], seed:
     p_vectors = [vectors[i] for i in perm]
     p_weights = [weights[i] for i in perm]
     p_seeds = [seeds[i] for i in perm]
-    assert_equal(average(vectors), average(p_vectors))
+    assert_equal(mean(vectors), mean(p_vectors))
     assert_equal(
         task_arithmetic(vectors, weights=weights, scale=0.3),
         task_arithmetic(p_vectors, weights=p_weights, scale=0.3),
@@ -195,7 +208,7 @@ class Counter:
     ("build", "tasks_read"),
     [
         (lambda vs: task_arithmetic(vs, scale=0.5), 3),
-        (average, 3),
+        (mean, 3),
         (lambda vs: ties(vs, density=0.3), 3),
         (lambda vs: dare(vs, drop_rate=0.5, seed=0), 3),
         (lambda vs: dare_ties(vs, drop_rate=0.5, seed=0), 3),
@@ -286,7 +299,7 @@ def test_consensus_hand_example() -> None:
         ),
         (lambda vs: task_arithmetic(vs[0]), WeightspaceValueError, r"got a single TaskVector"),
         (
-            lambda vs: average([vs[0], {"w": torch.ones(1)}]),
+            lambda vs: mean([vs[0], {"w": torch.ones(1)}]),
             WeightspaceValueError,
             r"`vectors\[1\]` must be a TaskVector, got dict",
         ),

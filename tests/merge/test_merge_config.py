@@ -91,7 +91,7 @@ def expected_from_vector(
 
 
 def vectors(ckpts: dict[str, Path]) -> list[TaskVector]:
-    return [TaskVector.from_models(ckpts[f"ft{i}"], ckpts["base"]) for i in range(3)]
+    return [TaskVector.from_models(finetuned=ckpts[f"ft{i}"], base=ckpts["base"]) for i in range(3)]
 
 
 # ------------------------------------------------------------------------ exact results
@@ -144,7 +144,7 @@ def test_two_models_plain_float32_sum(ckpts: dict[str, Path], tmp_path: Path) ->
             "method: dare_ties\nparameters: {drop_rate: 0.5, seed: 3}",
             lambda v: wmerge.dare_ties(v, drop_rate=0.5, seed=3),
         ),
-        ("method: average", wmerge.average),
+        ("method: average", wmerge.mean),
         (
             "method: consensus\nparameters: {k: 2, lambdas: 0.5, scale: 0.8}",
             lambda v: wmerge.consensus(v, k=2, lambdas=0.5, scale=0.8),
@@ -287,7 +287,7 @@ def test_mergekit_ties_semantics_difference_is_logged(
         f"merge_method: ties\nbase_model: {ckpts['base']}\nmodels:\n"
         f"{mk_models(ckpts, ['weight: 0.5, density: 0.5', 'weight: 1.0, density: 0.5'])}\n"
     )
-    with caplog.at_level(logging.WARNING, logger="weightspace.merge._config"):
+    with caplog.at_level(logging.WARNING, logger="weightspace.merge._mergekit"):
         cfg = MergeConfig.from_yaml(mk)
     assert "will differ from mergekit" in caplog.text
     assert [m.weight for m in cfg.models] == [0.5, 1.0]

@@ -10,7 +10,7 @@ import torch
 
 from weightspace import WeightspaceValueError
 from weightspace.io import open_state_dict, save_state_dict
-from weightspace.merge import MergeConfig, ModelSpec, _config, _core, run_merge
+from weightspace.merge import MergeConfig, ModelSpec, _core, _engine, run_merge
 
 SHAPES = {
     "embed.weight": (37, 11),
@@ -54,12 +54,12 @@ def _checkpoints(
 
 
 def _run(config: MergeConfig, out: Path, fast: bool, chunk: int = 13) -> dict[str, torch.Tensor]:
-    saved = _config._FAST_PATH, _config.CHUNK_ELEMENTS
-    _config._FAST_PATH, _config.CHUNK_ELEMENTS = fast, chunk
+    saved = _engine.ENABLED, _engine.CHUNK_ELEMENTS
+    _engine.ENABLED, _engine.CHUNK_ELEMENTS = fast, chunk
     try:
         run_merge(config, out, overwrite=True, progress=False)
     finally:
-        _config._FAST_PATH, _config.CHUNK_ELEMENTS = saved
+        _engine.ENABLED, _engine.CHUNK_ELEMENTS = saved
     sd = open_state_dict(out)
     return {k: sd[k] for k in sd}
 
@@ -197,12 +197,12 @@ def test_sharded_output_and_report(tmp_path: Path) -> None:
         base=base, models=tuple(models), method="task_arithmetic", max_shard_size=600
     )
     report = run_merge(config, tmp_path / "out", progress=False)
-    saved = _config._FAST_PATH
-    _config._FAST_PATH = False
+    saved = _engine.ENABLED
+    _engine.ENABLED = False
     try:
         generic = run_merge(config, tmp_path / "out2", progress=False)
     finally:
-        _config._FAST_PATH = saved
+        _engine.ENABLED = saved
     assert report.bytes_read == generic.bytes_read
     assert report.bytes_written == generic.bytes_written
     a, b = open_state_dict(tmp_path / "out"), open_state_dict(tmp_path / "out2")

@@ -337,6 +337,25 @@ class LazyStateDict(Mapping[str, torch.Tensor]):
             self._fill_from_pickle(entry.file)
         return entry
 
+    def _byte_range(self, name: str) -> tuple[Path, int, int] | None:
+        """``(file, offset, nbytes)`` of tensor ``name``'s raw data, for positional reads.
+
+        Package-internal (the chunked merge of :func:`weightspace.merge.run_merge` reads
+        element ranges with it). ``None`` when the tensor cannot be read that way: a legacy
+        pickle, a device other than the CPU, an empty tensor, or no offset in the header.
+        The bytes are in the file's (little-endian) order; :meth:`dtype` and :meth:`shape`
+        describe them.
+        """
+        entry = self._entry(name)
+        if (
+            entry.offset is None
+            or not entry.nbytes
+            or self._device != "cpu"
+            or _is_pickle(entry.file)
+        ):
+            return None
+        return entry.file, entry.offset, entry.nbytes
+
     def _missing(self, name: object) -> _MissingKeyError:
         close = difflib.get_close_matches(str(name), list(self._entries), n=3)
         hint = f"; did you mean {close}?" if close else ""

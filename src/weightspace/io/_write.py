@@ -403,6 +403,81 @@ def _install_folder(tmp: Path, final: Path) -> None:
         backup.unlink()
 
 
+# -- shards written one by one (the distributed merge) ---------------------------------------
+
+
+def group_shards(
+    names: Sequence[str], nbytes: Mapping[str, int], max_size: int | str | None
+) -> list[list[str]]:
+    """Group names, in order, into shards as :func:`save_state_dict` does (package-internal).
+
+    Args:
+        names: Tensor names, in output order.
+        nbytes: Each tensor's size in bytes.
+        max_size: The largest shard (bytes or a size such as ``"5GB"``); ``None``: one shard.
+
+    Returns:
+        The names of each shard; a tensor larger than ``max_size`` gets a shard of its own.
+    """
+    limit = None if max_size is None else parse_size(max_size)
+    return _shards(names, nbytes, limit)
+
+
+def write_shard(
+    dest: Path,
+    specs: Mapping[str, tuple[tuple[int, ...], torch.dtype]],
+    get: Callable[[str], torch.Tensor | TensorChunks],
+    *,
+    metadata: Mapping[str, str] | None,
+    check_finite: bool,
+    bar: Any,
+) -> int:
+    """Write one safetensors file of a sharded checkpoint (package-internal).
+
+    The streaming writer of :func:`save_state_dict`, for callers that assemble the folder
+    themselves (see :func:`install_sharded`): the header first, then each tensor, computed
+    by ``get`` when its turn comes. Not atomic: write into a temporary folder.
+
+    Args:
+        dest: The file to write.
+        specs: ``name -> (shape, dtype)`` of its tensors (laid out as the reference writer
+            does).
+        get: Computes a tensor (or its chunks) by name.
+        metadata: The header's ``__metadata__``.
+        check_finite: Refuse NaN and infinite values.
+        bar: A ``tqdm`` bar advanced by the bytes written.
+
+    Returns:
+        The size of the file in bytes.
+    """
+    _write_file(dest, plan_layout(specs), metadata, get, None, check_finite, bar)
+    return dest.stat().st_size
+
+
+def install_sharded(
+    tmp: Path, final: Path, groups: Sequence[Sequence[str]], files: Sequence[str], total: int
+) -> None:
+    """Finish a sharded checkpoint written into ``tmp`` and move it onto ``final``.
+
+    Package-internal. Writes ``model.safetensors.index.json`` (``files[i]`` holds
+    ``groups[i]``; ``total`` is the size of the tensor data), gives the folder and the index
+    the modes an ordinary ``open``/``mkdir`` would, and renames the folder into place,
+    replacing what is there.
+
+    Args:
+        tmp: The folder holding the shards.
+        final: The checkpoint's path.
+        groups: The tensor names of each shard.
+        files: The shards' file names.
+        total: Total bytes of tensor data.
+    """
+    index = tmp / _INDEX_NAME
+    index.write_text(_index_json(groups, files, total), encoding="utf-8")
+    os.chmod(index, 0o666 & ~_UMASK)
+    os.chmod(tmp, 0o777 & ~_UMASK)
+    _install_folder(tmp, final)
+
+
 def save_state_dict(
     tensors: Mapping[str, torch.Tensor],
     path: PathLike,

@@ -25,20 +25,21 @@ from __future__ import annotations
 
 from weightspace.merge import functional as functional
 from weightspace.merge._config import MergeConfig as MergeConfig
-from weightspace.merge._config import MergePlan as MergePlan
-from weightspace.merge._config import MergeReport as MergeReport
 from weightspace.merge._config import ModelSpec as ModelSpec
-from weightspace.merge._config import plan_merge as plan_merge
-from weightspace.merge._config import run_merge as run_merge
 from weightspace.merge._merge import average as average
 from weightspace.merge._merge import consensus as consensus
 from weightspace.merge._merge import dare as dare
 from weightspace.merge._merge import dare_ties as dare_ties
 from weightspace.merge._merge import magnitude_prune as magnitude_prune
+from weightspace.merge._merge import mean as mean
 from weightspace.merge._merge import tall_masks as tall_masks
 from weightspace.merge._merge import task_arithmetic as task_arithmetic
 from weightspace.merge._merge import ties as ties
 from weightspace.merge._packed import PackedMasks as PackedMasks
+from weightspace.merge._report import MergePlan as MergePlan
+from weightspace.merge._report import MergeReport as MergeReport
+from weightspace.merge._run import plan_merge as plan_merge
+from weightspace.merge._run import run_merge as run_merge
 from weightspace.merge._search import CoefficientSearchResult as CoefficientSearchResult
 from weightspace.merge._search import search_coefficients as search_coefficients
 
@@ -49,12 +50,12 @@ __all__ = [
     "MergeReport",
     "ModelSpec",
     "PackedMasks",
-    "average",
     "consensus",
     "dare",
     "dare_ties",
     "functional",
     "magnitude_prune",
+    "mean",
     "plan_merge",
     "run_merge",
     "search_coefficients",

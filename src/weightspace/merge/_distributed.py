@@ -34,6 +34,7 @@ that rank's part: its tensors, bytes read and written, time and peak memory.
 from __future__ import annotations
 
 import heapq
+import logging
 import os
 import shutil
 import tempfile
@@ -47,13 +48,17 @@ import torch
 from tqdm.auto import tqdm
 
 from weightspace._errors import WeightspaceError, WeightspaceValueError
-from weightspace.io import LazyStateDict, parse_size
-from weightspace.io._format import plan_layout
-from weightspace.io._write import _UMASK, _index_json, _install_folder, _shards, _write_file
-from weightspace.merge import _config as cfg
-from weightspace.merge._config import MergeConfig, MergeReport
+from weightspace.io import LazyStateDict
+from weightspace.io._write import group_shards, install_sharded, write_shard
+from weightspace.merge import _engine
+from weightspace.merge._config import MergeConfig
+from weightspace.merge._engine import Engine
+from weightspace.merge._prepare import build_target, check_output, merge_metadata, prepare
+from weightspace.merge._report import MergeReport, peak_rss
 
 __all__ = ["assign_tensors", "distributed_merge", "launched_world"]
+
+logger = logging.getLogger(__name__)
 
 #: Collective timeout of a process group created here.
 _TIMEOUT = timedelta(hours=24)
@@ -192,22 +197,25 @@ def _run(
     final = Path(os.path.abspath(Path(output).expanduser()))
     error: BaseException | None = None
     tmp_name: str | None = None
-    engine: cfg._Engine | None = None
+    engine: Engine | None = None
     try:
         if final.suffix in (".safetensors", ".json"):
             raise WeightspaceValueError(
                 f"the output {str(output)!r} must be a folder: a distributed merge writes a "
                 "sharded checkpoint (shards and model.safetensors.index.json); drop the suffix"
             )
-        prep = cfg._prepare(config)
-        cfg._check_output(final, config, prep, overwrite)
-        mapping, engine = cfg._build_target(config, prep)
+        prep = prepare(config)
+        check_output(final, config, prep, overwrite)
+        mapping, engine = build_target(config, prep)
         target: Any = mapping
         parts = assign_tensors(prep.base, prep.models, prep.names, prep.selected, world)
         planned = {n: (tuple(target.shape(n)), target.dtype(n)) for n in prep.names}
-        nbytes = {s.name: s.nbytes for s in plan_layout(planned)}
-        max_size = None if config.max_shard_size is None else parse_size(config.max_shard_size)
-        groups = [_shards(part, nbytes, max_size) if part else [] for part in parts]
+        nbytes = {
+            n: torch.Size(shape).numel() * dtype.itemsize for n, (shape, dtype) in planned.items()
+        }
+        groups = [
+            group_shards(part, nbytes, config.max_shard_size) if part else [] for part in parts
+        ]
         n_files = sum(len(g) for g in groups)
         first = sum(len(g) for g in groups[:rank])
         files = [
@@ -232,27 +240,24 @@ def _run(
     written: list[tuple[str, list[str]]] = []
     out_bytes = 0
     threads = torch.get_num_threads()
-    if engine is not None and cfg._CHUNK_THREADS is not None:
-        torch.set_num_threads(cfg._CHUNK_THREADS)
+    if engine is not None and _engine.DISTRIBUTED_THREADS is not None:
+        torch.set_num_threads(_engine.DISTRIBUTED_THREADS)
     try:
-        meta = cfg._merge_metadata(config)
+        meta = merge_metadata(config)
         total = sum(nbytes[n] for n in parts[rank])
         with tqdm(
             total=total, unit="B", unit_scale=True, desc=final.name, disable=not progress or rank
         ) as bar:
             for group, file in zip(groups[rank], files, strict=True):
-                layout = plan_layout({n: planned[n] for n in group})
-                _write_file(
+                out_bytes += write_shard(
                     tmp / file,
-                    layout,
-                    meta,
+                    {n: planned[n] for n in group},
                     target.__getitem__,
-                    None,
-                    config.check_finite,
-                    bar,
+                    metadata=meta,
+                    check_finite=config.check_finite,
+                    bar=bar,
                 )
                 written.append((file, list(group)))
-                out_bytes += (tmp / file).stat().st_size
     except Exception as exc:
         error = exc
         for file in files:
@@ -288,9 +293,9 @@ def _run(
         + (0 if engine is None else engine.bytes_read),
         bytes_written=out_bytes,
         seconds=time.perf_counter() - start,
-        peak_rss_bytes=cfg._peak_rss(),
+        peak_rss_bytes=peak_rss(),
     )
-    cfg.logger.info("rank %d of %d: %s", rank, len(results), report)
+    logger.info("rank %d of %d: %s", rank, len(results), report)
     return report
 
 
@@ -314,8 +319,4 @@ def _finish(
     covered = sorted(n for g in groups for n in g)
     if covered != sorted(names):  # pragma: no cover - the assignment covers every name once
         raise WeightspaceError("the ranks' weight maps do not cover the output tensors once")
-    index = tmp / "model.safetensors.index.json"
-    index.write_text(_index_json(groups, files, total), encoding="utf-8")
-    os.chmod(index, 0o666 & ~_UMASK)
-    os.chmod(tmp, 0o777 & ~_UMASK)
-    _install_folder(tmp, final)
+    install_sharded(tmp, final, groups, files, total)

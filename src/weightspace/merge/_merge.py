@@ -6,18 +6,21 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 import torch
 
+from weightspace._deprecation import deprecated
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace._task_vector import TaskVector
 from weightspace.merge import _core
-from weightspace.merge._seeding import derived_generator
+from weightspace.merge._seeding import dare_keep_masks
 from weightspace.merge._validate import (
     Majority,
     check_density,
     check_drop_rate,
     check_finite,
     check_k,
+    check_lambdas,
     check_majority,
     check_same_shape,
+    check_seed,
     check_weights,
 )
 
@@ -27,6 +30,7 @@ __all__ = [
     "dare",
     "dare_ties",
     "magnitude_prune",
+    "mean",
     "tall_masks",
     "task_arithmetic",
     "ties",
@@ -57,7 +61,7 @@ def _check_vectors(vectors: object, name: str = "vectors") -> tuple[TaskVector, 
         if not isinstance(item, TaskVector):
             raise WeightspaceValueError(
                 f"`{name}[{index}]` must be a TaskVector, got {type(item).__name__}; "
-                "build one with TaskVector.from_models(finetuned, base)"
+                "build one with TaskVector.from_models(base=..., finetuned=...)"
             )
     reference = list(items[0].keys())
     reference_set = set(reference)
@@ -73,33 +77,6 @@ def _check_vectors(vectors: object, name: str = "vectors") -> tuple[TaskVector, 
                 "first"
             )
     return items
-
-
-def _check_seed(seed: object, n_tasks: int) -> tuple[int, ...] | int:
-    if isinstance(seed, int) and not isinstance(seed, bool):
-        return seed
-    if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
-        seeds = tuple(seed)
-        if len(seeds) == n_tasks and all(
-            isinstance(s, int) and not isinstance(s, bool) for s in seeds
-        ):
-            return seeds
-    raise WeightspaceValueError(
-        f"`seed` must be an int or a sequence of {n_tasks} ints (one per task vector), got {seed!r}"
-    )
-
-
-def _check_lambdas(lambdas: object, n_tasks: int) -> tuple[float, ...]:
-    if isinstance(lambdas, (int, float)) and not isinstance(lambdas, bool):
-        values: tuple[float, ...] = (check_finite("lambdas", lambdas),) * n_tasks
-    else:
-        values = check_weights(lambdas, n_tasks, "lambdas")
-    if any(v < 0 for v in values):
-        raise WeightspaceValueError(
-            f"`lambdas` must be non-negative, got {lambdas!r}; the TALL-mask paper uses values "
-            "in [0.2, 0.6]"
-        )
-    return values
 
 
 def _promote(name: str, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
@@ -198,7 +175,7 @@ def task_arithmetic(
     return _lazy(items, kernel, scale, method="task_arithmetic", weights=w)
 
 
-def average(vectors: Sequence[TaskVector]) -> TaskVector:
+def mean(vectors: Sequence[TaskVector]) -> TaskVector:
     r"""Weight averaging: the mean of the task vectors.
 
     .. math::
@@ -207,7 +184,8 @@ def average(vectors: Sequence[TaskVector]) -> TaskVector:
 
     Adding it to the base weights gives the average of the fine-tuned models ("model soup",
     Wortsman et al., ICML 2022, https://arxiv.org/abs/2203.05482). Lazy, like
-    :func:`task_arithmetic`.
+    :func:`task_arithmetic`. The same as :func:`weightspace.merge.functional.mean`, tensor
+    by tensor (and ``task_arithmetic(vectors, scale=1 / len(vectors))`` up to rounding).
 
     Args:
         vectors: Task vectors with the same keys and shapes.
@@ -224,7 +202,7 @@ def average(vectors: Sequence[TaskVector]) -> TaskVector:
         >>> from weightspace import TaskVector, merge
         >>> a = TaskVector({"w": torch.tensor([1.0, 2.0])})
         >>> b = TaskVector({"w": torch.tensor([3.0, -2.0])})
-        >>> merge.average([a, b])["w"]
+        >>> merge.mean([a, b])["w"]
         tensor([2., 0.])
     """
     items = _check_vectors(vectors)
@@ -235,6 +213,11 @@ def average(vectors: Sequence[TaskVector]) -> TaskVector:
         return _core.ordered_sum(tensors, divide_by_count=True)
 
     return _lazy(items, kernel, 1.0, method="average")
+
+
+average = deprecated(
+    since="0.1", alternative="weightspace.merge.mean", name="weightspace.merge.average"
+)(mean)
 
 
 def ties(
@@ -304,13 +287,8 @@ def _dare_masks(
     """DARE keep masks (one per task, from per-task generators) and the rescale divisor."""
     if drop_rate == 0.0:
         return None, None
-    masks = []
-    for task, tensor in enumerate(tensors):
-        if isinstance(seeds, int):
-            generator = derived_generator(seeds, name, task)
-        else:
-            generator = derived_generator(seeds[task], name, None)
-        masks.append(_core.dare_keep_mask(tensor.shape, drop_rate, generator, tensor.device))
+    first = tensors[0]
+    masks = dare_keep_masks(name, first.shape, len(tensors), drop_rate, seeds, first.device)
     return masks, 1.0 - drop_rate
 
 
@@ -366,7 +344,7 @@ def dare(
     """
     items = _check_vectors(vectors)
     drop_rate = check_drop_rate(drop_rate)
-    seeds = _check_seed(seed, len(items))
+    seeds = check_seed(seed, len(items))
     scale = check_finite("scale", scale)
     w = None if weights is None else check_weights(weights, len(items))
 
@@ -432,7 +410,7 @@ def dare_ties(
     """
     items = _check_vectors(vectors)
     drop_rate = check_drop_rate(drop_rate)
-    seeds = _check_seed(seed, len(items))
+    seeds = check_seed(seed, len(items))
     scale = check_finite("scale", scale)
     majority = check_majority(majority)
     w = None if weights is None else check_weights(weights, len(items))
@@ -558,7 +536,7 @@ def tall_masks(
         [tensor([ True, False]), tensor([False,  True])]
     """
     items = _check_vectors(vectors)
-    lams = _check_lambdas(lambdas, len(items))
+    lams = check_lambdas(lambdas, len(items))
     merged_vector = _check_merged(merged, items)
     masks: list[dict[str, torch.Tensor]] = [{} for _ in items]
     for name in items[0]:
@@ -618,7 +596,7 @@ def consensus(
     """
     items = _check_vectors(vectors)
     k = check_k(k, len(items))
-    lams = _check_lambdas(lambdas, len(items))
+    lams = check_lambdas(lambdas, len(items))
     merged_vector = _check_merged(merged, items)
     scale = check_finite("scale", scale)
     n = len(items)

@@ -12,7 +12,9 @@ import hashlib
 
 import torch
 
-__all__ = ["derived_generator"]
+from weightspace.merge import _core
+
+__all__ = ["dare_keep_masks", "derived_generator"]
 
 _DOMAIN = b"weightspace.merge/v1"
 
@@ -34,3 +36,38 @@ def derived_generator(seed: int, name: str, task: int | None) -> torch.Generator
     generator = torch.Generator(device="cpu")
     generator.manual_seed(int.from_bytes(digest, "little") & ((1 << 63) - 1))
     return generator
+
+
+def dare_keep_masks(
+    name: str,
+    shape: torch.Size,
+    n_tasks: int,
+    drop_rate: float,
+    seed: int | tuple[int, ...],
+    device: torch.device,
+) -> list[torch.Tensor]:
+    """The DARE keep masks of tensor ``name``, one per task, as every merge path draws them.
+
+    Task ``t``'s mask comes from :func:`derived_generator` ``(seed, name, t)`` for one int
+    seed, or ``(seed[t], name, None)`` for one seed per task (which makes the masks follow
+    their task when the tasks are reordered).
+
+    Args:
+        name: The tensor's name.
+        shape: Its shape.
+        n_tasks: Number of tasks.
+        drop_rate: Probability of dropping an entry.
+        seed: One int, or one int per task.
+        device: Where the masks go (they are drawn on the CPU).
+
+    Returns:
+        ``n_tasks`` boolean masks of ``shape``.
+    """
+    masks = []
+    for task in range(n_tasks):
+        if isinstance(seed, int):
+            generator = derived_generator(seed, name, task)
+        else:
+            generator = derived_generator(seed[task], name, None)
+        masks.append(_core.dare_keep_mask(shape, drop_rate, generator, device))
+    return masks

@@ -19,7 +19,9 @@ __all__ = [
     "check_drop_rate",
     "check_finite",
     "check_k",
+    "check_lambdas",
     "check_majority",
+    "check_seed",
     "check_stacked",
     "check_weights",
 ]
@@ -114,6 +116,40 @@ def check_weights(weights: object, n_tasks: int, name: str = "weights") -> tuple
             f"`{name}` must have one entry per task ({n_tasks}), got {len(values)}: {values!r}"
         )
     return tuple(check_finite(f"{name}[{i}]", w) for i, w in enumerate(values))
+
+
+def check_lambdas(lambdas: object, n_tasks: int) -> tuple[float, ...]:
+    """Return one non-negative TALL-mask threshold per task, or raise.
+
+    ``lambdas`` is one number for every task, or one per task (a sequence or a 1-D tensor).
+    """
+    if isinstance(lambdas, bool):
+        values = None
+    elif isinstance(lambdas, (int, float)):
+        values = (check_finite("lambdas", lambdas),) * n_tasks
+    else:
+        values = check_weights(lambdas, n_tasks, "lambdas")
+    if values is None or any(v < 0 for v in values):
+        raise WeightspaceValueError(
+            f"`lambdas` must be non-negative (one per task or one for all), got {lambdas!r}; "
+            "the TALL-mask paper uses values in [0.2, 0.6]"
+        )
+    return values
+
+
+def check_seed(seed: object, n_tasks: int) -> int | tuple[int, ...]:
+    """Return one int seed, or one int per task, or raise."""
+    if isinstance(seed, int) and not isinstance(seed, bool):
+        return seed
+    if isinstance(seed, Sequence) and not isinstance(seed, (str, bytes)):
+        seeds = tuple(seed)
+        if len(seeds) == n_tasks and all(
+            isinstance(s, int) and not isinstance(s, bool) for s in seeds
+        ):
+            return seeds
+    raise WeightspaceValueError(
+        f"`seed` must be an int or a sequence of {n_tasks} ints (one per task vector), got {seed!r}"
+    )
 
 
 def check_stacked(deltas: object, name: str = "deltas", *, floating: bool = True) -> torch.Tensor:

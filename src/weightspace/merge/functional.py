@@ -44,6 +44,7 @@ from weightspace.merge._validate import (
     check_drop_rate,
     check_finite,
     check_k,
+    check_lambdas,
     check_majority,
     check_stacked,
     check_weights,
@@ -432,20 +433,8 @@ def tall_masks(
         raise ShapeMismatchError(
             f"`merged` must have the shape of one task delta {tuple(deltas.shape[1:])}, got {got}"
         )
-    lams = _check_lambdas(lambdas, deltas.shape[0])
+    lams = check_lambdas(lambdas, deltas.shape[0])
     return torch.stack(_core.tall_masks_list(list(deltas.unbind(0)), merged, lams))
-
-
-def _check_lambdas(
-    lambdas: float | Sequence[float] | torch.Tensor, n_tasks: int
-) -> tuple[float, ...]:
-    values = _task_weights(lambdas, n_tasks) if not isinstance(lambdas, bool) else None
-    if values is None or any(v < 0 for v in values):
-        raise WeightspaceValueError(
-            f"`lambdas` must be non-negative (one per task or one for all), got {lambdas!r}; "
-            "the TALL-mask paper uses values in [0.2, 0.6]"
-        )
-    return values
 
 
 def consensus(masks: torch.Tensor, k: int) -> torch.Tensor:

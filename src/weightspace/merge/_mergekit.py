@@ -1,0 +1,212 @@
+"""mergekit's YAML configs, translated into weightspace's (see ``MergeConfig.from_yaml``).
+
+Only the methods both libraries have are read (``task_arithmetic``, ``linear``, ``ties``,
+``dare_linear``, ``dare_ties``); every other key is refused with a message that names it,
+and the documented differences from mergekit are in the docstring of
+:meth:`weightspace.merge.MergeConfig.from_yaml`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from weightspace._errors import WeightspaceValueError
+from weightspace.merge._methods import METHODS, Method
+from weightspace.merge._parse import check_keys, fmt, real, resolve_path
+
+__all__ = ["from_mergekit"]
+
+logger = logging.getLogger(__name__)
+
+_MK_METHODS = ("task_arithmetic", "linear", "ties", "dare_linear", "dare_ties")
+_MK_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype")
+_MK_IGNORED = ("name", "random_seed")
+_MK_UNSUPPORTED = {
+    "slices": "layer slicing (`slices`) is not supported; merge whole models",
+    "tokenizer_source": "tokenizers are not merged; copy the tokenizer files yourself",
+    "tokenizer": "tokenizers are not merged; copy the tokenizer files yourself",
+    "chat_template": "chat templates are not handled; copy them yourself",
+    "modules": "per-module definitions (`modules`) are not supported",
+}
+_MK_GLOBAL_PARAMS = ("weight", "density", "normalize", "lambda", "rescale", "int8_mask")
+_MK_MODEL_PARAMS = ("weight", "density")
+_MK_NORMALIZE_DEFAULT = {
+    "task_arithmetic": False,
+    "linear": True,
+    "ties": True,
+    "dare_linear": False,
+    "dare_ties": False,
+}
+
+
+def _mk_scalar(value: object, key: str) -> float:
+    if isinstance(value, (list, dict)):
+        raise WeightspaceValueError(
+            f"`{key}` is a gradient or per-filter list ({value!r}); weightspace supports one "
+            "number per model only"
+        )
+    return real(value, key)
+
+
+def _mk_bool(value: object, key: str) -> bool:
+    if not isinstance(value, bool):
+        raise WeightspaceValueError(f"`{key}` must be true or false, got {value!r}")
+    return value
+
+
+def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any]:
+    """The arguments of :class:`~weightspace.merge.MergeConfig` for a mergekit config.
+
+    Args:
+        data: The parsed YAML mapping (it has ``merge_method``).
+        folder: The config file's folder (relative paths are resolved against it).
+
+    Returns:
+        ``base``, ``models`` (a tuple of :class:`~weightspace.merge.ModelSpec` arguments),
+        ``method``, ``parameters``, ``dtype`` and ``source_format``.
+
+    Raises:
+        WeightspaceValueError: on an unsupported or bad key or value.
+    """
+    for key, why in _MK_UNSUPPORTED.items():
+        if key in data:
+            raise WeightspaceValueError(
+                f"mergekit key `{key}` is not supported by weightspace: {why}"
+            )
+    check_keys(data, (*_MK_KEYS, *_MK_IGNORED), "the mergekit config")
+    method = data.get("merge_method")
+    if method not in _MK_METHODS:
+        raise WeightspaceValueError(
+            f"mergekit `merge_method` {method!r} is not supported; weightspace reads "
+            f"{fmt(_MK_METHODS)} (or write a weightspace config with `method:` one of "
+            f"{fmt(list(METHODS))})"
+        )
+    params = data.get("parameters") or {}
+    if not isinstance(params, Mapping):
+        raise WeightspaceValueError(f"`parameters` must be a mapping, got {params!r}")
+    check_keys(params, _MK_GLOBAL_PARAMS, "the mergekit `parameters`")
+    normalize = _mk_bool(
+        params.get("normalize", _MK_NORMALIZE_DEFAULT[method]), "parameters.normalize"
+    )
+    lam = _mk_scalar(params.get("lambda", 1.0), "parameters.lambda")
+    default_weight = _mk_scalar(params.get("weight", 1.0), "parameters.weight")
+    default_density = _mk_scalar(params.get("density", 1.0), "parameters.density")
+    if "int8_mask" in params:
+        _mk_bool(params["int8_mask"], "parameters.int8_mask")
+    if "rescale" in params and method not in ("dare_linear", "dare_ties"):
+        raise WeightspaceValueError(
+            f"`parameters.rescale` is only used by dare_linear and dare_ties, not {method!r}"
+        )
+    if method == "linear" and "lambda" in params:
+        raise WeightspaceValueError("`parameters.lambda` is not a parameter of mergekit's linear")
+
+    raw_models = data.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise WeightspaceValueError(
+            f"`models` must be a non-empty list of `- model: PATH` entries, got {raw_models!r}"
+        )
+    base_raw = data.get("base_model")
+    if base_raw is None and method != "linear":
+        raise WeightspaceValueError(
+            f"mergekit's {method!r} needs `base_model` (the model the others were fine-tuned "
+            "from); add it"
+        )
+    entries: list[tuple[str, Path, float, float]] = []
+    for i, entry in enumerate(raw_models):
+        if not isinstance(entry, Mapping) or "model" not in entry:
+            raise WeightspaceValueError(
+                f"`models[{i}]` must be a mapping with `model: PATH`, got {entry!r}"
+            )
+        check_keys(entry, ("model", "parameters"), f"`models[{i}]`")
+        mp = entry.get("parameters") or {}
+        if not isinstance(mp, Mapping):
+            raise WeightspaceValueError(f"`models[{i}].parameters` must be a mapping, got {mp!r}")
+        check_keys(mp, _MK_MODEL_PARAMS, f"`models[{i}].parameters`")
+        key = f"models[{i}].model"
+        path = resolve_path(entry["model"], key, folder)
+        if method != "linear" and entry["model"] == base_raw:
+            continue  # mergekit leaves the base model out of the task vectors
+        weight = _mk_scalar(mp.get("weight", default_weight), f"models[{i}].parameters.weight")
+        density = _mk_scalar(mp.get("density", default_density), f"models[{i}].parameters.density")
+        entries.append((key, path, weight, density))
+    if not entries:
+        raise WeightspaceValueError(
+            "`models` lists only the base model; add the fine-tuned models to merge"
+        )
+    base = entries[0][1] if base_raw is None else resolve_path(base_raw, "base_model", folder)
+    weights = [w for _, _, w, _ in entries]
+    total = sum(weights)
+    divisor = total if normalize and abs(total) >= 1e-8 else 1.0
+    out_dtype = data.get("out_dtype", data.get("dtype"))
+    seed = data.get("random_seed", 0)
+
+    def specs(use_weight: bool, use_density: bool) -> tuple[dict[str, Any], ...]:
+        return tuple(
+            {
+                "path": path,
+                "weight": w if use_weight else 1.0,
+                "density": d if use_density else None,
+                "source_key": key,
+            }
+            for key, path, w, d in entries
+        )
+
+    parameters: dict[str, Any]
+    if method in ("task_arithmetic", "linear"):
+        if method == "linear" and not normalize and abs(total - 1.0) > 1e-6:
+            raise WeightspaceValueError(
+                f"mergekit's linear with `parameters.normalize: false` and weights summing to "
+                f"{total} is not a task-vector merge (it scales the base too); set "
+                "`normalize: true` or make the weights sum to 1"
+            )
+        models = specs(True, False)
+        new_method: Method = "task_arithmetic"
+        parameters = {"scale": lam / divisor}
+    else:
+        equal = all(w == weights[0] for w in weights)
+        ties_like = method in ("ties", "dare_ties")
+        if ties_like and (not equal or not normalize) and len(entries) > 1:
+            logger.warning(
+                "mergekit's %s with %s divides the merged values %s; weightspace divides by "
+                "the number of agreeing models (the TIES paper's disjoint mean), so the "
+                "result will differ from mergekit's",
+                method,
+                f"normalize: {str(normalize).lower()} and weights {weights}",
+                "by the sum of the agreeing weights" if normalize else "by nothing",
+            )
+        drop_weights = ties_like and equal and normalize and weights[0] > 0
+        models = specs(not drop_weights, method == "ties")
+        scale = lam if ties_like else lam / divisor
+        if method == "ties":
+            new_method = "ties"
+            parameters = {"scale": scale}
+            densities = {d for *_, d in entries}
+            if len(densities) == 1:
+                models = specs(not drop_weights, False)
+                parameters["density"] = densities.pop()
+        else:
+            densities = {d for *_, d in entries}
+            if len(densities) > 1:
+                raise WeightspaceValueError(
+                    f"mergekit's {method} with different `density` per model "
+                    f"({[d for *_, d in entries]}) is not supported; weightspace's DARE uses "
+                    "one drop rate for all models"
+                )
+            new_method = "dare_ties" if method == "dare_ties" else "dare"
+            parameters = {
+                "scale": scale,
+                "drop_rate": 1.0 - densities.pop(),
+                "seed": seed,
+                "rescale": _mk_bool(params.get("rescale", True), "parameters.rescale"),
+            }
+    return {
+        "base": base,
+        "models": models,
+        "method": new_method,
+        "parameters": parameters,
+        "dtype": out_dtype,
+        "source_format": "mergekit",
+    }

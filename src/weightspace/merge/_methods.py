@@ -1,0 +1,343 @@
+"""The merge methods a config can name, and their settings resolved and checked once.
+
+Every method is two steps applied to the task vectors: a **sparsify** step (none, the
+magnitude trim of TIES, or the random drop of DARE) and a **combine** step (a weighted sum,
+the mean, the TIES sign election with its disjoint mean, or the consensus of TALL masks),
+followed by the product by ``scale``. :data:`METHODS` is the one table that says which steps
+and settings each method uses; :func:`resolve_method` reads a config's settings into a
+:class:`ResolvedMethod` (checking every value once, with messages that name the config key),
+and the three ways of running a merge work from that description alone:
+
+* the lazy task vectors of :mod:`weightspace.merge` (:func:`lazy_merge`), which give the
+  results and the errors of record;
+* the fused, chunked engine of :func:`weightspace.merge.run_merge`
+  (:mod:`weightspace.merge._engine`), which gives the same bits faster;
+* the distributed merge (:mod:`weightspace.merge._distributed`), which runs that engine on
+  each rank's share of the tensors.
+
+A new method that combines existing steps is one new row of :data:`METHODS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Literal, Protocol, get_args
+
+from weightspace._errors import WeightspaceValueError
+from weightspace._task_vector import TaskVector
+from weightspace.merge._merge import (
+    consensus,
+    dare,
+    dare_ties,
+    magnitude_prune,
+    mean,
+    task_arithmetic,
+    ties,
+)
+from weightspace.merge._parse import fmt
+from weightspace.merge._validate import (
+    Majority,
+    check_density,
+    check_drop_rate,
+    check_finite,
+    check_k,
+    check_lambdas,
+    check_majority,
+    check_seed,
+    check_weights,
+)
+
+__all__ = [
+    "METHODS",
+    "Method",
+    "MethodSpec",
+    "ModelSettings",
+    "ResolvedMethod",
+    "lazy_merge",
+    "resolve_method",
+]
+
+Method = Literal[
+    "task_arithmetic", "average", "ties", "dare", "dare_ties", "magnitude_prune", "consensus"
+]
+"""The merge methods a config can name (see :mod:`weightspace.merge`)."""
+
+Sparsify = Literal["none", "trim", "dare"]
+"""What is done to each task vector first: nothing, the magnitude trim, the DARE drop."""
+
+Combine = Literal["sum", "mean", "ties", "consensus"]
+"""How the task vectors are combined (before the product by ``scale``)."""
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One merge method: the settings a config may give it and the steps it runs.
+
+    Attributes:
+        parameters: Names allowed under ``parameters:``.
+        per_model: Per-model settings it uses (besides ``path``).
+        sparsify: Its first step.
+        combine: Its second step.
+    """
+
+    parameters: tuple[str, ...]
+    per_model: tuple[str, ...]
+    sparsify: Sparsify
+    combine: Combine
+
+
+#: The one table of methods (keys in the order of :data:`Method`).
+METHODS: Mapping[str, MethodSpec] = MappingProxyType(
+    {
+        "task_arithmetic": MethodSpec(("scale",), ("weight",), "none", "sum"),
+        "average": MethodSpec((), (), "none", "mean"),
+        "ties": MethodSpec(("scale", "density", "majority"), ("weight", "density"), "trim", "ties"),
+        "dare": MethodSpec(
+            ("scale", "drop_rate", "seed", "rescale"), ("weight", "density", "seed"), "dare", "sum"
+        ),
+        "dare_ties": MethodSpec(
+            ("scale", "drop_rate", "seed", "majority", "rescale"),
+            ("weight", "density", "seed"),
+            "dare",
+            "ties",
+        ),
+        "magnitude_prune": MethodSpec(("scale", "density"), ("weight", "density"), "trim", "sum"),
+        "consensus": MethodSpec(("scale", "k", "lambdas"), (), "none", "consensus"),
+    }
+)
+assert tuple(METHODS) == get_args(Method)
+
+
+class ModelSettings(Protocol):
+    """The per-model settings of a config (:class:`~weightspace.merge.ModelSpec`)."""
+
+    @property
+    def weight(self) -> float: ...
+
+    @property
+    def density(self) -> float | None: ...
+
+    @property
+    def seed(self) -> int | None: ...
+
+    @property
+    def source_key(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ResolvedMethod:
+    """A merge method with every setting read, defaulted and checked.
+
+    Attributes:
+        method: The method's name (a key of :data:`METHODS`).
+        n_tasks: Number of task vectors.
+        scale: The product applied to the combined vector.
+        weights: One coefficient per task, or ``None`` when all are 1.
+        densities: ``sparsify == "trim"``: the fraction of each task's tensor kept (1 keeps
+            everything); ``None`` otherwise.
+        drop_rate: ``sparsify == "dare"``: the probability of dropping an entry.
+        seed: ``sparsify == "dare"``: one seed, or one per task.
+        rescale: ``sparsify == "dare"``: divide the kept entries by ``1 - drop_rate``.
+        majority: ``combine == "ties"``: the sign-election rule.
+        k: ``combine == "consensus"``: masks a weight must be in.
+        lambdas: ``combine == "consensus"``: the TALL-mask thresholds, one per task.
+    """
+
+    method: str
+    n_tasks: int
+    scale: float = 1.0
+    weights: tuple[float, ...] | None = None
+    densities: tuple[float, ...] | None = None
+    drop_rate: float = 0.0
+    seed: int | tuple[int, ...] = 0
+    rescale: bool = True
+    majority: Majority = "total"
+    k: int = 2
+    lambdas: tuple[float, ...] = ()
+
+    @property
+    def spec(self) -> MethodSpec:
+        """The method's row of :data:`METHODS`."""
+        return METHODS[self.method]
+
+    @property
+    def sparsify(self) -> Sparsify:
+        """The first step."""
+        return self.spec.sparsify
+
+    @property
+    def combine(self) -> Combine:
+        """The second step."""
+        return self.spec.combine
+
+
+def _densities(
+    method: str, parameters: Mapping[str, Any], models: Sequence[ModelSettings], required: bool
+) -> list[float] | None:
+    given = parameters.get("density")
+    per_model = [m.density for m in models]
+    if given is not None and any(d is not None for d in per_model):
+        raise WeightspaceValueError(
+            "give `density` either under `parameters` or per model, not both"
+        )
+    if all(d is None for d in per_model):
+        if given is None:
+            if required:
+                raise WeightspaceValueError(
+                    f"method {method!r} needs `parameters.density` (the fraction of "
+                    "each task vector kept, e.g. 0.2) or a `density` for every model"
+                )
+            return None
+        return [given] * len(per_model)
+    missing = [m.source_key for m in models if m.density is None]
+    if missing:
+        raise WeightspaceValueError(
+            f"some models have a `density` and some do not ({fmt(missing)} lack one); give "
+            "every model one, or use `parameters.density`"
+        )
+    return [float(d) for d in per_model if d is not None]
+
+
+def _dare_settings(
+    method: str, parameters: Mapping[str, Any], models: Sequence[ModelSettings]
+) -> tuple[float, int | tuple[int, ...], bool]:
+    p = parameters
+    densities = _densities(method, parameters, models, required=False)
+    if densities is not None and "drop_rate" in p:
+        raise WeightspaceValueError(
+            "give either `parameters.drop_rate` or a per-model `density` (= 1 - drop_rate), "
+            "not both"
+        )
+    if densities is not None:
+        if len(set(densities)) > 1:
+            raise WeightspaceValueError(
+                f"the models' `density` values differ ({densities}); DARE uses one drop rate "
+                "for all models"
+            )
+        drop_rate: Any = 1.0 - densities[0]
+    else:
+        drop_rate = p.get("drop_rate")
+        if drop_rate is None:
+            raise WeightspaceValueError(
+                f"method {method!r} needs `parameters.drop_rate` (e.g. 0.9) or a "
+                "`density` for every model"
+            )
+    seeds = [m.seed for m in models]
+    seed: Any
+    if any(s is not None for s in seeds):
+        if "seed" in p:
+            raise WeightspaceValueError(
+                "give `seed` either under `parameters` or per model, not both"
+            )
+        if any(s is None for s in seeds):
+            raise WeightspaceValueError(
+                "some models have a `seed` and some do not; give every model one, or use "
+                "`parameters.seed`"
+            )
+        seed = tuple(s for s in seeds if s is not None)
+    else:
+        seed = p.get("seed", 0)
+    rescale = p.get("rescale", True)
+    if not isinstance(rescale, bool):
+        raise WeightspaceValueError(f"`parameters.rescale` must be true or false, got {rescale!r}")
+    return check_drop_rate(drop_rate), check_seed(seed, len(models)), rescale
+
+
+def resolve_method(
+    method: str, parameters: Mapping[str, Any], models: Sequence[ModelSettings]
+) -> ResolvedMethod:
+    """Read, default and check the settings of a merge (the config's job, done once).
+
+    Args:
+        method: A key of :data:`METHODS`.
+        parameters: The config's ``parameters`` (names already checked against the table).
+        models: The config's models, with their per-model settings.
+
+    Returns:
+        The resolved method.
+
+    Raises:
+        WeightspaceValueError: on a missing, contradictory or bad setting; the message
+            starts with ``merge config (METHOD):``.
+    """
+    spec = METHODS[method]
+    n = len(models)
+    p = parameters
+    try:
+        settings: dict[str, Any] = {}
+        if spec.sparsify == "trim":
+            densities = _densities(method, p, models, required=True)
+            assert densities is not None
+            settings["densities"] = tuple(check_density(d) for d in densities)
+        elif spec.sparsify == "dare":
+            drop_rate, seed, rescale = _dare_settings(method, p, models)
+            settings.update(drop_rate=drop_rate, seed=seed, rescale=rescale)
+        if spec.combine == "ties":
+            settings["majority"] = check_majority(p.get("majority", "total"))
+        elif spec.combine == "consensus":
+            settings["k"] = check_k(p.get("k", 2), n)
+            settings["lambdas"] = check_lambdas(p.get("lambdas", 0.4), n)
+        weights = tuple(m.weight for m in models)
+        return ResolvedMethod(
+            method=method,
+            n_tasks=n,
+            scale=check_finite("scale", p.get("scale", 1.0)),
+            weights=None if all(x == 1.0 for x in weights) else check_weights(weights, n),
+            **settings,
+        )
+    except WeightspaceValueError as exc:
+        raise WeightspaceValueError(f"merge config ({method}): {exc}") from None
+
+
+def lazy_merge(resolved: ResolvedMethod, vectors: Sequence[TaskVector]) -> TaskVector:
+    """The lazy merged task vector of ``vectors`` (one per model), by the public merges.
+
+    Args:
+        resolved: The method.
+        vectors: One task vector per model.
+
+    Returns:
+        The merged task vector (computed tensor by tensor when read).
+    """
+    r = resolved
+    scale, w = r.scale, r.weights
+    if r.combine == "mean":
+        return mean(vectors)
+    if r.combine == "consensus":
+        return consensus(vectors, k=r.k, lambdas=r.lambdas, scale=scale)
+    if r.sparsify == "dare":
+        if r.combine == "sum":
+            return dare(
+                vectors,
+                drop_rate=r.drop_rate,
+                seed=r.seed,
+                scale=scale,
+                weights=w,
+                rescale=r.rescale,
+            )
+        return dare_ties(
+            vectors,
+            drop_rate=r.drop_rate,
+            seed=r.seed,
+            scale=scale,
+            weights=w,
+            majority=r.majority,
+            rescale=r.rescale,
+        )
+    if r.sparsify == "trim":
+        assert r.densities is not None
+        if r.combine == "sum":
+            pruned = [magnitude_prune(v, d) for v, d in zip(vectors, r.densities, strict=True)]
+            return task_arithmetic(pruned, scale=scale, weights=w).with_metadata(
+                {"merge.method": r.method}
+            )
+        if len(set(r.densities)) == 1:
+            return ties(
+                vectors, density=r.densities[0], scale=scale, weights=w, majority=r.majority
+            )
+        # One trim per task (a density of 1 keeps everything), then TIES without a trim.
+        pruned = [magnitude_prune(v, d) for v, d in zip(vectors, r.densities, strict=True)]
+        return ties(pruned, density=1.0, scale=scale, weights=w, majority=r.majority)
+    return task_arithmetic(vectors, scale=scale, weights=w)
