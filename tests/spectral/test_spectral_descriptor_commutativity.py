@@ -13,7 +13,7 @@ from scipy.stats import ortho_group
 
 from weightspace import WeightspaceValueError, data, spectral
 from weightspace.spectral._descriptors import _multiplication_operators
-from weightspace.spectral._fmap import _commutativity_mask
+from weightspace.spectral._estimator import _commutativity_mask
 
 SIZES = st.integers(4, 12)
 SEEDS = st.integers(0, 10_000)

@@ -44,8 +44,8 @@ from weightspace.spectral._basis import eigenbasis as eigenbasis
 from weightspace.spectral._common import ArrayLike as ArrayLike
 from weightspace.spectral._descriptors import heat_kernel_signature as heat_kernel_signature
 from weightspace.spectral._descriptors import wave_kernel_signature as wave_kernel_signature
+from weightspace.spectral._estimator import FunctionalMapEstimator as FunctionalMapEstimator
 from weightspace.spectral._fmap import FunctionalMap as FunctionalMap
-from weightspace.spectral._fmap import FunctionalMapEstimator as FunctionalMapEstimator
 from weightspace.spectral._fmap import correspondence_error as correspondence_error
 from weightspace.spectral._fmap import nearest_neighbors as nearest_neighbors
 from weightspace.spectral._fmap import zoomout as zoomout
