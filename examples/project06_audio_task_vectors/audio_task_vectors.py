@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import weightspace as ws
-from weightspace import TaskVector, arithmetic, select, train
+from weightspace import TaskVector, arithmetic, report, select, train
 
 HERE = Path(__file__).resolve().parent
 PRETRAIN_WORDS = (
@@ -476,7 +476,7 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
     vectors: dict[str, TaskVector] = {}
     for k, name in enumerate(finetuned_names):
         ft = finetune(cfg, pre, name, data[name], seed * 100 + k)
-        full = TaskVector.from_models(ft, pre)
+        full = TaskVector.from_models(base=pre, finetuned=ft)
         vectors[name] = trunk.restrict(full).materialize()
     times["finetune"] = time.perf_counter() - t0
     shared = {
@@ -588,7 +588,6 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
         "layer_share": layer_share,
         "layer_sizes": {k: int(vectors["digits"][k].numel()) for k in vectors["digits"]},
         "seconds": times,
-        "_objects": {"forget": forget, "addition": addition, "analogy": analogies},
     }
 
 
@@ -597,15 +596,12 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
 # ------------------
 
 
-def mean_std(values: Sequence[float]) -> str:
-    return str(arithmetic.summarize(list(values)))
+def stat(values: Sequence[float]) -> list[float]:
+    s = report.summarize(list(values))
+    return [s.mean, s.std]
 
 
 def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    def stat(values: Sequence[float]) -> list[float]:
-        s = arithmetic.summarize(list(values))
-        return [s.mean, s.std]
-
     per_task = {
         name: {k: stat([r["per_task"][name][k] for r in runs]) for k in runs[0]["per_task"][name]}
         for name in runs[0]["per_task"]
@@ -650,61 +646,77 @@ def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"per_task": per_task, "forget": forget, "addition": addition, "analogy": analogy}
 
 
-def tables(runs: list[dict[str, Any]]) -> str:
-    objs = [r["_objects"] for r in runs]
-    out = [f"Mean ± std over {len(runs)} seed(s) ({', '.join(str(r['seed']) for r in runs)}).\n"]
-    out.append("### Tasks\n")
-    out.append("| task | classes | train | val | test | pretrained | fine-tuned |")
-    out.append("|---|---|---|---|---|---|---|")
-    for name in runs[0]["sizes"]:
-        sizes = runs[0]["sizes"][name]
-        pre = mean_std([r["per_task"][name]["pretrained"] for r in runs])
-        ft = (
-            mean_std([r["per_task"][name]["finetuned"] for r in runs])
-            if "finetuned" in runs[0]["per_task"][name]
-            else "(pretraining task)"
+def tables(runs: Sequence[Mapping[str, Any]]) -> str:
+    """``tables.md`` from the per-seed results as stored in ``results.json``."""
+
+    def over(*path: str) -> report.Summary:
+        """The summary over the seeds of ``run[path[0]][path[1]]...``."""
+        values = []
+        for r in runs:
+            for key in path:
+                r = r[key]
+            values.append(r)
+        return report.summarize(values)
+
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    out = [f"Mean ± std over {len(runs)} seed(s) ({seeds}).\n", "### Tasks\n"]
+    first = runs[0]
+    rows: list[list[report.Cell]] = []
+    for name, sizes in first["sizes"].items():
+        ft = "finetuned" in first["per_task"][name]
+        rows.append(
+            [
+                name,
+                len(first["classes"][name]),
+                sizes["train"],
+                sizes["val"],
+                sizes["test"],
+                over("per_task", name, "pretrained"),
+                over("per_task", name, "finetuned") if ft else "(pretraining task)",
+            ]
         )
-        out.append(
-            f"| {name} | {len(runs[0]['classes'][name])} | {sizes['train']} | {sizes['val']} | "
-            f"{sizes['test']} | {pre} | {ft} |"
-        )
-    out.append("")
-    for target in runs[0]["forget"]:
+    header = ["task", "classes", "train", "val", "test", "pretrained", "fine-tuned"]
+    out.append(report.markdown_table(header, rows))
+    for target in first["forget"]:
         out.append(f"### Forgetting by negation: {target}\n")
-        out.append(arithmetic.table([o["forget"][target] for o in objs]))
+        results = [arithmetic.ForgetResult.from_dict(r["forget"][target]) for r in runs]
+        out.append(arithmetic.table(results))
     out.append("### Addition of five task vectors (test accuracy)\n")
-    out.append(arithmetic.table([o["addition"] for o in objs]))
+    out.append(arithmetic.table([arithmetic.AdditionResult.from_dict(r["addition"]) for r in runs]))
     out.append("### Addition: normalised accuracy (merged / fine-tuned)\n")
-    tasks = runs[0]["addition"]["tasks"]
-    out.append("| method | " + " | ".join(tasks) + " | mean |")
-    out.append("|---" * (len(tasks) + 2) + "|")
-    for m in runs[0]["addition"]["rows"]:
-        cells = [mean_std([r["addition"]["rows"][m]["normalized"][t] for r in runs]) for t in tasks]
-        mean = mean_std([r["addition"]["rows"][m]["normalized_mean"] for r in runs])
-        out.append(f"| {m} | " + " | ".join(cells) + f" | {mean} |")
-    out.append("")
-    for task in runs[0]["analogy"]:
+    tasks = first["addition"]["tasks"]
+    rows = [
+        [
+            m,
+            *(over("addition", "rows", m, "normalized", t) for t in tasks),
+            over("addition", "rows", m, "normalized_mean"),
+        ]
+        for m in first["addition"]["rows"]
+    ]
+    out.append(report.markdown_table(["method", *tasks, "mean"], rows))
+    for task in first["analogy"]:
         out.append(f"### Analogy: {task}\n")
-        out.append(arithmetic.table([o["analogy"][task] for o in objs]))
+        results = [arithmetic.AnalogyResult.from_dict(r["analogy"][task]) for r in runs]
+        out.append(arithmetic.table(results))
     out.append("### Pairs: task (row) under its vector plus another (column), scale 1\n")
     out.append("Test accuracy normalised by the row task's fine-tuned accuracy.\n")
-    out.append("| task | " + " | ".join(f"+ {b}" for b in ADDED) + " |")
-    out.append("|---" * (len(ADDED) + 1) + "|")
-    for a in ADDED:
-        cells = ["1" if a == b else mean_std([r["pairs"][a][b] for r in runs]) for b in ADDED]
-        out.append(f"| {a} | " + " | ".join(cells) + " |")
-    out.append("")
+    rows = [[a, *("1" if a == b else over("pairs", a, b) for b in ADDED)] for a in ADDED]
+    out.append(report.markdown_table(["task", *(f"+ {b}" for b in ADDED)], rows))
     out.append("### Where the five added vectors agree: per tensor\n")
     out.append("Mean cosine over the 10 pairs, and mean share of a vector's squared norm.\n")
-    out.append("| tensor | parameters | pairwise cosine | share of squared norm |")
-    out.append("|---|---|---|---|")
-    for key, size in runs[0]["layer_sizes"].items():
-        cos = mean_std([r["layer_cosine"][key] for r in runs])
-        share = mean_std([r["layer_share"][key] for r in runs])
-        out.append(f"| {key} | {size} | {cos} | {share} |")
-    out.append("")
+    rows = [
+        [
+            key,
+            size,
+            over("layer_cosine", key),
+            over("layer_share", key),
+        ]
+        for key, size in first["layer_sizes"].items()
+    ]
+    header = ["tensor", "parameters", "pairwise cosine", "share of squared norm"]
+    out.append(report.markdown_table(header, rows))
     out.append("### Cosine similarity of the task vectors (seed mean)\n")
-    names = runs[0]["cosine"]["names"]
+    names = first["cosine"]["names"]
     mat = np.mean([r["cosine"]["matrix"] for r in runs], axis=0)
     out.append("| | " + " | ".join(names) + " |")
     out.append("|---" * (len(names) + 1) + "|")
@@ -873,7 +885,7 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
         "torch_threads": torch.get_num_threads(),
         "summary": summarise(runs),
-        "runs": [{k: v for k, v in r.items() if k != "_objects"} for r in runs],
+        "runs": runs,
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=True))
     (cfg.out / "tables.md").write_text(text)

@@ -47,7 +47,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import weightspace as ws
-from weightspace import TaskVector, arithmetic, merge, select, train
+from weightspace import TaskVector, arithmetic, merge, report, select, train
 
 with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script
     warnings.simplefilter("ignore")
@@ -669,7 +669,8 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
     finetuned: dict[str, dict[str, Tensor]] = {}
     for i, name in enumerate(dict.fromkeys(needed)):
         ft = finetune(model, name, data, std, cfg, seed=1000 * seed + i)
-        vectors[name] = TaskVector.from_models(ft, base).restrict(trunk).materialize()
+        tv = TaskVector.from_models(base=base, finetuned=ft)
+        vectors[name] = tv.restrict(trunk).materialize()
         if name in TASKS:
             finetuned[name] = ft
     t_ft = time.perf_counter() - t0 - t_pre
@@ -790,42 +791,35 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
 # ------------------
 
 
-def fmt(values: Sequence[float], spec: str = ".3f") -> str:
-    return format(arithmetic.summarize(list(values)), spec)
-
-
-def md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+def over(values: Sequence[float]) -> report.Summary:
+    return report.summarize(list(values))
 
 
 def tables(runs: Sequence[dict[str, Any]]) -> str:
     n = len(runs)
     parts: list[str] = []
+    table = report.markdown_table
     # scores of the pretrained (probe heads) and fine-tuned models
-    rows = []
+    rows: list[list[report.Cell]] = []
     for name in runs[0]["scores"]:
         pre = [r["scores"][name]["pretrained"] for r in runs]
         ft = [r["scores"][name]["finetuned"] for r in runs]
-        rows.append([LABELS.get(name, name), fmt(pre), "" if ft[0] is None else fmt(ft)])
+        rows.append([LABELS.get(name, name), over(pre), "" if ft[0] is None else over(ft)])
     parts.append(f"### Test scores of the pretrained and fine-tuned models ({n} seeds)\n")
-    parts.append(md_table(["task", "pretrained + probe head", "fine-tuned trunk"], rows))
+    parts.append(table(["task", "pretrained + probe head", "fine-tuned trunk"], rows))
     if all("pic50_fingerprint_ridge" in r for r in runs):
         parts.append(
             "\nReference for pIC50 (ChEMBL): ridge regression on Morgan fingerprints, test R² "
-            f"{fmt([r['pic50_fingerprint_ridge'] for r in runs])}.\n"
+            f"{over([r['pic50_fingerprint_ridge'] for r in runs])}.\n"
         )
     if all("label_correlation" in r for r in runs):
         rows = [
             [LABELS[a]]
-            + [
-                fmt([r["label_correlation"][i][j] for r in runs], ".2f")
-                for j in range(len(NCI_TASKS))
-            ]
+            + [over([r["label_correlation"][i][j] for r in runs]) for j in range(len(NCI_TASKS))]
             for i, a in enumerate(NCI_TASKS)
         ]
         parts.append(f"\n### Pearson correlation of the NCI labels (training split, {n} seeds)\n")
-        parts.append(md_table(["", *(LABELS[t] for t in NCI_TASKS)], rows))
+        parts.append(table(["", *(LABELS[t] for t in NCI_TASKS)], rows, formats=".2f"))
 
     # negation: one row per target task
     rows = []
@@ -834,53 +828,41 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         rows.append(
             [
                 LABELS[name],
-                fmt([x.target.pretrained for x in rs]),
-                fmt([x.target.finetuned for x in rs]),
-                fmt([x.target.edited for x in rs]),
-                fmt([x.scale for x in rs], ".2f"),
-                fmt([x.random[name].edited for x in rs]),  # type: ignore[index]
-                fmt([x.control["mask@nci"].edited / x.control["mask@nci"].pretrained for x in rs]),
-                fmt(
-                    [
-                        x.control["descriptors@nci"].edited
-                        / x.control["descriptors@nci"].pretrained
-                        for x in rs
-                    ]
+                over([x.target.pretrained for x in rs]),
+                over([x.target.finetuned for x in rs]),
+                over([x.target.edited for x in rs]),
+                over([x.scale for x in rs]),
+                over([x.random[name].edited for x in rs]),  # type: ignore[index]
+                *(
+                    over([x.control[c].edited / x.control[c].pretrained for x in rs])
+                    for c in ("mask@nci", "descriptors@nci")
                 ),
             ]
         )
     parts.append(f"\n### Forgetting by negation: target R² and control retention ({n} seeds)\n")
-    parts.append(
-        md_table(
-            [
-                "negated task",
-                "pretrained",
-                "fine-tuned",
-                "negated vector",
-                "scale",
-                "negated random vector",
-                "masked atoms kept",
-                "descriptors kept",
-            ],
-            rows,
-        )
-    )
-    rows = []
-    for name in TASKS:
-        rows.append(
-            [LABELS[name]]
-            + [
-                fmt(
-                    [r["forget_cross"][name][o] - r["scores"][o]["pretrained"] for r in runs],
-                    "+.3f",
-                )
-                for o in TASKS
-            ]
-        )
+    header = [
+        "negated task",
+        "pretrained",
+        "fine-tuned",
+        "negated vector",
+        "scale",
+        "negated random vector",
+        "masked atoms kept",
+        "descriptors kept",
+    ]
+    parts.append(table(header, rows, formats=[None, None, None, None, ".2f", None, None, None]))
+    rows = [
+        [LABELS[name]]
+        + [
+            over([r["forget_cross"][name][o] - r["scores"][o]["pretrained"] for r in runs])
+            for o in TASKS
+        ]
+        for name in TASKS
+    ]
     parts.append(
         f"\n### Negation: change of every task's test R² (row: negated vector) ({n} seeds)\n"
     )
-    parts.append(md_table(["negated \\ scored", *(LABELS[t] for t in TASKS)], rows))
+    parts.append(table(["negated \\ scored", *(LABELS[t] for t in TASKS)], rows, formats="+.3f"))
 
     # addition
     settings = (
@@ -894,33 +876,34 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         rows = []
         extra = len(names_t) > len(NCI_TASKS)
         for method in runs[0][key].rows:
-            row = [method]
-            row += [fmt([r[key].rows[method].normalized[t] for r in runs]) for t in names_t]
-            row += [fmt([r[key].rows[method].normalized_mean for r in runs])]
+            row: list[report.Cell] = [method]
+            row += [over([r[key].rows[method].normalized[t] for r in runs]) for t in names_t]
+            row += [over([r[key].rows[method].normalized_mean for r in runs])]
             if extra:
                 nci = [
                     sum(r[key].rows[method].normalized[t] for t in NCI_TASKS) / len(NCI_TASKS)
                     for r in runs
                 ]
-                row.append(fmt(nci))
+                row.append(over(nci))
             rows.append(row)
         parts.append(
             f"\n### Learning by addition, {title}: normalised scores (merged / fine-tuned) "
             f"({n} seeds)\n"
         )
         header = ["method", *(LABELS[t] for t in names_t), "mean"]
-        parts.append(md_table(header + (["mean of the NCI tasks"] if extra else []), rows))
+        parts.append(table(header + (["mean of the NCI tasks"] if extra else []), rows))
     rows = []
     for pair in runs[0]["pairs"]:
         a, b = pair.split("+")
+        ta = [r["pairs"][pair].rows["task_arithmetic"] for r in runs]
         rows.append(
             [
                 f"{LABELS[a]} + {LABELS[b]}",
-                fmt([r["pairs"][pair].rows["task_arithmetic"].scale for r in runs], ".2f"),
-                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized[a] for r in runs]),
-                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized[b] for r in runs]),
-                fmt([r["pairs"][pair].rows["task_arithmetic"].normalized_mean for r in runs]),
-                fmt(
+                over([x.scale for x in ta]),
+                over([x.normalized[a] for x in ta]),
+                over([x.normalized[b] for x in ta]),
+                over([x.normalized_mean for x in ta]),
+                over(
                     [
                         r["cosine"][r["vector_names"].index(a)][r["vector_names"].index(b)]
                         for r in runs
@@ -929,9 +912,8 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
             ]
         )
     parts.append(f"\n### Pairs of task vectors: task arithmetic, normalised scores ({n} seeds)\n")
-    parts.append(
-        md_table(["pair", "scale", "first", "second", "mean", "cosine of the vectors"], rows)
-    )
+    header = ["pair", "scale", "first", "second", "mean", "cosine of the vectors"]
+    parts.append(table(header, rows, formats=[None, ".2f", None, None, None, None]))
 
     # analogies
     for key in runs[0]["analogies"]:
@@ -945,11 +927,11 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
     # cosine similarities
     names = runs[0]["vector_names"]
     rows = [
-        [LABELS[a]] + [fmt([r["cosine"][i][j] for r in runs], ".2f") for j in range(len(names))]
+        [LABELS[a]] + [over([r["cosine"][i][j] for r in runs]) for j in range(len(names))]
         for i, a in enumerate(names)
     ]
     parts.append(f"\n### Cosine similarity of the task vectors (trunk only) ({n} seeds)\n")
-    parts.append(md_table(["", *(LABELS[b] for b in names)], rows))
+    parts.append(table(["", *(LABELS[b] for b in names)], rows, formats=".2f"))
     return "".join(parts)
 
 
@@ -1007,7 +989,7 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.5, 1.2, 1]})
     ax = axes[0]
     for j, (key, label) in enumerate(settings.items()):
-        stats = [arithmetic.summarize([nci_mean(r[key].rows[m]) for r in runs]) for m in methods]
+        stats = [report.summarize([nci_mean(r[key].rows[m]) for r in runs]) for m in methods]
         ax.bar(
             [i + (j - 1) * 0.27 for i in range(len(methods))],
             [st.mean for st in stats],
@@ -1026,8 +1008,7 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     low = -3.0
     for j, key in enumerate(("addition", "addition_recentred")):
         stats = [
-            arithmetic.summarize([r[key].rows[m].scores["pic50@chembl"] for r in runs])
-            for m in methods
+            report.summarize([r[key].rows[m].scores["pic50@chembl"] for r in runs]) for m in methods
         ]
         xs = [i + (j - 0.5) * 0.36 for i in range(len(methods))]
         ax.bar(
@@ -1085,7 +1066,7 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     }
     fig, ax = plt.subplots(figsize=(11, 4.2))
     for j, kind in enumerate(kinds):
-        vals = [arithmetic.summarize([r["analogies"][k].scores[kind] for r in runs]) for k in keys]
+        vals = [report.summarize([r["analogies"][k].scores[kind] for r in runs]) for k in keys]
         ax.bar(
             [i + (j - 1.5) * 0.2 for i in range(len(keys))],
             [v.mean for v in vals],
@@ -1138,44 +1119,14 @@ def to_json(run: dict[str, Any]) -> dict[str, Any]:
 
 def from_json(run: dict[str, Any]) -> dict[str, Any]:
     """The inverse of :func:`to_json`: result objects back from ``results.json``."""
-
-    def scores(d: dict[str, float]) -> arithmetic.Scores:
-        return arithmetic.Scores(d["pretrained"], d["finetuned"], d["edited"])
-
-    def forget(d: dict[str, Any]) -> arithmetic.ForgetResult:
-        return arithmetic.ForgetResult(
-            target=scores(d["target"]),
-            control={k: scores(v) for k, v in d["control"].items()},
-            scale=d["scale"],
-            random=None if d["random"] is None else {k: scores(v) for k, v in d["random"].items()},
-            random_scale=d["random_scale"],
-            curve=tuple((c[0], c[1], c[2]) for c in d["curve"]),
-            task=d["task"],
-        )
-
-    def addition(d: dict[str, Any]) -> arithmetic.AdditionResult:
-        rows = {
-            k: arithmetic.MethodRow(
-                v["scale"],
-                v["scores"],
-                v["normalized"],
-                v["validation"],
-                tuple((c[0], c[1]) for c in v["curve"]),
-            )
-            for k, v in d["rows"].items()
-        }
-        return arithmetic.AdditionResult(rows=rows, tasks=tuple(d["tasks"]))
-
-    def analogy(d: dict[str, Any]) -> arithmetic.AnalogyResult:
-        curve = tuple((c[0], c[1]) for c in d["curve"])
-        return arithmetic.AnalogyResult(d["scores"], d["scales"], d["task"], curve)
-
     out = dict(run)
-    out["forget"] = {k: forget(v) for k, v in run["forget"].items()}
+    out["forget"] = {k: arithmetic.ForgetResult.from_dict(v) for k, v in run["forget"].items()}
     for key in ("addition", "addition_nci", "addition_recentred"):
-        out[key] = addition(run[key])
-    out["pairs"] = {k: addition(v) for k, v in run["pairs"].items()}
-    out["analogies"] = {k: analogy(v) for k, v in run["analogies"].items()}
+        out[key] = arithmetic.AdditionResult.from_dict(run[key])
+    out["pairs"] = {k: arithmetic.AdditionResult.from_dict(v) for k, v in run["pairs"].items()}
+    out["analogies"] = {
+        k: arithmetic.AnalogyResult.from_dict(v) for k, v in run["analogies"].items()
+    }
     return out
 
 
