@@ -1,4 +1,4 @@
-"""Tests of weightspace.train: determinism, freezing, data forms, errors and DDP equivalence."""
+"""Tests of train.fit_: determinism, freezing, data forms, errors and DDP equivalence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from torch import nn
 
 from weightspace import WeightspaceValueError, train
-from weightspace.train._fit import epoch_order
+from weightspace.train import epoch_order
 
 
 def data(n: int = 64, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,8 +30,8 @@ def model(seed: int = 0) -> nn.Module:
 
 def test_learns_and_is_deterministic() -> None:
     a, b = model(), model()
-    ha = train.fit(a, data(), epochs=15, batch_size=16, lr=0.02, seed=3)
-    hb = train.fit(b, data(), epochs=15, batch_size=16, lr=0.02, seed=3)
+    ha = train.fit_(a, data(), epochs=15, batch_size=16, lr=0.02, seed=3)
+    hb = train.fit_(b, data(), epochs=15, batch_size=16, lr=0.02, seed=3)
     assert ha.losses == hb.losses and ha.steps == 60 and ha.world_size == 1
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
     assert ha.final_loss < 0.5 * ha.losses[0]
@@ -44,7 +44,7 @@ def test_global_rng_untouched_and_mode_restored() -> None:
     torch.manual_seed(123)
     expected = torch.rand(3)
     torch.manual_seed(123)
-    train.fit(m, data(), epochs=1)
+    train.fit_(m, data(), epochs=1)
     assert torch.equal(torch.rand(3), expected)
     assert not m.training
 
@@ -52,7 +52,7 @@ def test_global_rng_untouched_and_mode_restored() -> None:
 def test_trainable_freezes_the_rest() -> None:
     m = model()
     before = {n: p.detach().clone() for n, p in m.named_parameters()}
-    train.fit(m, data(), epochs=2, trainable=["3"])
+    train.fit_(m, data(), epochs=2, trainable=["3"])
     after = dict(m.named_parameters())
     assert torch.equal(after["0.weight"], before["0.weight"])
     assert not torch.equal(after["3.weight"], before["3.weight"])
@@ -70,14 +70,14 @@ def test_dataset_with_collate_and_custom_loss() -> None:
         return nn.functional.cross_entropy(net(batch["x"]), batch["y"])
 
     a, b = model(), model()
-    ha = train.fit(a, samples, collate_fn=collate, loss=loss, epochs=3, batch_size=10, seed=1)
-    hb = train.fit(b, (x, y), epochs=3, batch_size=10, seed=1)
+    ha = train.fit_(a, samples, collate_fn=collate, loss=loss, epochs=3, batch_size=10, seed=1)
+    hb = train.fit_(b, (x, y), epochs=3, batch_size=10, seed=1)
     assert ha.losses == pytest.approx(hb.losses, rel=1e-6)
     assert train.predict(a, samples, collate_fn=lambda it: collate(it)["x"]).shape == (64, 2)
 
 
 def test_drop_last_counts_steps() -> None:
-    h = train.fit(model(), data(50), epochs=2, batch_size=16, drop_last=True)
+    h = train.fit_(model(), data(50), epochs=2, batch_size=16, drop_last=True)
     assert h.steps == 6
 
 
@@ -109,20 +109,20 @@ def test_ranks_partition_the_serial_order(n: int, world: int, epoch: int, seed: 
 )
 def test_bad_arguments(kwargs: dict[str, object], message: str) -> None:
     with pytest.raises(WeightspaceValueError, match=message):
-        train.fit(model(), data(), **kwargs)  # type: ignore[arg-type]
+        train.fit_(model(), data(), **kwargs)  # type: ignore[arg-type]
 
 
 def test_bad_data_and_divergence() -> None:
     with pytest.raises(WeightspaceValueError, match="same first dimension"):
-        train.fit(model(), (torch.zeros(3, 4), torch.zeros(2).long()))
+        train.fit_(model(), (torch.zeros(3, 4), torch.zeros(2).long()))
     with pytest.raises(WeightspaceValueError, match="empty"):
-        train.fit(model(), [])
-    with pytest.raises(WeightspaceValueError, match="pair of tensors"):
-        train.fit(model(), 5)  # type: ignore[arg-type]
+        train.fit_(model(), [])
+    with pytest.raises(WeightspaceValueError, match=r"a pair \(inputs, targets\) of tensors"):
+        train.fit_(model(), 5)
     x, y = data()
     with pytest.raises(WeightspaceValueError, match="not finite"):
-        train.fit(model(), (x * float("inf"), y))
-    with pytest.raises(WeightspaceValueError, match="`x`"):
+        train.fit_(model(), (x * float("inf"), y))
+    with pytest.raises(WeightspaceValueError, match="`data` is empty"):
         train.predict(model(), torch.zeros(0, 4))
 
 
@@ -138,7 +138,7 @@ CHILD = textwrap.dedent(
     g = torch.Generator().manual_seed(0)
     x = torch.randn(64, 4, generator=g)
     y = (x[:, 0] + x[:, 1] > 0).long()
-    h = train.fit(net, (x, y), epochs=3, batch_size=8, lr=0.01, optimizer="sgd", seed=5)
+    h = train.fit_(net, (x, y), epochs=3, batch_size=8, lr=0.01, optimizer="sgd", seed=5)
     assert h.world_size == 2, h
     if dist.get_rank() == 0:
         torch.save({"state": net.state_dict(), "losses": h.losses, "steps": h.steps}, sys.argv[1])
@@ -158,7 +158,7 @@ def test_two_ranks_take_the_serial_steps(tmp_path: Path, torchrun: Callable[...,
     torch.manual_seed(0)
     net = nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2))
     x, y = data()
-    h = train.fit(net, (x, y), epochs=3, batch_size=16, lr=0.01, optimizer="sgd", seed=5)
+    h = train.fit_(net, (x, y), epochs=3, batch_size=16, lr=0.01, optimizer="sgd", seed=5)
     assert ddp["steps"] == h.steps == 12
     assert ddp["losses"] == pytest.approx(h.losses, rel=1e-5)
     for name, tensor in net.state_dict().items():
