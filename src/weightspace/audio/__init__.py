@@ -7,16 +7,51 @@ synthesizer whose parameters gradients reach, with the spectral losses to compar
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from weightspace.audio._features import LogMel as LogMel
 from weightspace.audio._features import log_mel as log_mel
 from weightspace.audio._features import log_spectrogram as log_spectrogram
 from weightspace.audio._features import mel_filterbank as mel_filterbank
 from weightspace.audio._features import power_spectrogram as power_spectrogram
+from weightspace.audio._losses import cents as cents
+from weightspace.audio._losses import estimate_pitch as estimate_pitch
+from weightspace.audio._losses import mel_distance as mel_distance
+from weightspace.audio._losses import spectral_distance as spectral_distance
+from weightspace.audio._match import MatchResult as MatchResult
+from weightspace.audio._match import match as match
+from weightspace.audio._synth import SYNTH_PARAMS as SYNTH_PARAMS
+from weightspace.audio._synth import Param as Param
+from weightspace.audio._synth import Synth as Synth
+from weightspace.audio._synth import adsr as adsr
+
+if TYPE_CHECKING:
+    from weightspace.audio._env import SoundMatchEnv as SoundMatchEnv
 
 __all__: list[str] = [
+    "SYNTH_PARAMS",
     "LogMel",
+    "MatchResult",
+    "Param",
+    "SoundMatchEnv",
+    "Synth",
+    "adsr",
+    "cents",
+    "estimate_pitch",
     "log_mel",
     "log_spectrogram",
+    "match",
+    "mel_distance",
     "mel_filterbank",
     "power_spectrogram",
+    "spectral_distance",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # The sound-matching environment needs gymnasium (the `rl` extra): import it on first use.
+    if name == "SoundMatchEnv":
+        from weightspace.audio._env import SoundMatchEnv
+
+        return SoundMatchEnv
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
