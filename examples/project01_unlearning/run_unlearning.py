@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import weightspace as ws
-from weightspace import unlearn
+from weightspace import report, unlearn
 
 HERE = Path(__file__).resolve().parent
 KEEP = (0, 1, 2, 4, 5, 6, 7, 8, 9)  # output i means digit KEEP[i]
@@ -186,7 +185,7 @@ def run_method(
     )
     row: dict[str, float | None] = dict(report.as_dict())
     row["time_s"] = method.elapsed_s_
-    row["distance"] = ws.TaskVector.from_models(model, base).norm()
+    row["distance"] = ws.TaskVector.from_models(base=base, finetuned=model).norm()
     return model, row
 
 
@@ -262,37 +261,48 @@ COLUMNS = [
 def summarise(
     rows: dict[int, dict[str, dict[str, float | None]]],
 ) -> dict[str, dict[str, list[float]]]:
+    """Per method and metric, ``[mean, population std]`` over the seeds (as in results.json)."""
     out: dict[str, dict[str, list[float]]] = {}
     for per_seed in rows.values():
         for name, row in per_seed.items():
             for key, value in row.items():
                 if value is not None:
                     out.setdefault(name, {}).setdefault(key, []).append(float(value))
-    return {
-        name: {
-            k: [statistics.fmean(v), statistics.pstdev(v) if len(v) > 1 else 0.0]
-            for k, v in m.items()
-        }
-        for name, m in out.items()
+    summaries = {
+        name: {k: report.summarize(v, ddof=0) for k, v in m.items()} for name, m in out.items()
     }
+    return {name: {k: [s.mean, s.std] for k, s in m.items()} for name, m in summaries.items()}
 
 
 def markdown(summary: dict[str, dict[str, list[float]]], title: str, n_seeds: int) -> str:
     cols = [(k, h) for k, h in COLUMNS if any(k in s for s in summary.values())]
-    lines = [f"### {title}", "", f"Mean ± standard deviation over {n_seeds} seed(s).", ""]
-    lines.append("| method | " + " | ".join(h for _, h in cols) + " |")
-    lines.append("|---|" + "---|" * len(cols))
+    raw = ("time_ratio", "distance")  # the others are accuracies, shown in %
+    rows: list[list[report.Cell]] = []
     for name, s in summary.items():
-        cells = []
+        cells: list[report.Cell] = [name]
         for key, _ in cols:
-            if key not in s:
-                cells.append("–")
-            elif key in ("time_ratio", "distance"):
-                cells.append(f"{s[key][0]:.3f} ± {s[key][1]:.3f}")
-            else:
-                cells.append(f"{100 * s[key][0]:.1f} ± {100 * s[key][1]:.1f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+            cell = report.Summary(*s[key], n=n_seeds, ddof=0) if key in s else None
+            cells.append(cell if cell is None or key in raw else cell.scaled(100))
+        rows.append(cells)
+    formats = [None, *(".3f" if k in raw else ".1f" for k, _ in cols)]
+    table = report.markdown_table(
+        ["method", *(h for _, h in cols)], rows, formats=formats, missing="–"
+    )
+    return f"### {title}\n\nMean ± standard deviation over {n_seeds} seed(s).\n\n{table}"
+
+
+def tables(results: dict) -> str:
+    """``tables.md`` from ``results.json``."""
+    n = len(results["mnist"]["per_seed"])
+    few = results["few_shot"]["n_new"]
+    md = [
+        markdown(results["mnist"]["summary"], "MNIST: replace 6 by 3", n),
+        markdown(results["few_shot"]["summary"], f"MNIST, only {few} images of 3", n),
+        markdown(results["forget_two"]["summary"], "MNIST: forget 6 and 9 (no new class)", n),
+    ]
+    if "speech" in results:
+        md.append(markdown(results["speech"]["summary"], "Spoken digits: replace six by three", n))
+    return "\n".join(md)
 
 
 # %%
@@ -617,17 +627,10 @@ def main(argv: list[str] | None = None) -> dict:
 
     results["wall_time_s"] = time.perf_counter() - start
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    n = len(cfg.seeds)
-    md = [
-        markdown(results["mnist"]["summary"], "MNIST: replace 6 by 3", n),
-        markdown(results["few_shot"]["summary"], f"MNIST, only {cfg.few_shot} images of 3", n),
-        markdown(results["forget_two"]["summary"], "MNIST: forget 6 and 9 (no new class)", n),
-    ]
-    if "speech" in results:
-        md.append(markdown(results["speech"]["summary"], "Spoken digits: replace six by three", n))
-    (out / "tables.md").write_text("\n".join(md))
+    text = tables(results)
+    (out / "tables.md").write_text(text)
     figures(out, summaries, extra)
-    print("\n".join(md))
+    print(text)
     print(f"wrote {out} in {results['wall_time_s']:.0f} s")
     return results
 

@@ -51,3 +51,9 @@ def test_project07_tables() -> None:
     module = _load(f"{folder}/graph_task_vectors.py")
     runs = [module.from_json(r) for r in _saved(folder)["runs"]]
     assert module.tables(runs) == _committed(folder, "tables.md")
+
+
+def test_project01_tables() -> None:
+    folder = "project01_unlearning"
+    module = _load(f"{folder}/run_unlearning.py")
+    assert module.tables(_saved(folder)) == _committed(folder, "tables.md")
