@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightspace import ShapeMismatchError, WeightspaceValueError, align
+from weightspace import ShapeMismatchError, WeightspaceValueError, align, io
 from weightspace.align import Permutation, PermutationSpec
 
 SEEDS = st.integers(0, 2**16)
@@ -106,9 +106,50 @@ def test_permutation_errors() -> None:
         Permutation.identity({"h": 3}).apply({"w": ("h", None)}, sd)  # type: ignore[arg-type]
     with pytest.raises(WeightspaceValueError, match="`perm` must be a Permutation"):
         align.permute(sd, spec, {"h": torch.arange(3)})  # type: ignore[arg-type]
-    with pytest.raises(WeightspaceValueError, match=r"`state_dict` must map names to tensors"):
+    with pytest.raises(
+        WeightspaceValueError,
+        match=r"^`state_dict` must map names \(str\) to tensors, but 1 entries do not \(e\.g\. "
+        r"\['w'\]\)",
+    ):
         Permutation.identity({"h": 3}).apply(spec, {"w": [1, 2]})  # type: ignore[dict-item]
+    with pytest.raises(
+        WeightspaceValueError, match=r"^`state_dict` must be an nn\.Module, .* got int"
+    ):
+        Permutation.identity({"h": 3}).apply(spec, 3)  # type: ignore[arg-type]
+    with pytest.raises(
+        WeightspaceValueError, match=r"^`model_or_state` '.*nope\.safetensors' does not"
+    ):
+        align.permute("nope.safetensors", spec, Permutation.identity({"h": 3}))
 
 
 def test_repr() -> None:
     assert repr(Permutation.identity({"h": 3, "g": 2})) == "Permutation({'h': 3, 'g': 2})"
+
+
+def test_every_align_entry_point_reads_checkpoint_paths(zoo, tmp_path) -> None:
+    spec = zoo.spec("mlp")
+    model = zoo.make("mlp", 1)
+    perm = Permutation.random(spec, seed=4)
+    sd = {k: v.clone() for k, v in model.state_dict().items()}
+    shuffled = perm.apply(spec, sd)
+    io.save_state_dict(sd, tmp_path / "a.safetensors")
+    (tmp_path / "b").mkdir()
+    io.save_state_dict(shuffled, tmp_path / "b" / "model.safetensors")  # read as a folder
+    a, b = tmp_path / "a.safetensors", str(tmp_path / "b")
+
+    from_path = perm.apply(spec, a)
+    assert sorted(from_path) == sorted(shuffled)  # a file lists its tensors by name
+    assert all(torch.equal(from_path[k], v) for k, v in shuffled.items())
+    permuted = align.permute(b, spec, perm.inverse())
+    assert all(torch.equal(permuted[k], v) for k, v in sd.items())
+    assert align.weight_matching(spec, a, b) == perm.inverse()
+    mid, expected = align.interpolate(a, b, 0.25), align.interpolate(sd, shuffled, 0.25)
+    assert sorted(mid) == sorted(expected)
+    assert all(torch.equal(mid[k], v) for k, v in expected.items())
+    assert not torch.equal(expected["fc1.weight"], sd["fc1.weight"])
+    seen: list[float] = []
+    result = align.loss_barrier(
+        lambda state: seen.append(float(state["out.bias"].sum())) or 0.0, a, b, steps=3
+    )
+    assert result.values == (0.0, 0.0, 0.0)
+    assert seen[0] == float(sd["out.bias"].sum()) and seen[-1] == float(shuffled["out.bias"].sum())

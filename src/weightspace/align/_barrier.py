@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace.align._matching import batches
-from weightspace.align._permutation import as_state_dict
+from weightspace.io import StateDictLike, as_state_dict
 
 __all__ = ["BarrierResult", "interpolate", "loss_barrier", "reset_bn_stats"]
 
@@ -21,8 +21,8 @@ M = TypeVar("M", bound=nn.Module)
 
 
 def interpolate(
-    state_a: nn.Module | Mapping[str, Tensor],
-    state_b: nn.Module | Mapping[str, Tensor],
+    state_a: StateDictLike,
+    state_b: StateDictLike,
     t: float,
 ) -> dict[str, Tensor]:
     r"""Return the point :math:`(1 - t)\,\theta_A + t\,\theta_B` between two networks.
@@ -34,7 +34,7 @@ def interpolate(
     see :func:`reset_bn_stats`.
 
     Args:
-        state_a: The network at ``t = 0`` (module or state dict).
+        state_a: The network at ``t = 0`` (module, state dict or checkpoint path).
         state_b: The network at ``t = 1``, with the same keys and shapes.
         t: Position on the line (values outside ``[0, 1]`` extrapolate).
 
@@ -52,8 +52,8 @@ def interpolate(
     """
     if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t):
         raise WeightspaceValueError(f"`t` must be a finite number, got {t!r}; pass e.g. 0.5")
-    a = as_state_dict(state_a, "state_a")
-    b = as_state_dict(state_b, "state_b")
+    a = as_state_dict(state_a, argument="state_a")
+    b = as_state_dict(state_b, argument="state_b")
     if a.keys() != b.keys():
         only_a = [k for k in a if k not in b]
         only_b = [k for k in b if k not in a]
@@ -159,8 +159,8 @@ class BarrierResult:
 
 def loss_barrier(
     evaluate: Callable[[dict[str, Tensor]], float],
-    state_a: nn.Module | Mapping[str, Tensor],
-    state_b: nn.Module | Mapping[str, Tensor],
+    state_a: StateDictLike,
+    state_b: StateDictLike,
     *,
     steps: int = 11,
     maximize: bool = False,
@@ -209,8 +209,8 @@ def loss_barrier(
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 2:
         raise WeightspaceValueError(f"`steps` must be an integer >= 2, got {steps!r}")
     # snapshots: `evaluate` may load each point into the very module that `state_a` came from
-    a = {k: v.detach().clone() for k, v in as_state_dict(state_a, "state_a").items()}
-    b = {k: v.detach().clone() for k, v in as_state_dict(state_b, "state_b").items()}
+    a = {k: v.detach().clone() for k, v in as_state_dict(state_a, argument="state_a").items()}
+    b = {k: v.detach().clone() for k, v in as_state_dict(state_b, argument="state_b").items()}
     ts = [i / (steps - 1) for i in range(steps)]
     values = []
     for t in ts:

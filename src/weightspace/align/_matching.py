@@ -11,9 +11,10 @@ import torch
 from torch import Tensor, nn
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
-from weightspace.align._permutation import Permutation, as_state_dict
+from weightspace.align._permutation import Permutation
 from weightspace.align._spec import PermutationSpec, expand_index
 from weightspace.align._trace import _eval_mode
+from weightspace.io import StateDictLike, as_state_dict
 
 __all__ = ["activation_matching", "batches", "weight_matching"]
 
@@ -38,8 +39,8 @@ def _check_pair(
 
 def weight_matching(
     spec: PermutationSpec,
-    reference: nn.Module | Mapping[str, Tensor],
-    other: nn.Module | Mapping[str, Tensor],
+    reference: StateDictLike,
+    other: StateDictLike,
     *,
     max_iter: int = 100,
     seed: int = 0,
@@ -64,8 +65,8 @@ def weight_matching(
 
     Args:
         spec: Which axes each group moves.
-        reference: The network to align to (module or state dict); unchanged.
-        other: The network to permute (module or state dict); unchanged.
+        reference: The network to align to (module, state dict or checkpoint path); unchanged.
+        other: The network to permute (module, state dict or checkpoint path); unchanged.
         max_iter: Most sweeps over all groups.
         seed: Seed of the visiting order.
         init: Starting permutation (default: the sequential start described above).
@@ -95,8 +96,8 @@ def weight_matching(
     """
     if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
         raise WeightspaceValueError(f"`max_iter` must be a positive integer, got {max_iter!r}")
-    ref = as_state_dict(reference, "reference")
-    oth = as_state_dict(other, "other")
+    ref = as_state_dict(reference, argument="reference")
+    oth = as_state_dict(other, argument="other")
     sizes = _check_pair(spec, ref, oth)
     perms = {g: torch.arange(n) for g, n in sizes.items()}
     if init is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from collections.abc import Iterator, Mapping
 from typing import Any, TypeVar, overload
 
@@ -11,28 +12,11 @@ from torch import Tensor, nn
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace.align._spec import PermutationSpec, expand_index
+from weightspace.io import StateDictLike, as_state_dict
 
-__all__ = ["Permutation", "as_state_dict", "permute"]
+__all__ = ["Permutation", "permute"]
 
 M = TypeVar("M", bound=nn.Module)
-
-
-def as_state_dict(obj: Any, name: str) -> Mapping[str, Tensor]:
-    """A module's state dict, or the mapping itself (checked to hold tensors)."""
-    if isinstance(obj, nn.Module):
-        return obj.state_dict()
-    if isinstance(obj, Mapping):
-        bad = [k for k, v in obj.items() if not isinstance(v, Tensor)]
-        if bad:
-            raise WeightspaceValueError(
-                f"`{name}` must map names to tensors, but {bad[:3]} are "
-                f"{type(obj[bad[0]]).__name__}; pass `model.state_dict()`"
-            )
-        return obj
-    raise WeightspaceValueError(
-        f"`{name}` must be a torch.nn.Module or a state dict, got {type(obj).__name__}; pass "
-        "the model or `model.state_dict()`"
-    )
 
 
 def _as_perm(group: str, value: Any) -> Tensor:
@@ -209,7 +193,7 @@ class Permutation(Mapping[str, Tensor]):
 
     # applying ---------------------------------------------------------------------------------
 
-    def apply(self, spec: PermutationSpec, state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    def apply(self, spec: PermutationSpec, state_dict: StateDictLike) -> dict[str, Tensor]:
         """Return a new state dict with the units of every group reordered.
 
         Nothing is mutated: permuted tensors are new, the others are the same tensor objects
@@ -217,7 +201,8 @@ class Permutation(Mapping[str, Tensor]):
 
         Args:
             spec: Which axes each group moves.
-            state_dict: The tensors to permute (a state dict or a module).
+            state_dict: The tensors to permute: a state dict, a module or a checkpoint path
+                (see :func:`weightspace.io.as_state_dict`).
 
         Returns:
             The permuted state dict, with the keys of ``state_dict`` in the same order.
@@ -240,7 +225,7 @@ class Permutation(Mapping[str, Tensor]):
                 f"`spec` must be a PermutationSpec, got {type(spec).__name__}; build one with "
                 "`align.permutation_spec(model, example_input)`"
             )
-        sd = as_state_dict(state_dict, "state_dict")
+        sd = as_state_dict(state_dict, argument="state_dict")
         sizes = spec.check(sd)
         unknown = [g for g in self._perms if g not in sizes]
         if unknown:
@@ -276,18 +261,20 @@ def permute(model_or_state: M, spec: PermutationSpec, perm: Permutation) -> M: .
 
 @overload
 def permute(
-    model_or_state: Mapping[str, Tensor], spec: PermutationSpec, perm: Permutation
+    model_or_state: Mapping[str, Tensor] | str | os.PathLike[str],
+    spec: PermutationSpec,
+    perm: Permutation,
 ) -> dict[str, Tensor]: ...
 
 
 def permute(
-    model_or_state: nn.Module | Mapping[str, Tensor], spec: PermutationSpec, perm: Permutation
+    model_or_state: StateDictLike, spec: PermutationSpec, perm: Permutation
 ) -> nn.Module | dict[str, Tensor]:
     """Return a permuted copy of a model or a state dict (the input is not changed).
 
     Args:
-        model_or_state: A module (a deep copy with permuted weights is returned) or a state
-            dict (a new state dict is returned).
+        model_or_state: A module (a deep copy with permuted weights is returned), a state
+            dict or a checkpoint path (a new state dict is returned).
         spec: Which axes each group moves.
         perm: The permutation.
 
@@ -315,7 +302,7 @@ def permute(
         clone = copy.deepcopy(model_or_state)
         clone.load_state_dict(new)
         return clone
-    return perm.apply(spec, as_state_dict(model_or_state, "model_or_state"))
+    return perm.apply(spec, as_state_dict(model_or_state, argument="model_or_state"))
 
 
 def _sizes(sizes: PermutationSpec | Mapping[str, int]) -> dict[str, int]:
