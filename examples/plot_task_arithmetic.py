@@ -109,7 +109,7 @@ def fine_tune(x, y, steps=50, seed=0):
 vectors, finetuned_acc = {}, {}
 for k, (name, (train, _val, test)) in enumerate(tasks.items()):
     model = fine_tune(*train, seed=k)
-    vectors[name] = ws.TaskVector.from_models(model, base).materialize()
+    vectors[name] = ws.TaskVector.from_models(base=base, finetuned=model).materialize()
     finetuned_acc[name] = accuracy(model, test)
     print(
         f"{name:>7}: pretrained {accuracy(base, test):.1%} -> fine-tuned {finetuned_acc[name]:.1%}"

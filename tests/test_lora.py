@@ -168,7 +168,7 @@ def test_to_lora_round_trip_through_peft(tmp_path) -> None:
     with torch.no_grad():
         for p in ft.parameters():
             p.add_(0.1 * torch.randn_like(p))
-    tv = TaskVector.from_models(ft, base).restrict(["0.weight", "2.weight"])
+    tv = TaskVector.from_models(base=base, finetuned=ft).restrict(["0.weight", "2.weight"])
     adapter = tv.to_lora(3, alpha=6.0)
     assert isinstance(adapter, LoraAdapter)
     assert adapter.config["target_modules"] == ["0", "2"]
@@ -182,5 +182,5 @@ def test_to_lora_round_trip_through_peft(tmp_path) -> None:
     for name in ("0.weight", "2.weight"):
         assert torch.allclose(merged[name], expected[name], atol=1e-6), name
     with pytest.raises(WeightspaceValueError, match="2-D"):
-        TaskVector.from_models(ft, base).to_lora(2)
+        TaskVector.from_models(base=base, finetuned=ft).to_lora(2)
     assert math.isfinite(adapter.relative_error["0.weight"])

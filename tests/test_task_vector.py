@@ -45,7 +45,7 @@ def mlp(seed: int) -> nn.Module:
 @given(f32_pair())
 def test_scale_one_reproduces_finetuned_bit_for_bit(pair: tuple) -> None:
     b, f = (torch.from_numpy(x) for x in pair)
-    tv = TaskVector.from_models({"w": f}, {"w": b})
+    tv = TaskVector.from_models(base={"w": b}, finetuned={"w": f})
     out = tv.apply_to({"w": b.clone()}, scale=1.0)["w"]
     assert torch.equal(bits(out), bits(f))
 
@@ -68,7 +68,7 @@ def test_exactness_with_extreme_exponent_gaps(items: list) -> None:
     b = torch.tensor([m * 2.0**e for m, e, _, _ in items], dtype=torch.float64).float()
     f = torch.tensor([m * 2.0**e for _, _, m, e in items], dtype=torch.float64).float()
     b, f = torch.nan_to_num(b, posinf=1e38), torch.nan_to_num(f, posinf=1e38)
-    out = TaskVector.from_models({"w": f}, {"w": b}).apply_to({"w": b})["w"]
+    out = TaskVector.from_models(base={"w": b}, finetuned={"w": f}).apply_to({"w": b})["w"]
     assert torch.equal(bits(out), bits(f))
 
 
@@ -76,7 +76,7 @@ def test_float64_route_alone_is_not_exact_which_is_why_sources_are_kept() -> Non
     b = np.float32(0.7315437)
     f = np.float32(1.4086391e-11)
     assert np.float32(np.float64(b) + (np.float64(f) - np.float64(b))) != f
-    tv = TaskVector.from_models({"w": torch.tensor([f])}, {"w": torch.tensor([b])})
+    tv = TaskVector.from_models(base={"w": torch.tensor([b])}, finetuned={"w": torch.tensor([f])})
     assert tv.apply_to({"w": torch.tensor([b])})["w"].item() == f
     # the delta alone (after materialize) uses the arithmetic route
     assert tv.materialize().apply_to({"w": torch.tensor([b])})["w"].item() != f
@@ -84,7 +84,7 @@ def test_float64_route_alone_is_not_exact_which_is_why_sources_are_kept() -> Non
 
 def test_exactness_with_modules_and_value_preserving_operations() -> None:
     base, ft = mlp(0), mlp(1)
-    tv = TaskVector.from_models(ft, base)
+    tv = TaskVector.from_models(base=base, finetuned=ft)
     for vec in (tv, tv * 1.0, 1 * tv, tv / 1, tv.restrict(list(tv)), tv.intersection(tv)):
         new = vec.apply_to(base)
         for name, value in ft.state_dict().items():
@@ -94,7 +94,7 @@ def test_exactness_with_modules_and_value_preserving_operations() -> None:
 def test_exactness_elementwise_on_a_partly_different_target() -> None:
     b = torch.tensor([0.7315437, 1.0, 2.0])
     f = torch.tensor([1.4086391e-11, 3.0, -1.0])
-    tv = TaskVector.from_models({"w": f}, {"w": b})
+    tv = TaskVector.from_models(base={"w": b}, finetuned={"w": f})
     target = torch.tensor([0.7315437, 5.0, 2.0])
     out = tv.apply_to({"w": target})["w"]
     assert out[0].item() == f[0].item() and out[2].item() == f[2].item()
@@ -214,27 +214,33 @@ def test_shape_disagreement_between_vectors() -> None:
 
 def test_from_models_key_errors() -> None:
     with pytest.raises(ShapeMismatchError) as info:
-        TaskVector.from_models({"a": torch.ones(1), "h": torch.ones(1)}, {"a": torch.ones(1)})
+        TaskVector.from_models(
+            base={"a": torch.ones(1)}, finetuned={"a": torch.ones(1), "h": torch.ones(1)}
+        )
     assert "['h']" in str(info.value) and 'keys="intersection"' in str(info.value)
     tv = TaskVector.from_models(
-        {"a": torch.ones(1), "h": torch.ones(1)}, {"a": torch.zeros(1)}, keys="intersection"
+        base={"a": torch.zeros(1)},
+        finetuned={"a": torch.ones(1), "h": torch.ones(1)},
+        keys="intersection",
     )
     assert list(tv) == ["a"]
 
 
 def test_shape_mismatch_names_key_and_both_shapes() -> None:
     with pytest.raises(ShapeMismatchError) as info:
-        TaskVector.from_models({"w": torch.ones(2, 3)}, {"w": torch.ones(3, 2)})
+        TaskVector.from_models(base={"w": torch.ones(3, 2)}, finetuned={"w": torch.ones(2, 3)})
     assert "'w'" in str(info.value) and "(2, 3)" in str(info.value) and "(3, 2)" in str(info.value)
 
 
 def test_non_finite_inputs_name_the_tensor() -> None:
     tv = TaskVector.from_models(
-        {"layer.w": torch.tensor([1.0, math.nan])}, {"layer.w": torch.ones(2)}
+        base={"layer.w": torch.ones(2)}, finetuned={"layer.w": torch.tensor([1.0, math.nan])}
     )
     with pytest.raises(WeightspaceValueError, match=re.escape("`finetuned['layer.w']`")):
         tv["layer.w"]
-    tv = TaskVector.from_models({"w": torch.ones(1)}, {"w": torch.tensor([math.inf])})
+    tv = TaskVector.from_models(
+        base={"w": torch.tensor([math.inf])}, finetuned={"w": torch.ones(1)}
+    )
     with pytest.raises(WeightspaceValueError, match=re.escape("`base['w']`")):
         tv.apply_to({"w": torch.ones(1)})
     with pytest.raises(WeightspaceValueError, match=re.escape("`deltas['q']`")):
@@ -284,7 +290,7 @@ def test_mask_multiplication() -> None:
 def test_apply_to_never_mutates_state_dict_or_module() -> None:
     base, ft = mlp(0), mlp(1)
     before = {k: v.clone() for k, v in base.state_dict().items()}
-    tv = TaskVector.from_models(ft, base)
+    tv = TaskVector.from_models(base=base, finetuned=ft)
     sd = base.state_dict()
     out = tv.apply_to(sd, scale=0.5)
     new = tv.apply_to(base, scale=0.5)
@@ -301,12 +307,12 @@ def test_integer_buffers_are_never_scaled() -> None:
     ft[1].num_batches_tracked.fill_(17)
     base[1].num_batches_tracked.fill_(3)
     ft[1].running_mean.add_(1.0)
-    tv = TaskVector.from_models(ft, base)
+    tv = TaskVector.from_models(base=base, finetuned=ft)
     assert "1.num_batches_tracked" not in tv
     assert "1.running_mean" in tv  # float buffers are ordinary deltas
     out = tv.apply_to(base.state_dict(), scale=5.0)
     assert out["1.num_batches_tracked"].item() == 3
-    tv_ft = TaskVector.from_models(ft, base, integer="finetuned")
+    tv_ft = TaskVector.from_models(base=base, finetuned=ft, integer="finetuned")
     assert tv_ft.apply_to(base.state_dict(), scale=5.0)["1.num_batches_tracked"].item() == 17
     assert tv_ft.apply_to(base)[1].num_batches_tracked.item() == 17
     assert base[1].num_batches_tracked.item() == 3
@@ -314,7 +320,7 @@ def test_integer_buffers_are_never_scaled() -> None:
 
 def test_apply_in_place_validates_before_writing() -> None:
     base, ft = mlp(0), mlp(1)
-    tv = TaskVector.from_models(ft, base)
+    tv = TaskVector.from_models(base=base, finetuned=ft)
     target = mlp(0)
     assert tv.apply_to_(target) is target
     assert torch.equal(target[0].weight, ft[0].weight)
@@ -345,7 +351,7 @@ def test_apply_errors_on_missing_keys_and_shapes() -> None:
 def test_float64_vectors() -> None:
     base = {"w": torch.tensor([1.0], dtype=torch.float64)}
     ft = {"w": torch.tensor([1.0 + 1e-12], dtype=torch.float64)}
-    tv = TaskVector.from_models(ft, base, dtype=torch.float64)
+    tv = TaskVector.from_models(base=base, finetuned=ft, dtype=torch.float64)
     assert tv["w"].dtype == torch.float64
     assert tv["w"].item() == pytest.approx(1e-12, rel=1e-3)
     assert (tv * 2).apply_to(base)["w"].item() == pytest.approx(1.0 + 2e-12, rel=1e-15)
@@ -390,7 +396,9 @@ def test_from_models_on_paths_reads_nothing_until_needed(tmp_path) -> None:
     base, ft = mlp(0), mlp(1)
     io.save_state_dict(base.state_dict(), tmp_path / "base.safetensors")
     io.save_state_dict(ft.state_dict(), tmp_path / "ft.safetensors")
-    tv = TaskVector.from_models(tmp_path / "ft.safetensors", tmp_path / "base.safetensors")
+    tv = TaskVector.from_models(
+        base=tmp_path / "base.safetensors", finetuned=tmp_path / "ft.safetensors"
+    )
     assert len(tv) == 8
     out = tv.apply_to(tmp_path / "base.safetensors")
     for k, v in ft.state_dict().items():
@@ -404,7 +412,7 @@ def test_lazy_checkpoints_are_not_read_at_construction(tmp_path) -> None:
     io.save_state_dict(mlp(1).state_dict(), tmp_path / "ft.safetensors")
     base = io.open_state_dict(tmp_path / "base.safetensors")
     ft = io.open_state_dict(tmp_path / "ft.safetensors")
-    tv = TaskVector.from_models(ft, base)
+    tv = TaskVector.from_models(base=base, finetuned=ft)
     derived = 0.3 * (tv + tv)
     assert derived.shape("0.weight") == torch.Size([8, 4])
     repr(derived)

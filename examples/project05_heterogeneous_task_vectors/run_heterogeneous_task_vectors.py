@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from torch.func import functional_call
 
 import weightspace as ws
-from weightspace import TaskVector, align, arithmetic, merge, select, train
+from weightspace import TaskVector, align, arithmetic, merge, report, select, spectral, train
 
 HERE = Path(__file__).resolve().parent
 DIM, HIDDEN = 64, 128  # the common block: DIM -> HIDDEN -> DIM
@@ -338,7 +338,7 @@ def pretrain_independent(cfg: Config, data: Pair, seed: int) -> dict[str, _Net]:
     models = {}
     for k, arch in enumerate(ARCHS):
         model = build(arch, 1000 * seed + 10 + k)  # each block starts from its own init
-        train.fit(
+        train.fit_(
             model, data, epochs=cfg.pre_epochs, lr=cfg.pre_lr, batch_size=cfg.batch_size, seed=seed
         )
         models[arch] = model.eval()
@@ -359,7 +359,7 @@ def pretrain_joint(cfg: Config, data: Pair, seed: int) -> dict[str, _Net]:
         za, zb = m["cnn"].embed(x), m["vit"].embed(x)
         return F.cross_entropy(head(block(za)), y) + F.cross_entropy(head(block(zb)), y)
 
-    train.fit(
+    train.fit_(
         pair,
         data,
         loss=loss,
@@ -401,7 +401,7 @@ def pretrain_distilled(
             value = value + F.cross_entropy(m.heads["pretrain"](m.mlp_head(z[up])), y[idx[up]])
         return value
 
-    train.fit(
+    train.fit_(
         vit,
         (x, torch.arange(len(x))),
         loss=loss,
@@ -441,7 +441,7 @@ def fit_parity_head(
         target = (y % 2).repeat(len(group))
         torch.manual_seed(seed)
         probe = nn.Linear(DIM, 2)
-        train.fit(probe, (u, target), epochs=10, lr=1e-2, seed=seed)
+        train.fit_(probe, (u, target), epochs=10, lr=1e-2, seed=seed)
         for a in group:
             models[a].heads["parity"].load_state_dict(probe.state_dict())
 
@@ -458,9 +458,9 @@ def fit_parity_head(
 
 
 def procrustes(source: Tensor, target: Tensor) -> Tensor:
-    """The orthogonal R minimising ||source @ R - target||_F."""
-    u, _, vh = torch.linalg.svd(source.T.double() @ target.double())
-    return (u @ vh).float()
+    """The orthogonal R minimising ||source @ R - target||_F (uncentred features)."""
+    r = spectral.procrustes_rotation(source, target, center=False)  # target ~ source @ r.T
+    return torch.from_numpy(r.T.copy()).float()
 
 
 def block_state(sd: Mapping[str, Tensor], prefix: str) -> StateDict:
@@ -521,7 +521,7 @@ def finetune(model: _Net, data: Pair, task: str, cfg: Config, seed: int) -> Stat
         p.requires_grad_(False)
     for p in m.block_module().parameters():
         p.requires_grad_(True)
-    train.fit(_OnFeatures(m, task), data, epochs=cfg.ft_epochs, lr=cfg.ft_lr, seed=seed)
+    train.fit_(_OnFeatures(m, task), data, epochs=cfg.ft_epochs, lr=cfg.ft_lr, seed=seed)
     return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
@@ -552,7 +552,7 @@ def finetune_lora(model: _Net, data: Pair, task: str, cfg: Config, seed: int) ->
     r = cfg.lora_rank
     for i in (0, 2):
         block[i] = LoraLinear(block[i], r, alpha=float(r))
-    train.fit(_OnFeatures(m, task), data, epochs=cfg.ft_epochs, lr=cfg.lora_lr, seed=seed)
+    train.fit_(_OnFeatures(m, task), data, epochs=cfg.ft_epochs, lr=cfg.lora_lr, seed=seed)
     peft = {
         f"base_model.model.{m.common}.{i}.lora_{part}.weight": getattr(block[i], f"lora_{part}")
         .detach()
@@ -622,7 +622,7 @@ def fit_router(feats: Mapping[Any, Mapping[str, Tensor]], seed: int) -> nn.Linea
         ys.append(torch.full((len(f["train"]),), VARIANTS.index(var)))
     torch.manual_seed(seed)
     router = nn.Linear(DIM, len(VARIANTS))
-    train.fit(router, (torch.cat(zs), torch.cat(ys)), epochs=20, lr=1e-2, seed=seed)
+    train.fit_(router, (torch.cat(zs), torch.cat(ys)), epochs=20, lr=1e-2, seed=seed)
     return router.eval()
 
 
@@ -663,13 +663,6 @@ def routed_accuracy(
 # %%
 # One seed: models, vectors, and the four applications in every regime and direction
 # ----------------------------------------------------------------------------------
-
-
-def cka(a: Tensor, b: Tensor) -> float:
-    """Linear CKA (Kornblith et al., ICML 2019) between two feature matrices."""
-    a, b = a - a.mean(0), b - b.mean(0)
-    num = float((a.T @ b).norm() ** 2)
-    return num / float((a.T @ a).norm() * (b.T @ b).norm())
 
 
 def mean_abs_cosine(vectors: Sequence[TaskVector]) -> float:
@@ -801,7 +794,7 @@ def run_seed(
     tv: dict[str, dict[str, dict[str, TaskVector]]] = {
         r: {
             a: {
-                task: TaskVector.from_models(ft[r][a][task], base[r][a])
+                task: TaskVector.from_models(base=base[r][a], finetuned=ft[r][a][task])
                 .restrict(own[a])
                 .materialize()
                 for task in TASKS
@@ -827,7 +820,7 @@ def run_seed(
         compat[r] = {
             "feature_gap": float((za - zb).norm() / za.norm()),
             "feature_gap_all": float((za_all - zb_all).norm() / za_all.norm()),
-            "feature_cka": cka(za, zb),
+            "feature_cka": spectral.linear_cka(za, zb),
             "weight_gap": float((wa - wb).norm() / wa.norm()),
             "vector_cosine": cos,
         }
@@ -1114,21 +1107,20 @@ def tree_summary(runs: Sequence[Any]) -> Any:
     if isinstance(first, Mapping):
         return {k: tree_summary([r[k] for r in runs]) for k in first if not str(k).startswith("_")}
     if isinstance(first, (int, float)) and not isinstance(first, bool):
-        s = arithmetic.summarize([float(r) for r in runs])
+        s = report.summarize([float(r) for r in runs])
         return [s.mean, s.std]
     return None
 
 
 def pm(cell: Sequence[float] | None, pct: bool = True, digits: int = 1) -> str:
+    """A ``[mean, std]`` leaf of the summary as ``mean ± std`` (accuracies in %)."""
     if cell is None:
         return "n/a"
-    k = 100.0 if pct else 1.0
-    return f"{cell[0] * k:.{digits}f} ± {cell[1] * k:.{digits}f}"
+    summary = report.Summary(cell[0], cell[1], n=0).scaled(100.0 if pct else 1.0)
+    return format(summary, f".{digits}f")
 
 
-def md(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"
+md = report.markdown_table
 
 
 def dir_label(d: str) -> str:
@@ -1350,7 +1342,7 @@ def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str
 
 
 def spread(values: Sequence[float]) -> list[float]:
-    s = arithmetic.summarize(list(values))
+    s = report.summarize(list(values))
     return [s.mean, s.std]
 
 

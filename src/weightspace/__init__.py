@@ -15,6 +15,7 @@ from weightspace._errors import CacheError as CacheError
 from weightspace._errors import MissingSourceError as MissingSourceError
 from weightspace._errors import ShapeMismatchError as ShapeMismatchError
 from weightspace._errors import WeightspaceError as WeightspaceError
+from weightspace._errors import WeightspaceTypeError as WeightspaceTypeError
 from weightspace._errors import WeightspaceValueError as WeightspaceValueError
 from weightspace._lora import LoraAdapter as LoraAdapter
 from weightspace._lora import LowRankTaskVector as LowRankTaskVector
@@ -46,6 +47,7 @@ __all__ = [
     "ShapeMismatchError",
     "TaskVector",
     "WeightspaceError",
+    "WeightspaceTypeError",
     "WeightspaceValueError",
     "__version__",
     "align",

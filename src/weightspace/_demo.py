@@ -661,7 +661,7 @@ def run_demo(
     for i, name in enumerate(TASKS):
         model = _fine_tune(base, tasks[name], config, seed=seed * 1000 + i, progress=progress)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        vectors[name] = TaskVector.from_models(state, base_sd).materialize()
+        vectors[name] = TaskVector.from_models(base=base_sd, finetuned=state).materialize()
         finetuned_val[name] = evaluator.accuracy(state, tasks[name].val)
         finetuned_test[name] = evaluator.accuracy(state, tasks[name].test)
         logger.info("fine-tuned %s: test accuracy %.4f", name, finetuned_test[name])

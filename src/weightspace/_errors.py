@@ -2,9 +2,9 @@
 
 Every error that weightspace raises on purpose derives from :class:`WeightspaceError`, so that
 ``except weightspace.WeightspaceError`` catches all of them. Errors about a value the caller
-passed also derive from :class:`ValueError`; a missing optional package or data source
-derives from :class:`ImportError`, so that code written against
-the standard exceptions keeps working.
+passed also derive from :class:`ValueError`, errors about how a function was called from
+:class:`TypeError`, and a missing optional package or data source from :class:`ImportError`,
+so that code written against the standard exceptions keeps working.
 
 Messages follow one pattern: they name the argument in backticks, show the bad value and say
 how to fix it.
@@ -17,6 +17,7 @@ __all__ = [
     "MissingSourceError",
     "ShapeMismatchError",
     "WeightspaceError",
+    "WeightspaceTypeError",
     "WeightspaceValueError",
 ]
 
@@ -27,6 +28,10 @@ class WeightspaceError(Exception):
 
 class WeightspaceValueError(WeightspaceError, ValueError):
     """An argument has a bad value (wrong type, out of range, unknown name)."""
+
+
+class WeightspaceTypeError(WeightspaceError, TypeError):
+    """A function was called the wrong way (e.g. positionally where it takes keywords only)."""
 
 
 class ShapeMismatchError(WeightspaceValueError):

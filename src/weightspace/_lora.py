@@ -38,6 +38,7 @@ from torch import Tensor
 
 from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import TaskVector
+from weightspace._task_vector._interfaces import LoraConversions, register_lora_conversions
 from weightspace.io import open_state_dict, save_state_dict, shape_of
 
 __all__ = ["LoraAdapter", "LowRankTaskVector", "lora_to_task_vector", "low_rank", "to_lora"]
@@ -211,12 +212,13 @@ def lora_to_task_vector(
         raise WeightspaceValueError(
             "the adapter uses DoRA (`use_dora=True`), whose update is not a fixed delta "
             "(it rescales the merged weight); merge it with PEFT and use "
-            "`TaskVector.from_models(merged, base)` instead"
+            "`TaskVector.from_models(base=base, finetuned=merged)` instead"
         )
     if cfg.get("target_parameters"):
         raise WeightspaceValueError(
             "the adapter targets parameters directly (`target_parameters`), which is not "
-            "supported; merge it with PEFT and use `TaskVector.from_models(merged, base)`"
+            "supported; merge it with PEFT and use "
+            "`TaskVector.from_models(base=base, finetuned=merged)`"
         )
     try:
         r_default = int(cfg["r"])
@@ -238,7 +240,8 @@ def lora_to_task_vector(
         if bad is not None:
             raise WeightspaceValueError(
                 f"the adapter holds {key!r} ({bad}): full weights, not a low-rank update, are "
-                "not supported; merge with PEFT and use `TaskVector.from_models(merged, base)`"
+                "not supported; merge with PEFT and use "
+                "`TaskVector.from_models(base=base, finetuned=merged)`"
             )
         idx = next((i for i, p in enumerate(parts) if p in _LORA_PARTS), None)
         if idx is None:
@@ -580,3 +583,10 @@ def to_lora(tv: TaskVector, rank: int, *, alpha: float | None = None) -> LoraAda
         "alpha_pattern": {},
     }
     return LoraAdapter(state, config, errors)
+
+
+# TaskVector.from_lora / low_rank / to_lora delegate to these functions: this module depends on
+# the task vector, never the reverse.
+register_lora_conversions(
+    LoraConversions(from_lora=lora_to_task_vector, low_rank=low_rank, to_lora=to_lora)
+)

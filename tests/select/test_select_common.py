@@ -133,7 +133,7 @@ def test_transfer_changes_exactly_the_shared_parameters_of_b() -> None:
     with torch.no_grad():
         for p in ft.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    tv = TaskVector.from_models(ft, cnn)
+    tv = TaskVector.from_models(base=cnn, finetuned=ft)
     sel = select.common(cnn, vit, by="structure")
     moved = tv.restrict(sel).transfer(sel)
     assert list(moved) == list(sel.names_b)

@@ -108,7 +108,7 @@ def _check_vector(vector: object, name: str) -> TaskVector:
     if not isinstance(vector, TaskVector):
         raise WeightspaceValueError(
             f"`{name}` must be a TaskVector, got {type(vector).__name__}; build one with "
-            "TaskVector.from_models(base, finetuned)"
+            "TaskVector.from_models(base=..., finetuned=...)"
         )
     return vector
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, overload
+from typing import Any, overload
 
 import torch
 from torch import Tensor
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
-
-if TYPE_CHECKING:
-    from weightspace._task_vector import TaskVector
+from weightspace._task_vector import TaskVector
 
 __all__ = ["Selection"]
 
@@ -267,8 +265,6 @@ class Selection:
             >>> list(select.Selection(["b"]).restrict(sd))
             ['b']
         """
-        from weightspace._task_vector import TaskVector
-
         if isinstance(x, TaskVector):
             return x.restrict(self)
         self._check_has(x, self.names_a, "x")
@@ -300,8 +296,6 @@ class Selection:
             >>> list(sel.transfer({"cnn.head.weight": torch.ones(2)}))
             ['vit.head.weight']
         """
-        from weightspace._task_vector import TaskVector
-
         if isinstance(x, TaskVector):
             return x.transfer(self)
         self._check_has(x, self.names_a, "x")

@@ -1,0 +1,91 @@
+"""What :class:`~weightspace.TaskVector` expects from the layers above it.
+
+The core sits below :mod:`weightspace.select` and :mod:`weightspace._lora`, which both build on
+task vectors; it never imports them. Instead:
+
+* :meth:`~weightspace.TaskVector.restrict` and :meth:`~weightspace.TaskVector.transfer` accept
+  anything that satisfies :class:`SupportsNameMapping` (a :class:`~weightspace.select.Selection`
+  does);
+* the LoRA methods (:meth:`~weightspace.TaskVector.from_lora`,
+  :meth:`~weightspace.TaskVector.low_rank`, :meth:`~weightspace.TaskVector.to_lora`) call the
+  functions that :mod:`weightspace._lora` registers here when it is imported (``import
+  weightspace`` imports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+from weightspace._errors import WeightspaceError
+
+if TYPE_CHECKING:
+    from weightspace._lora import LoraAdapter, LowRankTaskVector
+    from weightspace._task_vector._vector import TaskVector
+
+__all__ = [
+    "LoraConversions",
+    "SupportsNameMapping",
+    "lora_conversions",
+    "register_lora_conversions",
+]
+
+
+@runtime_checkable
+class SupportsNameMapping(Protocol):
+    """Something that maps names of model A onto names of model B, pair by pair.
+
+    ``names_a[i]`` is renamed to ``names_b[i]``. :class:`~weightspace.select.Selection` is the
+    library's implementation; an object that also has a ``shape(name_a)`` method returning a
+    recorded shape (or ``None``) has those shapes checked by
+    :meth:`~weightspace.TaskVector.transfer`.
+    """
+
+    @property
+    def names_a(self) -> Sequence[str]:
+        """Names of model A, in order."""
+        ...
+
+    @property
+    def names_b(self) -> Sequence[str]:
+        """Names of model B, paired with :attr:`names_a`."""
+        ...
+
+
+@dataclass(frozen=True)
+class LoraConversions:
+    """The LoRA conversions that :class:`~weightspace.TaskVector` delegates to.
+
+    Attributes:
+        from_lora: :func:`weightspace._lora.lora_to_task_vector`.
+        low_rank: :func:`weightspace._lora.low_rank`.
+        to_lora: :func:`weightspace._lora.to_lora`.
+    """
+
+    from_lora: Callable[..., TaskVector]
+    low_rank: Callable[[TaskVector, int], LowRankTaskVector]
+    to_lora: Callable[..., LoraAdapter]
+
+
+_registered: list[LoraConversions] = []
+
+
+def register_lora_conversions(conversions: LoraConversions) -> None:
+    """Register the LoRA conversions (called once, by :mod:`weightspace._lora` at import)."""
+    _registered[:] = [conversions]
+
+
+def lora_conversions() -> LoraConversions:
+    """Return the registered LoRA conversions.
+
+    Raises:
+        WeightspaceError: if :mod:`weightspace._lora` has not been imported (it always is by
+            ``import weightspace``).
+    """
+    if not _registered:
+        raise WeightspaceError(
+            "the LoRA conversions of TaskVector are not registered; `import weightspace` "
+            "(which imports weightspace._lora) before calling them"
+        )
+    return _registered[0]
