@@ -841,7 +841,8 @@ class TaskVectorNegation(Unlearner):
             self._trainer(student),
             progress,
         )
-        tv = TaskVector.from_models(student, original).materialize() * -float(self.scale)
+        tv = TaskVector.from_models(base=original, finetuned=student).materialize()
+        tv = tv * -float(self.scale)
         if task.new is not None:
             tuned = copy.deepcopy(original)
             tuned.train()
@@ -855,7 +856,7 @@ class TaskVectorNegation(Unlearner):
                 return value
 
             self._loop(self._steps(new.steps_per_epoch), loss, self._trainer(tuned), progress)
-            tv_new = TaskVector.from_models(tuned, original).materialize()
+            tv_new = TaskVector.from_models(base=original, finetuned=tuned).materialize()
             tv = tv + tv_new * float(self.new_scale)
         return tv.apply_to(original)
 
