@@ -10,9 +10,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from weightspace import ShapeMismatchError, WeightspaceValueError
+from weightspace import ShapeMismatchError, WeightspaceValueError, merge
 from weightspace._task_vector import TaskVector
-from weightspace import merge
 from weightspace.merge import (
     consensus,
     dare,

@@ -189,18 +189,18 @@ def evaluate(sd):
     calls.append(1)
     return -sum(float((sd[k] - goal[k]).square().sum()) for k in goal)
 
-r = merge.search_coefficients(vectors, base, evaluate, per_layer=True, rounds=2)
+r = merge.search_scales(vectors, base, evaluate, per_layer=True, rounds=2)
 counts = [None, None]
 dist.all_gather_object(counts, len(calls))
 if dist.get_rank() == 0:
-    json.dump({"coefficient": r.coefficient, "score": r.score,
-               "layers": dict(r.layer_coefficients), "scores": r.scores,
+    json.dump({"scale": r.scale, "score": r.score,
+               "layers": dict(r.layer_scales), "scores": r.scores,
                "layer_scores": r.layer_scores, "calls": counts}, open(sys.argv[1], "w"))
 dist.destroy_process_group()
 """
 
 
-def test_coefficient_search_split_across_ranks_equals_serial(
+def test_scale_search_split_across_ranks_equals_serial(
     tmp_path: Path, torchrun: Callable[..., Any]
 ) -> None:
     script = tmp_path / "search.py"
@@ -214,8 +214,8 @@ def test_coefficient_search_split_across_ranks_equals_serial(
     serial_code = serial_code[: serial_code.index("counts = [None, None]")]
     exec(serial_code, namespace)  # the same script, without the process group
     r = namespace["r"]
-    assert ddp["coefficient"] == r.coefficient and ddp["score"] == r.score
-    assert ddp["layers"] == dict(r.layer_coefficients)
+    assert ddp["scale"] == r.scale and ddp["score"] == r.score
+    assert ddp["layers"] == dict(r.layer_scales)
     assert [tuple(s) for s in ddp["scores"]] == list(r.scores)
     assert [tuple(s) for s in ddp["layer_scores"]] == list(r.layer_scores)
     serial_calls = len(namespace["calls"])

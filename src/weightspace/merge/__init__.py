@@ -23,6 +23,9 @@ Example:
 
 from __future__ import annotations
 
+from typing import Any
+
+from weightspace._deprecation import warn_deprecated
 from weightspace.merge import functional as functional
 from weightspace.merge._config import MergeConfig as MergeConfig
 from weightspace.merge._config import ModelSpec as ModelSpec
@@ -40,16 +43,17 @@ from weightspace.merge._report import MergePlan as MergePlan
 from weightspace.merge._report import MergeReport as MergeReport
 from weightspace.merge._run import plan_merge as plan_merge
 from weightspace.merge._run import run_merge as run_merge
-from weightspace.merge._search import CoefficientSearchResult as CoefficientSearchResult
+from weightspace.merge._search import ScaleSearchResult as ScaleSearchResult
 from weightspace.merge._search import search_coefficients as search_coefficients
+from weightspace.merge._search import search_scales as search_scales
 
 __all__ = [
-    "CoefficientSearchResult",
     "MergeConfig",
     "MergePlan",
     "MergeReport",
     "ModelSpec",
     "PackedMasks",
+    "ScaleSearchResult",
     "consensus",
     "dare",
     "dare_ties",
@@ -58,8 +62,20 @@ __all__ = [
     "mean",
     "plan_merge",
     "run_merge",
-    "search_coefficients",
+    "search_scales",
     "tall_masks",
     "task_arithmetic",
     "ties",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Deprecated names of the package (removed in 0.2)."""
+    if name == "CoefficientSearchResult":
+        warn_deprecated(
+            "weightspace.merge.CoefficientSearchResult",
+            "weightspace.merge.ScaleSearchResult",
+            since="0.1",
+        )
+        return ScaleSearchResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -517,7 +517,9 @@ def tall_masks(
 
     Args:
         vectors: Task vectors with the same keys and shapes.
-        lambdas: One non-negative :math:`\lambda_t` per task vector, or one for all.
+        lambdas: One non-negative :math:`\lambda_t` per task vector, or one for all: a
+            threshold of the mask, not a coefficient of the merge (that is ``scale``
+            elsewhere); the name is the paper's.
         merged: The multi-task vector; ``None`` for ``task_arithmetic(vectors)``.
 
     Returns:
@@ -574,7 +576,9 @@ def consensus(
     Args:
         vectors: Task vectors with the same keys and shapes.
         k: Minimum number of task masks a weight must be in, in ``[1, len(vectors)]``.
-        lambdas: TALL-mask :math:`\lambda_t`, one per task vector or one for all.
+        lambdas: TALL-mask :math:`\lambda_t`, one per task vector or one for all: mask
+            thresholds (see :func:`tall_masks`), not the coefficient of the result, which
+            is ``scale``.
         merged: The multi-task vector; ``None`` for ``task_arithmetic(vectors)``.
         scale: Coefficient :math:`\lambda` applied to the result.
 

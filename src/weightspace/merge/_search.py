@@ -1,4 +1,4 @@
-"""Search of merge coefficients driven by a user's validation callback."""
+"""Search of the ``scale`` of a merge, driven by a user's validation callback."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import torch
 import torch.distributed
 from torch import nn
 
+from weightspace._deprecation import deprecated, warn_deprecated
 from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import TaskVector
 from weightspace._world import world_of
@@ -21,7 +22,7 @@ from weightspace.io import StateDictLike
 from weightspace.merge._merge import _check_vectors, task_arithmetic
 from weightspace.merge._validate import check_finite
 
-__all__ = ["CoefficientSearchResult", "search_coefficients"]
+__all__ = ["ScaleSearchResult", "search_coefficients", "search_scales"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,36 +30,50 @@ DEFAULT_GRID: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 
 
 
 @dataclass(frozen=True)
-class CoefficientSearchResult:
-    """The outcome of :func:`search_coefficients`.
+class ScaleSearchResult:
+    """The outcome of :func:`search_scales`.
 
     Attributes:
-        coefficient: Best uniform coefficient (the same for every tensor).
+        scale: Best uniform ``scale`` (the same for every tensor).
         score: Best score found (of the uniform phase, or of the per-layer phase if it
             improved on it).
-        layer_coefficients: With ``per_layer=True``, the best coefficient per layer group
-            (read-only mapping ``group -> coefficient``); ``None`` otherwise.
-        scores: ``(coefficient, score)`` of every uniform trial, in grid order.
-        layer_scores: ``(group, coefficient, score)`` of every per-layer trial, in order.
+        layer_scales: With ``per_layer=True``, the best ``scale`` per layer group (read-only
+            mapping ``group -> scale``); ``None`` otherwise.
+        scores: ``(scale, score)`` of every uniform trial, in grid order.
+        layer_scores: ``(group, scale, score)`` of every per-layer trial, in order.
 
     Example:
-        >>> from weightspace.merge import CoefficientSearchResult
-        >>> r = CoefficientSearchResult(0.3, 0.9, None, ((0.1, 0.5), (0.3, 0.9)))
-        >>> r.n_evaluations
-        2
+        >>> from weightspace.merge import ScaleSearchResult
+        >>> r = ScaleSearchResult(0.3, 0.9, None, ((0.1, 0.5), (0.3, 0.9)))
+        >>> r.scale, r.n_evaluations
+        (0.3, 2)
     """
 
-    coefficient: float = field(metadata={"help": "best uniform coefficient"})
+    scale: float = field(metadata={"help": "best uniform scale"})
     score: float = field(metadata={"help": "best score over all trials"})
-    layer_coefficients: Mapping[str, float] | None = field(
-        default=None, metadata={"help": "best coefficient per layer group (per_layer=True)"}
+    layer_scales: Mapping[str, float] | None = field(
+        default=None, metadata={"help": "best scale per layer group (per_layer=True)"}
     )
     scores: tuple[tuple[float, float], ...] = field(
-        default=(), metadata={"help": "(coefficient, score) of the uniform trials"}
+        default=(), metadata={"help": "(scale, score) of the uniform trials"}
     )
     layer_scores: tuple[tuple[str, float, float], ...] = field(
-        default=(), metadata={"help": "(group, coefficient, score) of the per-layer trials"}
+        default=(), metadata={"help": "(group, scale, score) of the per-layer trials"}
     )
+
+    @property
+    def coefficient(self) -> float:
+        """Deprecated spelling of :attr:`scale` (removed in 0.2)."""
+        warn_deprecated("ScaleSearchResult.coefficient", "ScaleSearchResult.scale", since="0.1")
+        return self.scale
+
+    @property
+    def layer_coefficients(self) -> Mapping[str, float] | None:
+        """Deprecated spelling of :attr:`layer_scales` (removed in 0.2)."""
+        warn_deprecated(
+            "ScaleSearchResult.layer_coefficients", "ScaleSearchResult.layer_scales", since="0.1"
+        )
+        return self.layer_scales
 
     @property
     def n_evaluations(self) -> int:
@@ -80,14 +95,14 @@ def _is_better(score: float, best: float, maximize: bool) -> bool:
 
 @dataclass(frozen=True)
 class _GroupScale:
-    coefficients: Mapping[str, float]
+    scales: Mapping[str, float]
     group_of: Mapping[str, str]
 
     def __call__(self, name: str, tensor: torch.Tensor) -> torch.Tensor:
-        return tensor * self.coefficients[self.group_of[name]]
+        return tensor * self.scales[self.group_of[name]]
 
 
-def search_coefficients(
+def search_scales(
     vectors: Sequence[TaskVector],
     base: StateDictLike,
     evaluate: Callable[[dict[str, torch.Tensor]], float],
@@ -100,8 +115,8 @@ def search_coefficients(
     rounds: int = 1,
     progress: bool = False,
     distributed: bool | None = None,
-) -> CoefficientSearchResult:
-    r"""Choose the coefficient :math:`\lambda` of a merge by evaluating candidate models.
+) -> ScaleSearchResult:
+    r"""Choose the ``scale`` :math:`\lambda` of a merge by evaluating candidate models.
 
     The merged vector :math:`\tau = \text{method}(\text{vectors})` is computed once (and kept
     in memory: one model-sized copy). Then, for every ``c`` in ``grid``, the state dict
@@ -111,8 +126,8 @@ def search_coefficients(
     https://arxiv.org/abs/2306.01708). Cost: ``len(grid)`` calls.
 
     With ``per_layer=True`` a greedy coordinate search follows, starting from the best uniform
-    coefficient: the tensors are split into groups (by default, the module prefix of the name,
-    so that ``fc.weight`` and ``fc.bias`` share one coefficient); for each group in turn, every
+    scale: the tensors are split into groups (by default, the module prefix of the name, so
+    that ``fc.weight`` and ``fc.bias`` share one scale); for each group in turn, every
     other grid value is tried for that group with the others fixed, and the group keeps the
     best (an improvement must be strict). ``rounds`` repeats the sweep. Cost:
     ``len(grid) + rounds * n_groups * (len(grid) - 1)`` calls (for distinct grid values). It is
@@ -133,7 +148,7 @@ def search_coefficients(
             ``name -> tensor`` or a checkpoint path.
         evaluate: Callback from a full state dict (``name -> tensor``, new tensors) to a
             score. It must not keep the dict between calls if memory matters.
-        grid: Candidate coefficients (finite floats), tried in order.
+        grid: Candidate scales (finite floats), tried in order.
         per_layer: Run the greedy per-group search after the uniform one.
         method: Merge function called as ``method(vectors)``, returning an unscaled merged
             vector; for example ``functools.partial(merge.ties, density=0.2)``.
@@ -147,7 +162,7 @@ def search_coefficients(
             never splits.
 
     Returns:
-        The best coefficient(s), the best score and every trial's score.
+        The best scale(s), the best score and every trial's score.
 
     Raises:
         WeightspaceValueError: if ``grid`` is empty or not finite, ``rounds`` < 1,
@@ -159,16 +174,16 @@ def search_coefficients(
         >>> from weightspace import TaskVector, merge
         >>> tv = TaskVector({"w": torch.ones(3)})
         >>> base = {"w": torch.zeros(3)}
-        >>> result = merge.search_coefficients(
+        >>> result = merge.search_scales(
         ...     [tv], base, lambda sd: -float((sd["w"] - 0.3).abs().sum())
         ... )
-        >>> result.coefficient, result.n_evaluations
+        >>> result.scale, result.n_evaluations
         (0.3, 10)
     """
     items = _check_vectors(vectors)
     if isinstance(grid, (str, bytes)) or not isinstance(grid, Sequence) or len(grid) == 0:
         raise WeightspaceValueError(
-            f"`grid` must be a non-empty sequence of coefficients, got {grid!r}; "
+            f"`grid` must be a non-empty sequence of scales, got {grid!r}; "
             "for example (0.1, 0.2, ..., 1.0)"
         )
     values = tuple(check_finite(f"grid[{i}]", c) for i, c in enumerate(grid))
@@ -193,7 +208,7 @@ def search_coefficients(
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(desc="search_coefficients", unit="eval")
+        bar = tqdm(desc="search_scales", unit="eval")
 
     rank, world = world_of(distributed)
 
@@ -228,17 +243,17 @@ def search_coefficients(
         best_c, best = values[0], math.nan
         uniform = run_all([partial(score_of, merged, c) for c in values])
         for c, s in zip(values, uniform, strict=True):
-            logger.debug("coefficient %s: score %s", c, s)
+            logger.debug("scale %s: score %s", c, s)
             scores.append((c, s))
             if _is_better(s, best, maximize):
                 best_c, best = c, s
         if math.isnan(best):
             raise WeightspaceValueError(
-                "`evaluate` returned NaN for every coefficient in `grid`; check the callback "
-                "or choose smaller coefficients"
+                "`evaluate` returned NaN for every scale in `grid`; check the callback "
+                "or choose smaller scales"
             )
         if not per_layer:
-            return CoefficientSearchResult(best_c, best, None, tuple(scores))
+            return ScaleSearchResult(best_c, best, None, tuple(scores))
 
         group = groups if groups is not None else _default_group
         group_of = {name: str(group(name)) for name in merged}
@@ -256,14 +271,21 @@ def search_coefficients(
                     vector = merged.map(_GroupScale(MappingProxyType(trial), group_of))
                     trials.append(partial(score_of, vector, 1.0))
                 for c, s in zip(tried, run_all(trials), strict=True):
-                    logger.debug("group %s coefficient %s: score %s", g, c, s)
+                    logger.debug("group %s scale %s: score %s", g, c, s)
                     layer_scores.append((g, c, s))
                     if _is_better(s, best, maximize):
                         best, chosen = s, c
                 current[g] = chosen
-        return CoefficientSearchResult(
+        return ScaleSearchResult(
             best_c, best, MappingProxyType(dict(current)), tuple(scores), tuple(layer_scores)
         )
     finally:
         if bar is not None:
             bar.close()
+
+
+search_coefficients = deprecated(
+    since="0.1",
+    alternative="weightspace.merge.search_scales",
+    name="weightspace.merge.search_coefficients",
+)(search_scales)

@@ -231,7 +231,7 @@ def ties(
     0, as in the paper's formula. Weights scale each task before the election; the mean divides
     by the number of agreeing tasks, not by their weights (as PEFT does), so equal weights
     :math:`w` give :math:`w` times the unweighted merge. The paper's final scale
-    :math:`\lambda` is applied by the caller (``ties(...) * lam``).
+    :math:`\lambda` is applied by the caller (``ties(...) * scale``).
 
     From Yadav et al., "TIES-Merging: Resolving Interference When Merging Models",
     NeurIPS 2023, https://arxiv.org/abs/2306.01708.
@@ -411,7 +411,8 @@ def tall_masks(
     Args:
         deltas: Stacked task deltas :math:`\tau_t`.
         merged: The merged multi-task delta :math:`\tau_{\mathrm{MTL}}`.
-        lambdas: One non-negative :math:`\lambda_t` per task, or one float for all.
+        lambdas: One non-negative :math:`\lambda_t` per task, or one float for all: a
+            threshold of the mask (the paper's name), not a coefficient that scales a delta.
 
     Returns:
         The stacked boolean masks.
