@@ -141,7 +141,7 @@ print(
 # %%
 # Learning all three at once
 # --------------------------
-# :func:`weightspace.merge.search_coefficients` picks the coefficient of task arithmetic and
+# :func:`weightspace.merge.search_scales` picks the scale of task arithmetic and
 # of TIES on validation images (mean normalised accuracy); averaging has none.
 
 tv_list = list(vectors.values())
@@ -152,8 +152,8 @@ def val_score(state):
     return sum(accuracy(state, t[1]) / val_ft[n] for n, t in tasks.items()) / len(tasks)
 
 
-ta = ws.merge.search_coefficients(tv_list, base, val_score, grid=[0.2, 0.3, 0.4, 0.6, 0.8])
-ties = ws.merge.search_coefficients(
+ta = ws.merge.search_scales(tv_list, base, val_score, grid=[0.2, 0.3, 0.4, 0.6, 0.8])
+ties = ws.merge.search_scales(
     tv_list,
     base,
     val_score,
@@ -161,9 +161,9 @@ ties = ws.merge.search_coefficients(
     method=functools.partial(ws.merge.ties, density=0.2),
 )
 merged = {
-    "averaging": ws.merge.average(tv_list),
-    f"task arithmetic ({ta.coefficient})": ws.merge.task_arithmetic(tv_list, scale=ta.coefficient),
-    f"TIES ({ties.coefficient})": ws.merge.ties(tv_list, density=0.2, scale=ties.coefficient),
+    "averaging": ws.merge.mean(tv_list),
+    f"task arithmetic ({ta.scale})": ws.merge.task_arithmetic(tv_list, scale=ta.scale),
+    f"TIES ({ties.scale})": ws.merge.ties(tv_list, density=0.2, scale=ties.scale),
 }
 normalised = {}
 for label, tv in merged.items():

@@ -596,10 +596,10 @@ def run_demo(
     * forget the ``digits`` task by negation, :math:`\theta_0 - \lambda\tau_t`, with the
       strongest :math:`\lambda` that keeps the control task (MNIST) at 95 % or more of the
       pretrained model's validation accuracy;
-    * learn all four tasks in one model by weight averaging (:func:`weightspace.merge.average`),
+    * learn all four tasks in one model by weight averaging (:func:`weightspace.merge.mean`),
       task arithmetic (:func:`weightspace.merge.task_arithmetic`) and TIES-merging
-      (:func:`weightspace.merge.ties`, density 0.2), with the coefficient chosen by
-      :func:`weightspace.merge.search_coefficients` on validation images.
+      (:func:`weightspace.merge.ties`, density 0.2), with the scale chosen by
+      :func:`weightspace.merge.search_scales` on validation images.
 
     Every model is scored on held-out test images of every task. The run writes, to
     ``output``: ``merged.safetensors`` (the merge with the best validation score, with
@@ -735,22 +735,22 @@ def run_demo(
         return sum(acc[t] / finetuned_val[t] for t in TASKS) / len(TASKS)
 
     merged_vectors: dict[str, tuple[TaskVector, float, float]] = {}
-    averaged = merge.average(task_list)
+    averaged = merge.mean(task_list)
     merged_vectors["average"] = (
         averaged,
         1.0 / len(TASKS),
         validation_score(averaged.apply_to(base_sd)),
     )
-    ta_search = merge.search_coefficients(
+    ta_search = merge.search_scales(
         task_list, base_sd, validation_score, grid=config.grid, progress=progress
     )
     merged_vectors["task_arithmetic"] = (
-        merge.task_arithmetic(task_list, scale=ta_search.coefficient),
-        ta_search.coefficient,
+        merge.task_arithmetic(task_list, scale=ta_search.scale),
+        ta_search.scale,
         ta_search.score,
     )
     ties_method = functools.partial(merge.ties, density=TIES_DENSITY)
-    ties_search = merge.search_coefficients(
+    ties_search = merge.search_scales(
         task_list,
         base_sd,
         validation_score,
@@ -759,8 +759,8 @@ def run_demo(
         progress=progress,
     )
     merged_vectors["ties"] = (
-        merge.ties(task_list, density=TIES_DENSITY, scale=ties_search.coefficient),
-        ties_search.coefficient,
+        merge.ties(task_list, density=TIES_DENSITY, scale=ties_search.scale),
+        ties_search.scale,
         ties_search.score,
     )
     labels = {

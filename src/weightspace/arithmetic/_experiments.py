@@ -370,7 +370,7 @@ class Method:
     Example:
         >>> from weightspace import merge
         >>> from weightspace.arithmetic import Method
-        >>> Method(merge.average, grid=(1.0,)).grid
+        >>> Method(merge.mean, grid=(1.0,)).grid
         (1.0,)
     """
 
@@ -415,7 +415,7 @@ def default_methods() -> dict[str, Method]:
     from weightspace import merge
 
     return {
-        "average": Method(merge.average, grid=(1.0,)),
+        "average": Method(merge.mean, grid=(1.0,)),
         "task_arithmetic": Method(merge.task_arithmetic),
         "ties": Method(partial(merge.ties, density=0.2), grid=TIES_GRID),
         "tall_masks": Method(_tall_masks),
