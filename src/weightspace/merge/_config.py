@@ -145,8 +145,9 @@ class MergeConfig:
     arithmetic does. For ``dare``/``dare_ties`` a per-model ``density`` is the keep
     probability ``1 - drop_rate`` (all models must then agree); ``seed`` defaults to 0.
     Different per-model densities in ``ties`` prune each vector first, then run TIES
-    without a further trim. Everything else follows the function of the same name in
-    :mod:`weightspace.merge`.
+    without a further trim. ``average`` is :func:`weightspace.merge.mean`. Everything else
+    follows the function of the same name in :mod:`weightspace.merge`; each method's settings
+    are checked when the config is built, so a bad value fails here, naming its key.
 
     **Relative paths** in a file are resolved against the folder of that file; in YAML text
     given directly, against the current directory.
