@@ -1,4 +1,4 @@
-"""Tests of the unlearning metrics: accuracy, membership inference, evaluate."""
+"""Tests of the unlearning metrics: membership inference, evaluate, the accuracy alias."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weightspace import WeightspaceValueError, unlearn
+from weightspace import WeightspaceValueError, train, unlearn
 
 
 class _Fixed(nn.Module):
@@ -24,11 +24,29 @@ class _Fixed(nn.Module):
         return self.logits[x.long().squeeze(1)]
 
 
-def test_accuracy_by_hand() -> None:
+def test_accuracy_by_hand_and_its_deprecated_alias() -> None:
     logits = torch.tensor([[2.0, 0.0], [0.0, 1.0], [3.0, 1.0], [0.0, 5.0]])
     net = _Fixed(logits)
     x = torch.arange(4.0)[:, None]
-    assert unlearn.accuracy(net, (x, torch.tensor([0, 1, 1, 0])), batch_size=3) == 0.5
+    data = (x, torch.tensor([0, 1, 1, 0]))
+    assert train.accuracy(net, data, batch_size=3) == 0.5
+    with pytest.warns(FutureWarning, match=r"use `weightspace\.train\.accuracy`"):
+        assert unlearn.accuracy(net, data, batch_size=3) == 0.5
+
+
+def test_metrics_take_the_batching_contract(tiny: Any) -> None:
+    as_pairs = unlearn.evaluate(
+        tiny.model, forget=tiny.forget, retain=tiny.retain, test=tiny.test, new=tiny.new_test
+    )
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(*tiny.test), batch_size=9)
+    as_other_forms = unlearn.evaluate(
+        tiny.model,
+        forget=torch.utils.data.TensorDataset(*tiny.forget),
+        retain=torch.utils.data.DataLoader(list(zip(*tiny.retain, strict=True)), batch_size=50),
+        test=loader,
+        new=tiny.new_test,
+    )
+    assert as_other_forms == as_pairs
 
 
 def test_the_attack_separates_confident_members_from_unsure_non_members() -> None:
@@ -73,14 +91,14 @@ def test_evaluate_on_the_tiny_model(tiny: Any) -> None:
     )
     after = unlearn.evaluate(retrained, forget=tiny.forget, retain=tiny.retain, test=tiny.test)
     assert after.mia_efficacy is not None and after.mia_efficacy > 0.9
-    assert math.isclose(after.forget_accuracy, unlearn.accuracy(retrained, tiny.forget))
+    assert math.isclose(after.forget_accuracy, train.accuracy(retrained, tiny.forget))
     assert F.softmax(retrained(tiny.forget[0][:1]), 1).shape == (1, 4)
 
 
 def test_errors(tiny: Any) -> None:
     empty = (tiny.forget[0][:0], tiny.forget[1][:0])
     with pytest.raises(WeightspaceValueError, match="empty"):
-        unlearn.accuracy(tiny.model, empty)
+        unlearn.evaluate(tiny.model, forget=empty, retain=tiny.retain, test=tiny.test)
     with pytest.raises(WeightspaceValueError, match="`feature`"):
         unlearn.membership_inference(
             tiny.model,

@@ -19,6 +19,7 @@ __all__ = [
     "Source",
     "as_pair",
     "batches",
+    "collect_pair",
     "epoch_order",
     "inputs_of",
     "source",
@@ -76,6 +77,26 @@ def as_pair(data: object, argument: str, *, allow_empty: bool = False) -> tuple[
     if x.shape[0] == 0 and not allow_empty:
         raise WeightspaceValueError(f"`{argument}` is empty (0 examples); pass at least one")
     return x, y
+
+
+def collect_pair(
+    data: Data, argument: str, *, allow_empty: bool = False, batch_size: int = 1024
+) -> tuple[Tensor, Tensor]:
+    """``data`` in the contract of :func:`batches` as one ``(inputs, targets)`` pair.
+
+    A pair of tensors is returned as it is (checked); any other form (a ``Dataset``, a
+    ``DataLoader``, an iterable of ``(inputs, targets)`` batches) is read once, in order, and
+    its batches are concatenated. For methods that index, shuffle or mix whole sets.
+    """
+    if _is_pair(data):
+        return as_pair(data, argument, allow_empty=allow_empty)
+    xs: list[Tensor] = []
+    ys: list[Tensor] = []
+    for batch in Source(data, None, argument).iterate(batch_size):
+        x, y = as_pair(batch, f"a batch of `{argument}`", allow_empty=True)
+        xs.append(x)
+        ys.append(y)
+    return as_pair((torch.cat(xs), torch.cat(ys)), argument, allow_empty=allow_empty)
 
 
 def epoch_order(n: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> Tensor:

@@ -12,8 +12,13 @@ gold standard that every table includes.
 * The catalogue's baseline: :class:`MaskedFineTune` (train only the weights most involved in
   the forget class, with a loss for the new class and against the old one).
 * Ours: :class:`Redistribute` (distil the original model with the forgotten class removed).
-* Metrics: :func:`accuracy`, :func:`membership_inference` (with the protocol in its
-  docstring), :func:`evaluate` (all of them as an :class:`UnlearnReport`).
+* Metrics: :func:`membership_inference` (with the protocol, and what it measures, in its
+  docstring) and :func:`evaluate` (accuracies by :func:`weightspace.train.accuracy` and the
+  attack, as an :class:`UnlearnReport`). ``unlearn.accuracy`` is a deprecated alias of
+  :func:`weightspace.train.accuracy`.
+
+Methods train through :class:`weightspace.train.Trainer` (its ``step``) and read their data
+through :func:`weightspace.train.batches`; the data may come in any of its forms.
 
 Example:
     >>> import torch
@@ -30,22 +35,22 @@ Example:
 
 from __future__ import annotations
 
-from weightspace.unlearn._methods import SCRUB as SCRUB
-from weightspace.unlearn._methods import FineTune as FineTune
-from weightspace.unlearn._methods import GradientAscent as GradientAscent
-from weightspace.unlearn._methods import MaskedFineTune as MaskedFineTune
-from weightspace.unlearn._methods import NegGradPlus as NegGradPlus
-from weightspace.unlearn._methods import RandomLabels as RandomLabels
-from weightspace.unlearn._methods import Redistribute as Redistribute
-from weightspace.unlearn._methods import Retrain as Retrain
-from weightspace.unlearn._methods import SalUn as SalUn
-from weightspace.unlearn._methods import TaskVectorNegation as TaskVectorNegation
-from weightspace.unlearn._methods import Unlearner as Unlearner
+from weightspace.unlearn._base import Unlearner as Unlearner
+from weightspace.unlearn._baselines import SCRUB as SCRUB
+from weightspace.unlearn._baselines import FineTune as FineTune
+from weightspace.unlearn._baselines import GradientAscent as GradientAscent
+from weightspace.unlearn._baselines import NegGradPlus as NegGradPlus
+from weightspace.unlearn._baselines import RandomLabels as RandomLabels
+from weightspace.unlearn._baselines import Retrain as Retrain
+from weightspace.unlearn._baselines import SalUn as SalUn
+from weightspace.unlearn._baselines import TaskVectorNegation as TaskVectorNegation
 from weightspace.unlearn._metrics import MIAResult as MIAResult
 from weightspace.unlearn._metrics import UnlearnReport as UnlearnReport
 from weightspace.unlearn._metrics import accuracy as accuracy
 from weightspace.unlearn._metrics import evaluate as evaluate
 from weightspace.unlearn._metrics import membership_inference as membership_inference
+from weightspace.unlearn._redistribute import MaskedFineTune as MaskedFineTune
+from weightspace.unlearn._redistribute import Redistribute as Redistribute
 
 __all__ = [
     "SCRUB",

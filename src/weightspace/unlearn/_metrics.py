@@ -17,6 +17,19 @@ Security 2021:
 3. The attack is applied to the forget set. **MIA efficacy** is the fraction of forget
    examples it calls non-members: near 1 for a model that never saw them (retraining), lower
    for one that still remembers them.
+
+What it measures, exactly: every feature is read at the label the target data carries, so the
+attack asks "is the model as sure of *this label* as it is of a training example's label?".
+:func:`evaluate` passes the forget set with the labels it is given. When a new class takes the
+forgotten class's output (replacement "in its place", as in the project-1 study), that label
+is the new class's output: a model that has forgotten the old class and learnt the new one is
+unsure of it on the forget set for that reason alone, so the efficacy then mostly re-measures
+``1 - forget accuracy`` and reads close to 1 for every method that forgets, whatever the
+model remembers. The attack's own accuracy (:attr:`MIAResult.attack_accuracy`) says whether
+it separates members from non-members at all.
+
+Accuracy is :func:`weightspace.train.accuracy`; every metric takes data in the batching
+contract of :func:`weightspace.train.batches`.
 """
 
 from __future__ import annotations
@@ -29,57 +42,36 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from weightspace import train
+from weightspace._deprecation import deprecated
 from weightspace._errors import WeightspaceValueError
-from weightspace.saliency._batches import Data, as_pair, iter_batches
+from weightspace.train._batches import Source, collect_pair, targets_of, to_device
+from weightspace.train._evaluate import eval_mode
 
 __all__ = ["MIAResult", "UnlearnReport", "accuracy", "evaluate", "membership_inference"]
 
 Feature = Literal["confidence", "loss", "entropy", "all"]
 
 
-def _logits(model: nn.Module, data: Data, batch_size: int, argument: str) -> tuple[Tensor, Tensor]:
+def _logits(
+    model: nn.Module, data: train.Data, batch_size: int, argument: str
+) -> tuple[Tensor, Tensor]:
     if not isinstance(model, nn.Module):
         raise WeightspaceValueError(f"`model` must be an nn.Module, got {type(model).__name__}")
-    was_training = model.training
-    model.eval()
     outs: list[Tensor] = []
     ys: list[Tensor] = []
-    try:
-        with torch.no_grad():
-            for x, y in iter_batches(data, argument, batch_size):
-                outs.append(model(x).to(torch.float32))
-                ys.append(y)
-    finally:
-        model.train(was_training)
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    with eval_mode(model):
+        for batch in Source(data, None, argument).iterate(batch_size):
+            y = targets_of(batch, argument)
+            outs.append(model(to_device(batch[0], device)).to(torch.float32).cpu())
+            ys.append(y.cpu())
     return torch.cat(outs), torch.cat(ys)
 
 
-def accuracy(model: nn.Module, data: Data, *, batch_size: int = 1024) -> float:
-    """Return the fraction of examples whose arg-max output is their target.
-
-    Args:
-        model: A classifier returning logits ``[N, classes]`` (run in eval mode, then its mode
-            is restored).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches.
-        batch_size: Batch size when ``data`` is a pair of tensors.
-
-    Returns:
-        The accuracy in ``[0, 1]``.
-
-    Raises:
-        WeightspaceValueError: if ``data`` is empty or malformed.
-
-    Shapes:
-        - inputs: ``[N, *]``; targets: ``[N]`` int64.
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(2, 2)
-        >>> 0.0 <= accuracy(net, (torch.randn(10, 2), torch.zeros(10, dtype=torch.long))) <= 1.0
-        True
-    """
-    logits, y = _logits(model, data, batch_size, "data")
-    return float((logits.argmax(1) == y).to(torch.float64).mean())
+accuracy = deprecated(
+    since="0.1", alternative="weightspace.train.accuracy", name="weightspace.unlearn.accuracy"
+)(train.accuracy)
 
 
 def _features(logits: Tensor, y: Tensor, feature: Feature) -> Tensor:
@@ -135,9 +127,9 @@ def _fit_logistic(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def membership_inference(
     model: nn.Module,
     *,
-    members: tuple[Tensor, Tensor],
-    non_members: tuple[Tensor, Tensor],
-    target: tuple[Tensor, Tensor],
+    members: train.Data,
+    non_members: train.Data,
+    target: train.Data,
     feature: Feature = "all",
     max_samples: int | None = 2000,
     seed: int = 0,
@@ -149,9 +141,18 @@ def membership_inference(
     the same count, at most ``max_samples`` each; half of each trains the attack, half
     measures it.
 
+    What the efficacy measures: the fraction of ``target`` examples whose features, read at
+    the labels ``target`` carries, look like those of the non-members (to a logistic
+    regression fitted on them). It is a statement about the model's confidence in *those
+    labels*: give the forget set its original labels to ask whether the model still holds
+    them as it holds training examples. If the forgotten class's output has been handed to a
+    new class, the original label is the new class's output, and the efficacy then mostly
+    re-measures ``1 - forget accuracy`` (see the module notes).
+
     Args:
         model: The classifier under attack (not modified).
-        members: ``(inputs, targets)`` the model was trained on (e.g. the retain set).
+        members: ``(inputs, targets)`` the model was trained on (e.g. the retain set), in any
+            form of :func:`weightspace.train.batches`.
         non_members: ``(inputs, targets)`` it was not trained on (e.g. the test set).
         target: ``(inputs, targets)`` whose membership is judged (e.g. the forget set, with
             its original labels).
@@ -169,12 +170,22 @@ def membership_inference(
             or ``feature`` is unknown.
 
     Example:
+        A "model" (the identity on logits) that is sure of its members' labels and unsure of
+        everything else: the attack separates the two perfectly, calls every unsure target a
+        non-member and every sure one a member.
+
         >>> import torch
-        >>> net = torch.nn.Linear(2, 2)
-        >>> data = (torch.randn(20, 2), torch.randint(0, 2, (20,)))
-        >>> r = membership_inference(net, members=data, non_members=data, target=data)
-        >>> 0.0 <= r.efficacy <= 1.0
-        True
+        >>> from torch import nn
+        >>> g = torch.Generator().manual_seed(0)
+        >>> y = torch.randint(0, 3, (40,), generator=g)
+        >>> sure = 8.0 * nn.functional.one_hot(y, 3).float()
+        >>> unsure = 0.1 * torch.randn(40, 3, generator=g)
+        >>> attack = {"members": (sure, y), "non_members": (unsure, y)}
+        >>> r = membership_inference(nn.Identity(), **attack, target=(unsure[:10], y[:10]))
+        >>> r.efficacy, r.attack_accuracy, r.n_target
+        (1.0, 1.0, 10)
+        >>> membership_inference(nn.Identity(), **attack, target=(sure[:10], y[:10])).efficacy
+        0.0
     """
     if feature not in ("confidence", "loss", "entropy", "all"):
         raise WeightspaceValueError(
@@ -186,9 +197,9 @@ def membership_inference(
         raise WeightspaceValueError(
             f"`max_samples` must be an int >= 2 or None, got {max_samples!r}"
         )
-    m = as_pair(members, "members")
-    nm = as_pair(non_members, "non_members")
-    tg = as_pair(target, "target")
+    m = collect_pair(members, "members")
+    nm = collect_pair(non_members, "non_members")
+    tg = collect_pair(target, "target")
     gen = torch.Generator().manual_seed(seed)
     n = min(m[0].shape[0], nm[0].shape[0])
     if max_samples is not None:
@@ -235,7 +246,8 @@ class UnlearnReport:
         new_accuracy: Accuracy on held-out examples of the new class (``None`` if not given).
         forget_test_accuracy: Accuracy on held-out examples of the forgotten class with their
             original labels (``None`` if not given).
-        mia_efficacy: :attr:`MIAResult.efficacy` on the forget set (``None`` if not run).
+        mia_efficacy: :attr:`MIAResult.efficacy` on the forget set with the labels it was
+            given (``None`` if not run; see :func:`membership_inference` for what it measures).
 
     Example:
         >>> r = UnlearnReport(forget_accuracy=0.01, retain_accuracy=0.98, test_accuracy=0.96)
@@ -262,17 +274,23 @@ class UnlearnReport:
 def evaluate(
     model: nn.Module,
     *,
-    forget: tuple[Tensor, Tensor],
-    retain: tuple[Tensor, Tensor],
-    test: tuple[Tensor, Tensor],
-    new: tuple[Tensor, Tensor] | None = None,
-    forget_test: tuple[Tensor, Tensor] | None = None,
+    forget: train.Data,
+    retain: train.Data,
+    test: train.Data,
+    new: train.Data | None = None,
+    forget_test: train.Data | None = None,
     mia: bool = True,
     mia_samples: int = 2000,
     seed: int = 0,
     batch_size: int = 1024,
 ) -> UnlearnReport:
     """Measure an unlearned model: forget / retain / test / new-class accuracy and MIA efficacy.
+
+    Accuracies are :func:`weightspace.train.accuracy`; every set may come in any form of
+    :func:`weightspace.train.batches`. The efficacy is :func:`membership_inference` with the
+    retain set as members, the test set as non-members and ``forget`` as target, with the
+    labels ``forget`` carries (read its notes before comparing methods that give the
+    forgotten class's output to a new class).
 
     Args:
         model: The classifier (not modified).
@@ -299,6 +317,7 @@ def evaluate(
         >>> evaluate(net, forget=d, retain=d, test=d, mia=False).mia_efficacy is None
         True
     """
+    accuracy = train.accuracy
     forget_acc = accuracy(model, forget, batch_size=batch_size)
     new_acc = accuracy(model, new, batch_size=batch_size) if new is not None else None
     ft_acc = (
