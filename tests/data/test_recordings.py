@@ -1,4 +1,4 @@
-"""Tests of weightspace.data._recordings (stamp captions, sound effects, Sonic Pi samples)."""
+"""Tests of the recordings (stamp captions, sound effects, Sonic Pi samples): data set and build."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import soundfile as sf
 import torch
 
 from weightspace import CacheError, MissingSourceError, WeightspaceValueError
-from weightspace.data import _recordings
+from weightspace.data import _clips, _recording_build, _recordings
 from weightspace.data._recordings import Recordings, sonic_pi_samples, sound_effects, stamp_captions
 
 RATE = 16000
@@ -199,7 +199,7 @@ def test_sound_effects_keep_stamp_sounds_only(stamps: Path, cache: Path) -> None
 def test_sonic_pi_windows_offsets_and_silence(
     samples: Path, cache: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    with caplog.at_level(logging.WARNING, logger="weightspace.data._recordings"):
+    with caplog.at_level(logging.WARNING, logger="weightspace.data._recording_build"):
         ds = sonic_pi_samples(hop=0.5, max_clips_per_file=4, path=samples, progress=False)
     assert "loop_quiet.flac is silent" in caplog.text
     assert ds.classes == ("bd", "loop", "tabla")
@@ -284,13 +284,13 @@ def test_cache_is_reused_deterministic_and_follows_sources(
     files = sorted((cache / "recordings").glob("*.safetensors"))
     assert len(files) == 1 and files[0].with_name(files[0].name + ".json").exists()
     calls: list[int] = []
-    real = _recordings._decode_all
+    real = _recording_build._decode_all
 
     def counting(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(_recordings, "_decode_all", counting)
+    monkeypatch.setattr(_recording_build, "_decode_all", counting)
     again = sonic_pi_samples(hop=0.5, path=samples, progress=False)
     assert calls == [] and torch.equal(again.waveforms, first.waveforms)
     assert again.items == first.items and again.item_category == first.item_category
@@ -313,7 +313,7 @@ def test_corrupted_cache_is_rebuilt_or_reported(samples: Path, cache: Path) -> N
     rebuilt = sonic_pi_samples(["bd"], path=samples, progress=False)
     assert torch.equal(rebuilt.waveforms, first.waveforms)
     with pytest.raises(CacheError, match="cannot be read"):
-        _recordings.load_cached(path.with_name("missing.safetensors"))
+        _clips.load_cached(path.with_name("missing.safetensors"))
 
 
 # --- the Debian packages (skipped where they are not installed) -------------------------------

@@ -15,7 +15,7 @@ torch_geometric, scikit-learn) are imported only when a loader that needs them i
 
 from __future__ import annotations
 
-from weightspace.data._images import ImageDataset as ImageDataset
+from weightspace.data._image_dataset import ImageDataset as ImageDataset
 from weightspace.data._images import digits as digits
 from weightspace.data._images import fashion_mnist as fashion_mnist
 from weightspace.data._images import mnist as mnist
@@ -24,16 +24,16 @@ from weightspace.data._meshes import bend_sheet as bend_sheet
 from weightspace.data._meshes import sheet_mesh as sheet_mesh
 from weightspace.data._molecules import MoleculeDataset as MoleculeDataset
 from weightspace.data._molecules import molecules as molecules
+from weightspace.data._recording_set import Recordings as Recordings
 from weightspace.data._recordings import SONIC_PI_CATEGORIES as SONIC_PI_CATEGORIES
 from weightspace.data._recordings import STAMP_LANGUAGES as STAMP_LANGUAGES
-from weightspace.data._recordings import Recordings as Recordings
 from weightspace.data._recordings import sonic_pi_samples as sonic_pi_samples
 from weightspace.data._recordings import sound_effects as sound_effects
 from weightspace.data._recordings import stamp_captions as stamp_captions
-from weightspace.data._speech import COMMAND_WORDS as COMMAND_WORDS
-from weightspace.data._speech import DIGIT_WORDS as DIGIT_WORDS
-from weightspace.data._speech import SPEAKERS as SPEAKERS
-from weightspace.data._speech import Speaker as Speaker
+from weightspace.data._speakers import COMMAND_WORDS as COMMAND_WORDS
+from weightspace.data._speakers import DIGIT_WORDS as DIGIT_WORDS
+from weightspace.data._speakers import SPEAKERS as SPEAKERS
+from weightspace.data._speakers import Speaker as Speaker
 from weightspace.data._speech import SpokenWords as SpokenWords
 from weightspace.data._speech import spoken_words as spoken_words
 
