@@ -179,7 +179,7 @@ class AudioNet(nn.Module):
 
 
 class TaskView(nn.Module):
-    """``AudioNet`` seen as a one-task classifier ``x -> logits`` (for :func:`train.fit`)."""
+    """``AudioNet`` seen as a one-task classifier ``x -> logits`` (for :func:`train.fit_`)."""
 
     def __init__(self, net: AudioNet, task: str) -> None:
         super().__init__()
@@ -375,7 +375,7 @@ def pretrain(cfg: Config, words: Split, seed: int) -> AudioNet:
     torch.manual_seed(seed)
     net = AudioNet()
     net.heads["words"] = nn.Linear(net.embed, len(words.classes))
-    train.fit(
+    train.fit_(
         TaskView(net, "words"),
         words.train,
         epochs=cfg.pretrain_epochs,
@@ -419,7 +419,7 @@ def finetune(cfg: Config, pre: AudioNet, name: str, task: Split, seed: int) -> A
     """Fine-tune the trunk (head fixed) for about ``cfg.finetune_steps`` steps."""
     net = copy.deepcopy(pre)
     epochs = max(1, round(cfg.finetune_steps * 32 / len(task.train[1])))
-    train.fit(
+    train.fit_(
         TaskView(net, name),
         task.train,
         epochs=epochs,

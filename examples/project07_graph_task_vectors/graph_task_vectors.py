@@ -425,7 +425,7 @@ def fit(
     trainable: list[str] | None,
     mask_rate: float = 0.0,
 ) -> None:
-    train.fit(
+    train.fit_(
         model,
         range(len(table)),
         epochs=epochs,
