@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weightspace import WeightspaceValueError, saliency
+from weightspace import WeightspaceValueError, saliency, train
 
 
 def _data(n: int = 12, d: int = 3, c: int = 2, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +78,7 @@ def test_scores_do_not_touch_the_model(fn: object) -> None:
     net = _net()
     net.train()
     before = copy.deepcopy(net.state_dict())
-    s = fn(net, [_data(seed=1), _data(seed=2)])  # type: ignore[operator]
+    s = fn(net, iter([_data(seed=1), _data(seed=2)]))  # type: ignore[operator]
     assert net.training
     assert all(p.grad is None for p in net.parameters())
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
@@ -101,9 +101,53 @@ def test_errors() -> None:
         saliency.snip(net, [])
     with pytest.raises(WeightspaceValueError, match="must be an nn.Module"):
         saliency.gradient({"w": torch.ones(1)}, _data())  # type: ignore[arg-type]
-    with pytest.raises(WeightspaceValueError, match="pair"):
-        saliency.gradient(net, torch.ones(3))  # type: ignore[arg-type]
+    with pytest.raises(WeightspaceValueError, match=r"the default loss needs batches \(x, y\)"):
+        saliency.gradient(net, torch.ones(3, 3))  # inputs without targets
+    with pytest.raises(WeightspaceValueError, match="must be a Dataset, a DataLoader"):
+        saliency.gradient(net, 3)
     for p in net.parameters():
         p.requires_grad_(False)
     with pytest.raises(WeightspaceValueError, match="no trainable parameter"):
         saliency.gradient(net, _data())
+
+
+def _dict_loss(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    return F.cross_entropy(model(batch["x"]), batch["y"])
+
+
+@pytest.mark.parametrize("fn", [saliency.gradient, saliency.snip, saliency.fisher])
+def test_the_loss_is_the_librarys_loss_of_model_and_batch(fn: object) -> None:
+    net, (x, y) = _net(), _data()
+    expected = fn(net, (x, y), batch_size=5)  # type: ignore[operator]
+    samples = [{"x": x[i], "y": y[i]} for i in range(len(y))]
+    loader = torch.utils.data.DataLoader(samples, batch_size=5)  # type: ignore[arg-type]
+    got = fn(net, loader, loss=_dict_loss)  # type: ignore[operator]
+    for name, t in expected.items():
+        torch.testing.assert_close(got[name], t, rtol=1e-5, atol=1e-7)
+
+
+def test_a_loss_of_logits_is_adapted_or_deprecated() -> None:
+    net, data = _net(), _data()
+    expected = saliency.gradient(net, data)
+
+    def mean_ce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, y)
+
+    adapted = saliency.gradient(net, data, loss=train.logits_loss(mean_ce))
+    with pytest.warns(FutureWarning, match=r"saliency\.gradient\(loss=train\.logits_loss\(fn\)\)"):
+        old = saliency.gradient(net, data, logits_loss=mean_ce)
+    for name, t in expected.items():
+        assert torch.equal(adapted[name], t) and torch.equal(old[name], t)
+    with pytest.raises(WeightspaceValueError, match=r"wrap a loss of \(logits, targets\)"):
+        saliency.gradient(net, data, loss=mean_ce)  # the old convention, unwrapped
+    with pytest.raises(TypeError, match="both `logits_loss`"):
+        saliency.gradient(net, data, loss=train.cross_entropy_loss, logits_loss=mean_ce)
+
+
+def test_a_list_of_batches_still_reads_as_batches_for_one_release() -> None:
+    net = _net()
+    batches = [_data(seed=1), _data(seed=2)]
+    expected = saliency.wanda(net, iter(batches))
+    with pytest.warns(FutureWarning, match=r"saliency\.wanda\(<a list of batches>\)"):
+        got = saliency.wanda(net, batches)
+    assert all(torch.equal(got[k], v) for k, v in expected.items())

@@ -26,7 +26,6 @@ Example:
 
 from __future__ import annotations
 
-from weightspace.saliency._batches import Data as Data
 from weightspace.saliency._masks import MaskStats as MaskStats
 from weightspace.saliency._masks import complement as complement
 from weightspace.saliency._masks import difference as difference
@@ -41,6 +40,7 @@ from weightspace.saliency._scores import fisher as fisher
 from weightspace.saliency._scores import gradient as gradient
 from weightspace.saliency._scores import snip as snip
 from weightspace.saliency._scores import wanda as wanda
+from weightspace.train import Data as Data
 
 __all__ = [
     "Data",

@@ -5,6 +5,11 @@ model (``requires_grad=True``, in ``named_parameters`` order) to a non-negative 
 tensor of the parameter's shape. The model is not changed: gradients are computed with
 :func:`torch.autograd.grad` (``.grad`` attributes are left alone), the model runs in eval mode
 and its previous mode is restored.
+
+Data comes in the batching contract of :func:`weightspace.train.batches`, and ``loss`` follows
+the library's one convention, ``loss(model, batch) -> batch mean``
+(:data:`weightspace.train.LossFn`); a loss of ``(logits, targets)`` is adapted by
+:func:`weightspace.train.logits_loss` (or, for one release, passed as ``logits_loss=``).
 """
 
 from __future__ import annotations
@@ -17,16 +22,58 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from weightspace import train
+from weightspace._deprecation import warn_deprecated
 from weightspace._errors import WeightspaceValueError
-from weightspace.saliency._batches import Data, iter_batches
+from weightspace.train import Data, LossFn
+from weightspace.train._batches import (
+    Source,
+    batch_len,
+    inputs_of,
+    legacy_batch_list,
+    to_device,
+)
 
 __all__ = ["LossFn", "fisher", "gradient", "snip", "wanda"]
 
 logger = logging.getLogger(__name__)
 
-LossFn = Callable[[Tensor, Tensor], Tensor]
-"""A loss ``loss(logits, targets)`` that returns the *mean* over the batch (as
-:func:`torch.nn.functional.cross_entropy` does by default)."""
+LogitsLoss = Callable[[Tensor, Tensor], Tensor]
+
+
+def _loss_fn(loss: LossFn | None, logits_loss: LogitsLoss | None, func: str) -> LossFn:
+    """The loss to use: ``loss``, the deprecated ``logits_loss`` adapted, or cross-entropy."""
+    if logits_loss is not None:
+        if loss is not None:
+            raise TypeError(f"{func}() got both `logits_loss` (deprecated) and `loss`; pass `loss`")
+        warn_deprecated(
+            f"{func}(logits_loss=fn)", f"{func}(loss=train.logits_loss(fn))", since="0.1"
+        )
+        return train.logits_loss(logits_loss)
+    if loss is None:
+        return train.cross_entropy_loss
+    if not callable(loss):
+        raise WeightspaceValueError(
+            f"`loss` must be a callable (model, batch) -> tensor, got {type(loss).__name__}"
+        )
+    return loss
+
+
+def _call_loss(loss_fn: LossFn, model: nn.Module, batch: Any) -> Tensor:
+    try:
+        return loss_fn(model, batch)
+    except TypeError as err:
+        raise WeightspaceValueError(
+            f"`loss` failed when called as loss(model, batch) ({err}); since weightspace 0.1 a "
+            "saliency loss takes the model and a batch, as in weightspace.train: wrap a loss of "
+            "(logits, targets) in `train.logits_loss(fn)`"
+        ) from err
+
+
+def _batches(data: Data, batch_size: int, func: str) -> Any:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise WeightspaceValueError(f"`batch_size` must be a positive int, got {batch_size!r}")
+    return Source(legacy_batch_list(data, func), None).iterate(batch_size)
 
 
 def _check_model(model: object) -> list[tuple[str, nn.Parameter]]:
@@ -51,26 +98,28 @@ def _progress(iterable: Any, progress: bool, desc: str) -> Any:
 def _summed_gradient(
     model: nn.Module,
     data: Data,
-    loss: LossFn | None,
+    loss_fn: LossFn,
     batch_size: int,
     progress: bool,
     desc: str,
 ) -> tuple[list[tuple[str, nn.Parameter]], list[Tensor]]:
     """Gradient of the mean loss over all of ``data`` (accumulated batch by batch)."""
     params = _check_model(model)
-    loss_fn = loss if loss is not None else F.cross_entropy
     total = [torch.zeros_like(p, dtype=torch.float32) for _, p in params]
     count = 0
+    device = params[0][1].device
     was_training = model.training
     model.eval()
     try:
-        for x, y in _progress(iter_batches(data, "data", batch_size), progress, desc):
-            value = loss_fn(model(x), y) * x.shape[0]
+        for batch in _progress(_batches(data, batch_size, f"saliency.{desc}"), progress, desc):
+            batch = to_device(batch, device)
+            k = batch_len(batch)
+            value = _call_loss(loss_fn, model, batch) * k
             grads = torch.autograd.grad(value, [p for _, p in params], allow_unused=True)
             for acc, g in zip(total, grads, strict=True):
                 if g is not None:
                     acc.add_(g.detach().to(torch.float32))
-            count += x.shape[0]
+            count += k
     finally:
         model.train(was_training)
     return params, [t / count for t in total]
@@ -83,6 +132,7 @@ def gradient(
     loss: LossFn | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    logits_loss: LogitsLoss | None = None,
 ) -> dict[str, Tensor]:
     r"""Gradient-magnitude saliency: :math:`s = |\nabla_\theta L(\theta; D)|`.
 
@@ -98,10 +148,14 @@ def gradient(
 
     Args:
         model: The network (not modified).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches.
-        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
-        batch_size: Batch size when ``data`` is a pair of tensors.
+        data: Labelled data in the contract of :func:`weightspace.train.batches` (an
+            ``(inputs, targets)`` pair, a ``Dataset``, a ``DataLoader``...).
+        loss: ``loss(model, batch)``, a batch mean; default
+            :func:`weightspace.train.cross_entropy_loss`.
+        batch_size: Examples per batch (for a pair or a ``Dataset``).
         progress: Show a progress bar.
+        logits_loss: Deprecated: a loss of ``(logits, targets)``; pass
+            ``loss=train.logits_loss(fn)`` instead (removed in 0.2).
 
     Returns:
         ``name -> float32 scores`` of each trainable parameter's shape.
@@ -121,7 +175,8 @@ def gradient(
         >>> s["weight"].shape, bool((s["weight"] >= 0).all())
         (torch.Size([2, 3]), True)
     """
-    params, grads = _summed_gradient(model, data, loss, batch_size, progress, "gradient")
+    loss_fn = _loss_fn(loss, logits_loss, "saliency.gradient")
+    params, grads = _summed_gradient(model, data, loss_fn, batch_size, progress, "gradient")
     return {name: g.abs() for (name, _), g in zip(params, grads, strict=True)}
 
 
@@ -132,6 +187,7 @@ def snip(
     loss: LossFn | None = None,
     batch_size: int = 256,
     progress: bool = False,
+    logits_loss: LogitsLoss | None = None,
 ) -> dict[str, Tensor]:
     r"""SNIP connection sensitivity: :math:`s = |\theta \odot \nabla_\theta L(\theta; D)|`.
 
@@ -145,10 +201,14 @@ def snip(
 
     Args:
         model: The network (not modified).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches.
-        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
-        batch_size: Batch size when ``data`` is a pair of tensors.
+        data: Labelled data in the contract of :func:`weightspace.train.batches` (an
+            ``(inputs, targets)`` pair, a ``Dataset``, a ``DataLoader``...).
+        loss: ``loss(model, batch)``, a batch mean; default
+            :func:`weightspace.train.cross_entropy_loss`.
+        batch_size: Examples per batch (for a pair or a ``Dataset``).
         progress: Show a progress bar.
+        logits_loss: Deprecated: a loss of ``(logits, targets)``; pass
+            ``loss=train.logits_loss(fn)`` instead (removed in 0.2).
 
     Returns:
         ``name -> float32 scores`` of each trainable parameter's shape.
@@ -167,7 +227,8 @@ def snip(
         >>> sorted(s)
         ['bias', 'weight']
     """
-    params, grads = _summed_gradient(model, data, loss, batch_size, progress, "snip")
+    loss_fn = _loss_fn(loss, logits_loss, "saliency.snip")
+    params, grads = _summed_gradient(model, data, loss_fn, batch_size, progress, "snip")
     return {
         name: (p.detach().to(torch.float32) * g).abs()
         for (name, p), g in zip(params, grads, strict=True)
@@ -181,6 +242,7 @@ def fisher(
     loss: LossFn | None = None,
     batch_size: int = 64,
     progress: bool = False,
+    logits_loss: LogitsLoss | None = None,
 ) -> dict[str, Tensor]:
     r"""Diagonal of the empirical Fisher information: the mean squared per-example gradient.
 
@@ -198,10 +260,13 @@ def fisher(
 
     Args:
         model: The network (not modified).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches.
-        loss: ``loss(logits, targets)``, a batch mean; cross-entropy by default.
-        batch_size: Examples per vectorised chunk when ``data`` is a pair of tensors.
+        data: Labelled data in the contract of :func:`weightspace.train.batches`.
+        loss: ``loss(model, batch)``, a batch mean, called on each example as a batch of
+            one; default :func:`weightspace.train.cross_entropy_loss`.
+        batch_size: Examples per vectorised chunk (for a pair or a ``Dataset``).
         progress: Show a progress bar.
+        logits_loss: Deprecated: a loss of ``(logits, targets)``; pass
+            ``loss=train.logits_loss(fn)`` instead (removed in 0.2).
 
     Returns:
         ``name -> float32 scores`` of each trainable parameter's shape.
@@ -220,34 +285,61 @@ def fisher(
         >>> bool((f["bias"] >= 0).all())
         True
     """
-    from torch.func import functional_call, grad, vmap
+    from torch.func import grad, vmap
 
     params = _check_model(model)
-    loss_fn = loss if loss is not None else F.cross_entropy
+    loss_fn = _loss_fn(loss, logits_loss, "saliency.fisher")
     names = [n for n, _ in params]
     frozen = {n: p.detach() for n, p in model.named_parameters() if not p.requires_grad}
     buffers = {n: b.detach() for n, b in model.named_buffers()}
 
-    def one(theta: dict[str, Tensor], x: Tensor, y: Tensor) -> Tensor:
-        out = functional_call(model, {**theta, **frozen, **buffers}, (x.unsqueeze(0),))
-        value: Tensor = loss_fn(out, y.unsqueeze(0))
+    def one(theta: dict[str, Tensor], example: Any) -> Tensor:
+        bound = _Bound(model, {**theta, **frozen, **buffers})
+        value: Tensor = _call_loss(loss_fn, bound, _unsqueeze(example))
         return value
 
-    per_example = vmap(grad(one), in_dims=(None, 0, 0))
+    per_example = vmap(grad(one), in_dims=(None, 0))
     theta = {n: p.detach() for n, p in params}
     total = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in params}
     count = 0
+    device = params[0][1].device
     was_training = model.training
     model.eval()
     try:
-        for x, y in _progress(iter_batches(data, "data", batch_size), progress, "fisher"):
-            grads = per_example(theta, x, y)
+        for batch in _progress(_batches(data, batch_size, "saliency.fisher"), progress, "fisher"):
+            batch = to_device(batch, device)
+            grads = per_example(theta, tuple(batch) if isinstance(batch, list) else batch)
             for n in names:
                 total[n].add_(grads[n].detach().to(torch.float32).square().sum(0))
-            count += x.shape[0]
+            count += batch_len(batch)
     finally:
         model.train(was_training)
     return {n: t / count for n, t in total.items()}
+
+
+class _Bound(nn.Module):
+    """``model`` run with the given parameters and buffers (for ``torch.func``)."""
+
+    def __init__(self, model: nn.Module, state: dict[str, Tensor]) -> None:
+        super().__init__()
+        self.inner = [model]  # a list: not registered as a submodule
+        self.state = state
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        from torch.func import functional_call
+
+        return functional_call(self.inner[0], self.state, args, kwargs)
+
+
+def _unsqueeze(example: Any) -> Any:
+    """One example as a batch of one (tensors nested in tuples, lists and dicts)."""
+    if isinstance(example, Tensor):
+        return example.unsqueeze(0)
+    if isinstance(example, (tuple, list)):
+        return type(example)(_unsqueeze(e) for e in example)
+    if isinstance(example, dict):
+        return {k: _unsqueeze(v) for k, v in example.items()}
+    return example
 
 
 def wanda(
@@ -277,8 +369,9 @@ def wanda(
 
     Args:
         model: The network (not modified).
-        data: ``(inputs, targets)`` tensors or an iterable of such batches.
-        batch_size: Batch size when ``data`` is a pair of tensors.
+        data: Data in the contract of :func:`weightspace.train.batches` (targets, if any,
+            are ignored; a tensor of inputs will do).
+        batch_size: Examples per batch (for a pair, a tensor or a ``Dataset``).
         progress: Show a progress bar.
 
     Returns:
@@ -331,9 +424,10 @@ def wanda(
     was_training = model.training
     model.eval()
     try:
+        device = params[0][1].device
         with torch.no_grad():
-            for x, _ in _progress(iter_batches(data, "data", batch_size), progress, "wanda"):
-                model(x)
+            for batch in _progress(_batches(data, batch_size, "saliency.wanda"), progress, "wanda"):
+                model(to_device(inputs_of(batch), device))
     finally:
         for handle in handles:
             handle.remove()

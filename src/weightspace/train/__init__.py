@@ -7,7 +7,8 @@
 * :func:`batches` is the one batching contract: a ``Dataset``, a ``DataLoader``, an
   ``(inputs, targets)`` pair of tensors or an iterable of ready batches.
 * :data:`LossFn` is the one loss convention, ``loss(model, batch) -> scalar``;
-  :func:`cross_entropy_loss` is the default for ``(x, y)`` batches.
+  :func:`cross_entropy_loss` is the default for ``(x, y)`` batches and :func:`logits_loss`
+  adapts a loss of ``(logits, targets)``.
 * :func:`predict`, :func:`evaluate` and :func:`accuracy` evaluate over the same contract, in
   eval mode and without gradients, restoring the model's mode.
 
@@ -51,6 +52,7 @@ from weightspace.train._fit import fit as fit
 from weightspace.train._fit import fit_ as fit_
 from weightspace.train._loss import LossFn as LossFn
 from weightspace.train._loss import cross_entropy_loss as cross_entropy_loss
+from weightspace.train._loss import logits_loss as logits_loss
 from weightspace.train._optim import OptimizerName as OptimizerName
 from weightspace.train._optim import make_optimizer as make_optimizer
 from weightspace.train._trainer import GradHook as GradHook
@@ -75,6 +77,7 @@ __all__ = [
     "evaluate",
     "fit",
     "fit_",
+    "logits_loss",
     "make_optimizer",
     "predict",
 ]

@@ -18,10 +18,12 @@ __all__ = [
     "Data",
     "Source",
     "as_pair",
+    "batch_len",
     "batches",
     "collect_pair",
     "epoch_order",
     "inputs_of",
+    "legacy_batch_list",
     "source",
     "targets_of",
     "to_device",
@@ -306,6 +308,44 @@ def batches(
         else:
             order = epoch_order(src.n, seed, epoch)
     return src.iterate(batch_size, order=order, drop_last=drop_last)
+
+
+def legacy_batch_list(data: Data, func: str) -> Data:
+    """Read a list of ``(inputs, targets)`` batches as batches, with a deprecation warning.
+
+    Before the one batching contract, :mod:`weightspace.saliency` and the unlearning metrics
+    read any iterable as batches, lists included; in the contract a list is a dataset of
+    samples. For one release, a list whose every item is an ``(inputs, targets)`` pair with a
+    batch dimension on the targets is still read as batches by those functions.
+    """
+    if isinstance(data, list) and data and all(_is_pair(b) and b[1].ndim >= 1 for b in data):
+        from weightspace._deprecation import warn_deprecated
+
+        warn_deprecated(
+            f"{func}(<a list of batches>)",
+            f"{func}(iter(<list of batches>)) or a DataLoader (a list is a dataset of samples)",
+            since="0.1",
+        )
+        return iter(data)
+    return data
+
+
+def batch_len(batch: Batch) -> int:
+    """Examples in a batch: the first dimension of its first tensor (or ``num_graphs``)."""
+    if isinstance(batch, Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    if isinstance(batch, (tuple, list)):
+        for item in batch:
+            if isinstance(item, Tensor) and item.ndim:
+                return int(item.shape[0])
+    if isinstance(batch, Mapping):
+        for item in batch.values():
+            if isinstance(item, Tensor) and item.ndim:
+                return int(item.shape[0])
+    num = getattr(batch, "num_graphs", None)
+    if isinstance(num, int):
+        return num
+    return 1
 
 
 def to_device(batch: Batch, device: torch.device) -> Batch:

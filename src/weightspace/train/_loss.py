@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from weightspace._errors import WeightspaceValueError
 
-__all__ = ["LossFn", "cross_entropy_loss"]
+__all__ = ["LossFn", "cross_entropy_loss", "logits_loss"]
 
 LossFn: TypeAlias = Callable[[nn.Module, Any], Tensor]
 """``loss(model, batch) -> scalar tensor``: runs the model on a batch and returns the batch
@@ -47,3 +47,46 @@ def cross_entropy_loss(model: nn.Module, batch: Any) -> Tensor:
         )
     x, y = batch
     return F.cross_entropy(model(x), y)
+
+
+def logits_loss(fn: Callable[[Tensor, Tensor], Tensor]) -> LossFn:
+    """Adapt a loss of ``(logits, targets)`` to the library's ``loss(model, batch)``.
+
+    The returned loss runs ``model(x)`` on a batch ``(x, y)`` and returns ``fn(logits, y)``;
+    ``fn`` must return the batch mean (as :func:`torch.nn.functional.cross_entropy` does).
+
+    Args:
+        fn: ``fn(logits, targets) -> scalar tensor``.
+
+    Returns:
+        ``loss(model, batch) -> scalar tensor``.
+
+    Raises:
+        WeightspaceValueError: if ``fn`` is not callable (at once) or a batch is not a pair
+            (when the loss runs).
+
+    Example:
+        >>> import torch
+        >>> import torch.nn.functional as F
+        >>> from weightspace import train
+        >>> net = torch.nn.Linear(2, 3, bias=False)
+        >>> batch = (torch.ones(4, 2), torch.zeros(4).long())
+        >>> loss = train.logits_loss(F.cross_entropy)
+        >>> bool(loss(net, batch) == train.cross_entropy_loss(net, batch))
+        True
+    """
+    if not callable(fn):
+        raise WeightspaceValueError(
+            f"`fn` must be a callable (logits, targets) -> tensor, got {type(fn).__name__}"
+        )
+
+    def loss(model: nn.Module, batch: Any) -> Tensor:
+        if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
+            raise WeightspaceValueError(
+                "a loss of (logits, targets) needs batches (x, y), got a batch of type "
+                f"{type(batch).__name__}"
+            )
+        x, y = batch
+        return fn(model(x), y)
+
+    return loss

@@ -15,7 +15,15 @@ from torch import Tensor, nn
 
 from weightspace._errors import WeightspaceValueError
 from weightspace._world import world_of
-from weightspace.train._batches import Batch, Collate, Data, Source, epoch_order, to_device
+from weightspace.train._batches import (
+    Batch,
+    Collate,
+    Data,
+    Source,
+    batch_len,
+    epoch_order,
+    to_device,
+)
 from weightspace.train._checks import check_model, non_negative, positive_int, seed_int
 from weightspace.train._loss import LossFn, cross_entropy_loss
 from weightspace.train._optim import OptimizerName, make_optimizer
@@ -64,23 +72,6 @@ def _trainable_names(model: nn.Module, trainable: object) -> set[str]:
     from weightspace import select
 
     return set(select.parameters(model, trainable).names_a)  # type: ignore[arg-type]
-
-
-def _batch_len(batch: Batch) -> int:
-    if isinstance(batch, Tensor):
-        return int(batch.shape[0]) if batch.ndim else 1
-    if isinstance(batch, (tuple, list)):
-        for item in batch:
-            if isinstance(item, Tensor) and item.ndim:
-                return int(item.shape[0])
-    if isinstance(batch, Mapping):
-        for item in batch.values():
-            if isinstance(item, Tensor) and item.ndim:
-                return int(item.shape[0])
-    num = getattr(batch, "num_graphs", None)
-    if isinstance(num, int):
-        return num
-    return 1
 
 
 class Trainer:
@@ -443,7 +434,7 @@ class Trainer:
                             value = self.compute_loss(batch)
                         else:
                             value = loss_fn(self.model, batch)
-                        k = _batch_len(batch)
+                        k = batch_len(batch)
                         local = float(value.detach())
                         try:
                             self.step(value)
