@@ -12,7 +12,7 @@ import threading
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Union
+from typing import Any
 
 import torch
 from safetensors import safe_open
@@ -24,7 +24,7 @@ __all__ = ["LazyStateDict", "PathLike", "open_state_dict"]
 
 logger = logging.getLogger(__name__)
 
-PathLike = Union[str, "os.PathLike[str]"]
+PathLike = str | os.PathLike[str]
 """A path given as a string or a :class:`os.PathLike`."""
 
 _PICKLE_SUFFIXES = (".bin", ".pt", ".pth")

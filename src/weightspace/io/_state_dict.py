@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import Union
 
 import torch
 from torch import Tensor, nn
@@ -21,7 +20,7 @@ from weightspace.io._read import LazyStateDict
 
 __all__ = ["StateDictLike", "as_state_dict", "dtype_of", "shape_of"]
 
-StateDictLike = Union[nn.Module, Mapping[str, Tensor], str, "os.PathLike[str]"]
+StateDictLike = nn.Module | Mapping[str, Tensor] | str | os.PathLike[str]
 """What every entry point accepts as weights: a module, a mapping ``name -> tensor`` or a path
 to a ``.safetensors`` file, a sharded checkpoint folder or a legacy ``torch.save`` file."""
 

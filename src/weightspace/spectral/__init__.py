@@ -38,10 +38,12 @@ Example:
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from weightspace.spectral._basis import Eigenbasis as Eigenbasis
 from weightspace.spectral._basis import covariance_eigenbasis as covariance_eigenbasis
 from weightspace.spectral._basis import eigenbasis as eigenbasis
-from weightspace.spectral._common import ArrayLike as ArrayLike
+from weightspace.spectral._common import ArrayLike as _ArrayLike
 from weightspace.spectral._descriptors import heat_kernel_signature as heat_kernel_signature
 from weightspace.spectral._descriptors import wave_kernel_signature as wave_kernel_signature
 from weightspace.spectral._estimator import FunctionalMapEstimator as FunctionalMapEstimator
@@ -67,6 +69,11 @@ from weightspace.spectral._shapes import bend_sheet as bend_sheet
 from weightspace.spectral._shapes import sheet_mesh as sheet_mesh
 from weightspace.spectral._spectra import LayerSpectra as LayerSpectra
 from weightspace.spectral._spectra import weight_spectra as weight_spectra
+
+ArrayLike: TypeAlias = _ArrayLike
+"""An array argument: a numpy array, a torch tensor (detached and copied to the CPU) or a
+(nested) sequence of numbers. Float inputs are read as ``float64`` and index inputs as
+``int64``; the functions that also take a :mod:`scipy.sparse` matrix say so."""
 
 __all__ = [
     "ArrayLike",
