@@ -91,17 +91,16 @@ def mlp(n_in: int, n_out: int) -> nn.Sequential:
     )
 
 
-def train(model: nn.Module, data: Pair, epochs: int, seed: int, lr: float = 1e-3) -> nn.Module:
-    """Plain cross-entropy training with Adam, batch 128 (the pretraining recipe)."""
+def pretrain(model: nn.Module, data: Pair, epochs: int, seed: int, lr: float = 1e-3) -> nn.Module:
+    """Plain cross-entropy training with Adam, batch 128 (the pretraining recipe); the
+    examples' order is one seeded stream of permutations over the epochs."""
+    trainer = ws.train.Trainer(model, lr=lr, seed=seed)
     g = torch.Generator().manual_seed(seed)
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     x, y = data
     model.train()
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=g).split(128):
-            opt.zero_grad()
-            F.cross_entropy(model(x[idx]), y[idx]).backward()
-            opt.step()
+            trainer.step(trainer.compute_loss((x[idx], y[idx])))
     return model.eval()
 
 
@@ -174,7 +173,7 @@ def run_method(
     model = method.unlearn(
         base, d["forget"], d["retain"], d["new"] if new else None, seed=seed, progress=False
     )
-    report = unlearn.evaluate(
+    scores = unlearn.evaluate(
         model,
         forget=d["forget"],
         retain=d["retain"],
@@ -183,7 +182,7 @@ def run_method(
         forget_test=d["forget_test"],
         seed=seed,
     )
-    row: dict[str, float | None] = dict(report.as_dict())
+    row: dict[str, float | None] = dict(scores.as_dict())
     row["time_s"] = method.elapsed_s_
     row["distance"] = ws.TaskVector.from_models(base=base, finetuned=model).norm()
     return model, row
@@ -209,7 +208,7 @@ def study(
             pre = cat(d["retain"], d["forget"])
             if "extra_forget" in d:
                 pre = cat(pre, d["extra_forget"])
-            base = train(make(), pre, cfg.epochs, seed)
+            base = pretrain(make(), pre, cfg.epochs, seed)
         original = unlearn.evaluate(
             base,
             forget=d["forget"],
@@ -317,8 +316,8 @@ def per_class_accuracy(model: nn.Module, d: dict[str, Pair]) -> dict[str, float]
     for digit in KEEP:
         if digit != FORGET:
             sel = y == SLOT[digit]
-            out[str(digit)] = unlearn.accuracy(model, (x[sel], y[sel]))
-    out[str(NEW)] = unlearn.accuracy(model, d["new_test"])
+            out[str(digit)] = ws.train.accuracy(model, (x[sel], y[sel]))
+    out[str(NEW)] = ws.train.accuracy(model, d["new_test"])
     return out
 
 
@@ -373,13 +372,11 @@ def relearn_curve(model: nn.Module, d: dict[str, Pair], steps: int, seed: int) -
     g = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(d["forget"][1]), generator=g)[:64]
     x, y = d["forget"][0][idx], d["forget"][1][idx]
-    opt = torch.optim.Adam(m.parameters(), lr=1e-3)
-    curve = [unlearn.accuracy(m, d["forget_test"])]
+    trainer = ws.train.Trainer(m, lr=1e-3)
+    curve = [ws.train.accuracy(m, d["forget_test"])]
     for _ in range(steps):
-        opt.zero_grad()
-        F.cross_entropy(m(x), y).backward()
-        opt.step()
-        curve.append(unlearn.accuracy(m, d["forget_test"]))
+        trainer.step(trainer.compute_loss((x, y)))
+        curve.append(ws.train.accuracy(m, d["forget_test"]))
     return curve
 
 
