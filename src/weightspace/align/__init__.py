@@ -20,6 +20,10 @@ Linear Mode Connectivity of Neural Networks", ICLR 2022, `arXiv:2110.06296
 * **Paths.** :func:`interpolate`, :func:`loss_barrier` (:class:`BarrierResult`) and
   :func:`reset_bn_stats` for networks with batch norm.
 
+:meth:`Permutation.apply`, :func:`permute`, :func:`weight_matching`, :func:`interpolate` and
+:func:`loss_barrier` take weights as a module, a state dict or a checkpoint path (see
+:func:`weightspace.io.as_state_dict`).
+
 Example:
     >>> import torch
     >>> from torch import nn
