@@ -85,7 +85,7 @@ def _bn_net() -> nn.Module:
 def test_reset_bn_stats_recomputes_exact_statistics_without_touching_the_input() -> None:
     net = _bn_net()
     x = torch.randn(4, 16, 3, generator=torch.Generator().manual_seed(1)) * 2 + 1
-    fresh = align.reset_bn_stats(net, list(x))
+    fresh = align.reset_bn_stats(net, iter(x))
     with torch.no_grad():
         h = [net[0](b) for b in x]  # dropout is off while statistics are collected
     bn = fresh[2]
@@ -94,8 +94,11 @@ def test_reset_bn_stats_recomputes_exact_statistics_without_touching_the_input()
     assert int(bn.num_batches_tracked) == 4
     assert bn.momentum == 0.1 and not fresh.training and not bn.training
     assert torch.equal(net[2].running_mean, torch.zeros(4))  # the input model is unchanged
-    only_two = align.reset_bn_stats(net.train(), [(b, None) for b in x], max_batches=2)
+    only_two = align.reset_bn_stats(net.train(), iter([(b, None) for b in x]), max_batches=2)
     assert int(only_two[2].num_batches_tracked) == 2 and only_two.training
+    with pytest.warns(FutureWarning, match="as a list of batches"):  # one more release
+        listed = align.reset_bn_stats(net, list(x))
+    assert torch.equal(listed[2].running_var, fresh[2].running_var)
 
 
 def test_reset_bn_stats_repairs_an_interpolated_network() -> None:

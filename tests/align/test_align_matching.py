@@ -117,12 +117,28 @@ def test_activation_matching_errors(zoo) -> None:
     assert align.activation_matching(net, net, x, ok).is_identity()
     with pytest.raises(WeightspaceValueError, match="`reference` must be a torch.nn.Module"):
         align.activation_matching(net.state_dict(), net, x, ok)  # type: ignore[arg-type]
-    with pytest.raises(WeightspaceValueError, match="`data` holds no batches"):
-        align.activation_matching(net, net, [], ok)
-    with pytest.raises(WeightspaceValueError, match="`data` must be a tensor or an iterable"):
+    with pytest.raises(WeightspaceValueError, match="`data` holds no batch"):
+        align.activation_matching(net, net, iter([]), ok)
+    with pytest.raises(
+        WeightspaceValueError, match="`data` must be a tensor, a Dataset, a DataLoa"
+    ):
         align.activation_matching(net, net, 3, ok)
     with pytest.raises(WeightspaceValueError, match="`max_batches` must be a positive integer"):
         align.activation_matching(net, net, x, ok, max_batches=0)
     bad_dim = PermutationSpec(dict(hand.axes), producers={"h": [("0", 0)]})
     with pytest.raises(ShapeMismatchError, match="not a multiple of its group's 4 units"):
         align.activation_matching(net, net, torch.randn(7, 3), bad_dim)
+
+
+def test_activation_matching_takes_the_batching_contract(zoo) -> None:
+    model = zoo.make("cnn", 3)
+    spec = zoo.spec("cnn")
+    shuffled = align.permute(model, spec, Permutation.random(spec, seed=4))
+    x = zoo.input("cnn", n=40, seed=5)
+    expected = align.activation_matching(model, shuffled, x, spec)
+    assert align.activation_matching(model, shuffled, (x, torch.zeros(40)), spec) == expected
+    dataset = torch.utils.data.TensorDataset(x)
+    assert align.activation_matching(model, shuffled, dataset, spec) == expected
+    with pytest.warns(FutureWarning, match="as a list of batches"):
+        listed = align.activation_matching(model, shuffled, list(x.split(8)), spec)
+    assert listed == align.activation_matching(model, shuffled, iter(x.split(8)), spec)

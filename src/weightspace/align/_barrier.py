@@ -242,8 +242,9 @@ def reset_bn_stats(model: M, data: Any, *, max_batches: int | None = None) -> M:
 
     Args:
         model: The network.
-        data: An input tensor or an iterable of batches (tensors, ``(input, target)`` pairs or
-            dicts of keyword inputs): training data, a few thousand samples are plenty.
+        data: Training inputs in the contract of :func:`weightspace.train.batches` (as for
+            :func:`activation_matching`: a tensor or a pair is one batch, a ``DataLoader`` is
+            read batch by batch); a few thousand samples are plenty.
         max_batches: Use at most this many batches.
 
     Returns:

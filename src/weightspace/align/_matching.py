@@ -159,21 +159,41 @@ def _others_known(spec: PermutationSpec, key: str, axis: int, solved: set[str]) 
 
 
 def batches(data: Any, name: str = "data") -> Iterator[tuple[tuple[Any, ...], dict[str, Any]]]:
-    """Yield ``(args, kwargs)`` model inputs from a tensor or an iterable of batches.
+    """Yield ``(args, kwargs)`` model inputs from data in the contract of ``train.batches``.
 
-    A batch is a tensor (the input), a tuple or list whose first element is the input (as
-    ``(x, y)`` pairs from a :class:`~torch.utils.data.DataLoader`), or a dict of keyword inputs.
+    A tensor of inputs, or an ``(inputs, targets)`` pair, is one batch of all its examples; a
+    ``Dataset`` is read in batches of 256; a ``DataLoader`` or another iterable of batches as
+    it comes (:func:`weightspace.train.batches`). A batch that is a tensor is the input, a
+    tuple or list gives its first element (as ``(x, y)`` pairs from a
+    :class:`~torch.utils.data.DataLoader`), a dict is keyword inputs. For one release a list
+    is still read as a list of batches, with a ``FutureWarning`` (in the contract a list is a
+    dataset of samples).
     """
-    if isinstance(data, Tensor):
-        yield (data,), {}
-        return
-    if isinstance(data, (str, bytes)) or not isinstance(data, Iterable):
-        raise WeightspaceValueError(
-            f"`{name}` must be a tensor or an iterable of batches, got {type(data).__name__}; "
-            "pass an input tensor or a DataLoader"
+    from weightspace._deprecation import warn_deprecated
+    from weightspace.train._batches import Source
+
+    if isinstance(data, list):
+        warn_deprecated(
+            f"`{name}` as a list of batches",
+            "iter(<list of batches>) or a DataLoader (a list is a dataset of samples)",
+            since="0.1",
         )
+        if not data:
+            raise WeightspaceValueError(f"`{name}` holds no batches; pass at least one input batch")
+        data = iter(data)
+    if isinstance(data, (str, bytes)) or not (
+        isinstance(data, (Tensor, Iterable)) or hasattr(data, "__getitem__")
+    ):
+        raise WeightspaceValueError(
+            f"`{name}` must be a tensor, a Dataset, a DataLoader or an iterable of batches, got "
+            f"{type(data).__name__}; pass an input tensor or a DataLoader"
+        )
+    src = Source(data, None, name)
+    whole: list[Any] = []
+    if src.tensors is not None:  # a tensor or a pair: one batch of every example, uncopied
+        whole = [src.tensors[0] if len(src.tensors) == 1 else src.tensors]
     count = 0
-    for batch in data:
+    for batch in whole or src.iterate(256):
         count += 1
         if isinstance(batch, Tensor):
             yield (batch,), {}
@@ -277,8 +297,10 @@ def activation_matching(
     Args:
         reference: The network to align to.
         other: The network whose units are permuted.
-        data: An input tensor or an iterable of batches (tensors, ``(input, target)`` pairs or
-            dicts of keyword inputs), such as a :class:`~torch.utils.data.DataLoader`.
+        data: Inputs in the contract of :func:`weightspace.train.batches`: an input tensor
+            or an ``(inputs, targets)`` pair (one batch), a ``Dataset`` (batches of 256), or a
+            :class:`~torch.utils.data.DataLoader` or other iterable of batches (tensors,
+            ``(input, target)`` pairs or dicts of keyword inputs).
         spec: The spec from :func:`permutation_spec` (or a hand-written one with
             ``producers``).
         max_batches: Use at most this many batches of ``data``.
