@@ -9,6 +9,7 @@ package docstring of :mod:`weightspace._task_vector` explains laziness and exact
 from __future__ import annotations
 
 import functools
+import inspect
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Literal, ParamSpec, TypeVar
@@ -67,6 +68,10 @@ def _models_by_keyword(fn: Callable[_P, _R]) -> Callable[_P, _R]:
             )
         return fn(*args, **kwargs)
 
+    # The signature, without `__wrapped__`: documentation tools that follow `__wrapped__` from
+    # the bound classmethod would otherwise show `cls` as a parameter.
+    wrapper.__signature__ = inspect.signature(fn)  # type: ignore[attr-defined]
+    del wrapper.__wrapped__
     return wrapper
 
 
