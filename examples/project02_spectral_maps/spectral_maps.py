@@ -38,7 +38,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 import weightspace as ws
-from weightspace import spectral
+from weightspace import report, spectral
 
 HERE = Path(__file__).resolve().parent
 
@@ -72,14 +72,12 @@ def load_data(name: str, n_train: int, n_test: int) -> dict[str, torch.Tensor]:
 def train(data: dict[str, torch.Tensor], seed: int, epochs: int) -> tuple[SmallCNN, float]:
     torch.manual_seed(seed)
     net = SmallCNN()
-    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    trainer = ws.train.Trainer(net, lr=2e-3, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     n = data["xtr"].shape[0]
-    for _ in range(epochs):
+    for _ in range(epochs):  # one seeded stream of permutations over the epochs
         for idx in torch.randperm(n, generator=gen).split(128):
-            opt.zero_grad()
-            nn.functional.cross_entropy(net(data["xtr"][idx]), data["ytr"][idx]).backward()
-            opt.step()
+            trainer.step(trainer.compute_loss((data["xtr"][idx], data["ytr"][idx])))
     net.eval()
     with torch.no_grad():
         acc = (net(data["xte"]).argmax(1) == data["yte"]).float().mean().item()
@@ -337,75 +335,100 @@ def similarity_experiment(
 
 
 def pm(values: list[float], digits: int = 3) -> str:
-    if len(values) < 2:
-        return f"{values[0]:.{digits}f}"
-    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
+    """``mean ± std`` over seeds (the value alone for one seed)."""
+    s = report.summarize(values)
+    return format(s, f".{digits}f") if s.n > 1 else f"{s.mean:.{digits}f}"
 
 
 def markdown(res: dict[str, Any]) -> str:
+    table = report.markdown_table
     lines = [f"# Project 2 results ({res['mode']} mode, seeds {res['seeds']})", ""]
-    lines += ["## Trained CNNs (test accuracy)", "", "| data | seed | accuracy |", "|---|---|---|"]
-    lines += [f"| {a['data']} | {a['seed']} | {a['accuracy']:.4f} |" for a in res["accuracy"]]
-    lines += ["", "## Meshes: mean error / sqrt(area) (mean ± std over seeds)", ""]
-    lines += [
-        "| sheet | vertices | descriptors + commutativity | + ZoomOut | true map round trip |"
-    ]
-    lines += ["|---|---|---|---|---|"]
+    rows: list[list[report.Cell]] = [[a["data"], a["seed"], a["accuracy"]] for a in res["accuracy"]]
+    lines += ["## Trained CNNs (test accuracy)", ""]
+    lines += [table(["data", "seed", "accuracy"], rows, formats=[None, None, ".4f"])]
+    lines += ["## Meshes: mean error / sqrt(area) (mean ± std over seeds)", ""]
+    rows = []
     for holes in (True, False):
-        rows = [r for r in res["mesh"] if r["holes"] == holes]
-        lines.append(
-            f"| {'asymmetric' if holes else 'symmetric (half-turn)'} | {rows[0]['vertices']} | "
-            f"{pm([r['error_init'] for r in rows])} | {pm([r['error_zoomout'] for r in rows])} | "
-            f"{pm([r['error_truth_roundtrip'] for r in rows], 4)} |"
+        ms = [r for r in res["mesh"] if r["holes"] == holes]
+        rows.append(
+            [
+                "asymmetric" if holes else "symmetric (half-turn)",
+                ms[0]["vertices"],
+                pm([r["error_init"] for r in ms]),
+                pm([r["error_zoomout"] for r in ms]),
+                pm([r["error_truth_roundtrip"] for r in ms], 4),
+            ]
         )
-    lines += ["", "Truncated bases, true map (asymmetric sheet):", ""]
-    lines += ["| k | orthogonality defect | off-block energy | composition error X->Y->X |"]
-    lines += ["|---|---|---|---|"]
-    rows = [r for r in res["mesh"] if r["holes"]]
-    for k in rows[0]["truncation"]:
-        t = [r["truncation"][k] for r in rows]
-        lines.append(
-            f"| {k} | {pm([x['orthogonality_defect'] for x in t])} | "
-            f"{pm([x['off_diagonal_energy_blocks'] for x in t])} | "
-            f"{pm([x['composition_error'] for x in t])} |"
-        )
+    header = [
+        "sheet",
+        "vertices",
+        "descriptors + commutativity",
+        "+ ZoomOut",
+        "true map round trip",
+    ]
+    lines += [table(header, rows)]
+    lines += ["Truncated bases, true map (asymmetric sheet):", ""]
+    ms = [r for r in res["mesh"] if r["holes"]]
+    rows = []
+    for k in ms[0]["truncation"]:
+        t = [r["truncation"][k] for r in ms]
+        keys = ("orthogonality_defect", "off_diagonal_energy_blocks", "composition_error")
+        rows.append([k, *(pm([x[key] for x in t]) for key in keys)])
+    header = ["k", "orthogonality defect", "off-block energy", "composition error X->Y->X"]
+    lines += [table(header, rows)]
     ne = res["neurons"]
-    lines += ["", "## Permuted vs rotated neurons (conv1 activations)", ""]
-    lines += ["| relabelling | residual, best permutation | residual, Procrustes rotation |"]
-    lines += ["|---|---|---|"]
-    for name, r in ne["exact"].items():
-        lines.append(
-            f"| exact {name} | {r['residual_permutation']:.3f} | {r['residual_rotation']:.2e} |"
-        )
+    lines += ["## Permuted vs rotated neurons (conv1 activations)", ""]
+    rows = [
+        [f"exact {name}", f"{r['residual_permutation']:.3f}", f"{r['residual_rotation']:.2e}"]
+        for name, r in ne["exact"].items()
+    ]
     for data in ("mnist", "fashion"):
         prs = [p for p in ne["pairs"] if p["data"] == data]
         if prs:
-            lines.append(
-                f"| independent seeds, {data} ({len(prs)} pairs) | "
-                f"{pm([p['residual_permutation'] for p in prs])} | "
-                f"{pm([p['residual_rotation'] for p in prs])} |"
+            rows.append(
+                [
+                    f"independent seeds, {data} ({len(prs)} pairs)",
+                    pm([p["residual_permutation"] for p in prs]),
+                    pm([p["residual_rotation"] for p in prs]),
+                ]
             )
-    lines += ["", "## Spatial covariance of 3x3 filters vs the grid Laplacian", ""]
-    lines += [
-        "| layer | top-1 var. | top-3 var. | var. in lowest-1 / 3 Laplacian modes | "
-        "off-diag. energy to Laplacian (plain / blocks) |",
-        "|---|---|---|---|---|",
+    header = ["relabelling", "residual, best permutation", "residual, Procrustes rotation"]
+    lines += [table(header, rows)]
+    lines += ["## Spatial covariance of 3x3 filters vs the grid Laplacian", ""]
+    rows = [
+        [
+            name,
+            r["top1_variance"],
+            r["top3_variance"],
+            f"{r['variance_in_lowest_laplacian_1']:.3f} / "
+            f"{r['variance_in_lowest_laplacian_3']:.3f}",
+            f"{r['off_diagonal_energy_to_laplacian']:.3f} / "
+            f"{r['off_diagonal_energy_to_laplacian_blocks']:.3f}",
+        ]
+        for name, r in res["spatial"]["layers"].items()
     ]
-    for name, r in res["spatial"]["layers"].items():
-        lines.append(
-            f"| {name} | {r['top1_variance']:.3f} | {r['top3_variance']:.3f} | "
-            f"{r['variance_in_lowest_laplacian_1']:.3f} / {r['variance_in_lowest_laplacian_3']:.3f}"
-            f" | {r['off_diagonal_energy_to_laplacian']:.3f} / "
-            f"{r['off_diagonal_energy_to_laplacian_blocks']:.3f} |"
-        )
-    lines += ["", "## Application: same-data vs different-data pairs", ""]
-    lines += ["| score | same data | different data | AUC | d' |", "|---|---|---|---|---|"]
-    for m, s in res["similarity"]["summary"].items():
-        lines.append(
-            f"| {m} | {s['same_mean']:.3f} ± {s['same_std']:.3f} | "
-            f"{s['diff_mean']:.3f} ± {s['diff_std']:.3f} | {s['auc']:.3f} | {s['dprime']:.2f} |"
-        )
-    lines += ["", f"Total time: {res['seconds']:.0f} s", ""]
+    header = [
+        "layer",
+        "top-1 var.",
+        "top-3 var.",
+        "var. in lowest-1 / 3 Laplacian modes",
+        "off-diag. energy to Laplacian (plain / blocks)",
+    ]
+    lines += [table(header, rows)]
+    lines += ["## Application: same-data vs different-data pairs", ""]
+    rows = [
+        [
+            m,
+            report.Summary(s["same_mean"], s["same_std"], n=0),
+            report.Summary(s["diff_mean"], s["diff_std"], n=0),
+            s["auc"],
+            s["dprime"],
+        ]
+        for m, s in res["similarity"]["summary"].items()
+    ]
+    header = ["score", "same data", "different data", "AUC", "d'"]
+    lines += [table(header, rows, formats=[None, ".3f", ".3f", ".3f", ".2f"])]
+    lines += [f"Total time: {res['seconds']:.0f} s", ""]
     return "\n".join(lines)
 
 

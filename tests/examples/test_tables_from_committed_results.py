@@ -107,3 +107,9 @@ def test_project05_tables_up_to_the_rounding_of_results_json() -> None:
             assert abs(float(x) - float(y)) <= unit * 1.001, (x, y, b)
             ties += x != y
     assert ties <= 80  # 74 of the 3,877 numbers sit at such a tie
+
+
+def test_project02_tables() -> None:
+    folder = "project02_spectral_maps"
+    module = _load(f"{folder}/spectral_maps.py")
+    assert module.markdown(_saved(folder)) == _committed(folder, "results.md")
