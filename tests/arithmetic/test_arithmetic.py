@@ -9,7 +9,7 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from weightspace import TaskVector, WeightspaceValueError, arithmetic, merge
+from weightspace import TaskVector, WeightspaceValueError, arithmetic, merge, train
 
 GOALS = {"a": [1.0, 0.0, 0.0], "b": [0.0, 1.0, 0.0], "c": [0.0, 0.0, 1.0]}
 
@@ -294,3 +294,32 @@ def test_gap_normalisation_is_the_fraction_of_the_gain_kept() -> None:
     assert again.normalize == "gap"
     with pytest.raises(WeightspaceValueError, match="`normalize`"):
         arithmetic.add(BASE, vectors, tasks, methods=methods, normalize="percent")  # type: ignore[arg-type]
+
+
+def test_a_classifier_task_scores_state_dicts_by_train_accuracy() -> None:
+    torch.manual_seed(0)
+    net = torch.nn.Linear(2, 2, bias=False)
+    before = net.weight.detach().clone()
+    x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 3.0]])
+    y = torch.tensor([0, 1, 0, 0])
+    task = arithmetic.Task.from_classifier("t", net, validation=(x, y), test=(x[:2], y[:2]))
+    identity = torch.nn.Linear(2, 2, bias=False)
+    identity.load_state_dict({"weight": torch.eye(2)})
+    assert task.validate({"weight": torch.eye(2)}) == 0.75 == train.accuracy(identity, (x, y))
+    assert task.test({"weight": torch.eye(2)}) == 1.0
+    assert task.test({"weight": 1 - torch.eye(2)}) == 0.0
+    assert torch.equal(net.weight, before)  # scored on a private copy
+    # negating the identity's vector at scale 2 turns every prediction around
+    control = arithmetic.Task.from_classifier("c", net, validation=(x, y), test=(x, y))
+    result = arithmetic.forget(
+        {"weight": torch.eye(2)},
+        TaskVector({"weight": torch.eye(2)}),
+        target=task,
+        control=control,
+        grid=(0.0, 2.0),
+        keep=0.0,
+        random_baseline=False,
+    )
+    assert result.scale == 2.0 and result.target.edited == 0.0
+    with pytest.raises(WeightspaceValueError, match="`model` must be an nn.Module, got dict"):
+        arithmetic.Task.from_classifier("t", {}, validation=(x, y), test=(x, y))  # type: ignore[arg-type]

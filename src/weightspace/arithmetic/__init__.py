@@ -11,7 +11,8 @@ shows three uses of a task vector :math:`\tau = \theta_{\mathrm{ft}} - \theta_0`
   vector of a fourth task that was never trained ("A is to B as C is to D").
 
 Each function takes the pretrained state dict, the vectors and :class:`Task` objects (a
-validation and a test score function), chooses the scaling coefficient on validation data with
+validation and a test score function; :meth:`Task.from_classifier` scores a classifier's
+state dicts by :func:`weightspace.train.accuracy`), chooses the scale on validation data with
 the paper's rule, and reports test scores. :func:`table` turns the results of several seeds
 into a Markdown table of mean ± standard deviation.
 
@@ -32,16 +33,16 @@ Example:
 
 from __future__ import annotations
 
+from weightspace.arithmetic._analogy import AnalogyResult as AnalogyResult
+from weightspace.arithmetic._analogy import analogy as analogy
 from weightspace.arithmetic._experiments import DEFAULT_GRID as DEFAULT_GRID
 from weightspace.arithmetic._experiments import AdditionResult as AdditionResult
-from weightspace.arithmetic._experiments import AnalogyResult as AnalogyResult
 from weightspace.arithmetic._experiments import ForgetResult as ForgetResult
 from weightspace.arithmetic._experiments import Method as Method
 from weightspace.arithmetic._experiments import MethodRow as MethodRow
 from weightspace.arithmetic._experiments import Scores as Scores
 from weightspace.arithmetic._experiments import Task as Task
 from weightspace.arithmetic._experiments import add as add
-from weightspace.arithmetic._experiments import analogy as analogy
 from weightspace.arithmetic._experiments import default_methods as default_methods
 from weightspace.arithmetic._experiments import forget as forget
 from weightspace.arithmetic._summary import Summary as Summary

@@ -1,7 +1,8 @@
-"""Negation, addition and analogy experiments with validation-chosen scales."""
+"""Negation and addition experiments with validation-chosen scales; the :class:`Task` they score."""
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -11,20 +12,19 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
+from weightspace import train
 from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import TaskVector
 
 __all__ = [
     "DEFAULT_GRID",
     "AdditionResult",
-    "AnalogyResult",
     "ForgetResult",
     "Method",
     "MethodRow",
     "Scores",
     "Task",
     "add",
-    "analogy",
     "default_methods",
     "forget",
 ]
@@ -71,6 +71,66 @@ class Task:
                     f"`{what}` of task {self.name!r} must be a callable state_dict -> float, "
                     f"got {type(getattr(self, what)).__name__}"
                 )
+
+    @classmethod
+    def from_classifier(
+        cls,
+        name: str,
+        model: torch.nn.Module,
+        *,
+        validation: train.Data,
+        test: train.Data,
+        batch_size: int = 1024,
+    ) -> Task:
+        """A task scored by the top-1 accuracy of ``model`` loaded with each state dict.
+
+        Each score loads the state dict into one private copy of ``model`` and measures
+        :func:`weightspace.train.accuracy` on the data; ``model`` itself is never changed.
+
+        Args:
+            name: The task's name.
+            model: A classifier of the architecture of the state dicts to score.
+            validation: Labelled validation data, in the contract of
+                :func:`weightspace.train.batches`.
+            test: Labelled test data.
+            batch_size: Examples per forward pass.
+
+        Returns:
+            The task.
+
+        Raises:
+            WeightspaceValueError: if ``model`` is not a module.
+
+        Example:
+            >>> import torch
+            >>> from weightspace.arithmetic import Task
+            >>> net = torch.nn.Linear(2, 2, bias=False)
+            >>> x, y = torch.eye(2), torch.tensor([0, 0])
+            >>> task = Task.from_classifier("t", net, validation=(x, y), test=(x, y))
+            >>> task.test({"weight": torch.eye(2)}), task.test({"weight": 1 - torch.eye(2)})
+            (0.5, 0.5)
+            >>> task.validate({"weight": torch.tensor([[1.0, 1.0], [0.0, 0.0]])})
+            1.0
+        """
+        if not isinstance(model, torch.nn.Module):
+            raise WeightspaceValueError(f"`model` must be an nn.Module, got {type(model).__name__}")
+        at = _AccuracyAt(model, batch_size)
+        return cls(name, validate=partial(at, validation), test=partial(at, test))
+
+
+class _AccuracyAt:
+    """``train.accuracy`` of a private copy of a model loaded with a given state dict."""
+
+    def __init__(self, model: torch.nn.Module, batch_size: int) -> None:
+        self.model = model
+        self.batch_size = batch_size
+        self._copy: torch.nn.Module | None = None
+
+    def __call__(self, data: train.Data, state: StateDict) -> float:
+        if self._copy is None:
+            self._copy = copy.deepcopy(self.model)
+        self._copy.load_state_dict(state)
+        return train.accuracy(self._copy, data, batch_size=self.batch_size)
 
 
 def _score(fn: Score, state: StateDict, task: str, split: str) -> float:
@@ -698,135 +758,3 @@ def _apply_all(merged: list[TaskVector], sd: StateDict, scale: float) -> list[St
             cache[id(v)] = v.apply_to(sd, scale=scale)
         out.append(cache[id(v)])
     return out
-
-
-@dataclass(frozen=True)
-class AnalogyResult:
-    r"""Outcome of :func:`analogy`.
-
-    Attributes:
-        scores: Test scores of ``"pretrained"``, ``"c_only"`` (the vector of C alone, its scale
-            chosen on validation), ``"analogy"`` (:math:`\tau_C + \tau_B - \tau_A`) and
-            ``"reference"`` (a vector trained on the task itself, at scale 1, if given).
-        scales: The chosen scale of ``"c_only"`` and ``"analogy"``.
-        task: The task's name.
-        curve: ``(scale, validation score)`` of the analogy vector's trials.
-
-    Example:
-        >>> from weightspace.arithmetic import AnalogyResult
-        >>> r = AnalogyResult({"pretrained": 0.1, "analogy": 0.6}, {"analogy": 0.5}, "d")
-        >>> r.to_dict()["scores"]["analogy"]
-        0.6
-    """
-
-    scores: Mapping[str, float]
-    scales: Mapping[str, float]
-    task: str
-    curve: tuple[tuple[float, float], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain-data form (for JSON)."""
-        return {
-            "task": self.task,
-            "scores": dict(self.scores),
-            "scales": dict(self.scales),
-            "curve": [list(p) for p in self.curve],
-        }
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AnalogyResult:
-        """Rebuild a result from :meth:`to_dict`'s form (for instance, read back from JSON).
-
-        Example:
-            >>> from weightspace.arithmetic import AnalogyResult
-            >>> r = AnalogyResult({"analogy": 0.6}, {"analogy": 0.5}, "d", ((0.5, 0.55),))
-            >>> AnalogyResult.from_dict(r.to_dict()) == r
-            True
-        """
-        return cls(
-            scores=dict(data["scores"]),
-            scales=dict(data["scales"]),
-            task=str(data["task"]),
-            curve=tuple((float(c), float(v)) for c, v in data.get("curve", ())),
-        )
-
-
-def analogy(
-    base: StateDict | torch.nn.Module,
-    *,
-    a: TaskVector,
-    b: TaskVector,
-    c: TaskVector,
-    task: Task,
-    reference: TaskVector | None = None,
-    grid: Sequence[float] = DEFAULT_GRID,
-) -> AnalogyResult:
-    r"""Solve "A is to B as C is to D" in weight space: :math:`\tau_C + \tau_B - \tau_A`.
-
-    The analogy vector, and the vector of C alone as a baseline, are each scaled by the
-    ``grid`` value with the best validation score on ``task`` (the task D, never trained on);
-    test scores are reported beside the pretrained model and, if given, a ``reference`` vector
-    fine-tuned on D itself (the upper bound). Ilharco et al., ICLR 2023, Section 5.
-
-    Args:
-        base: The pretrained state dict (or model); it must hold the vectors' keys.
-        a: Vector of task A.
-        b: Vector of task B.
-        c: Vector of task C.
-        task: Task D, scored by the analogy.
-        reference: Optional vector fine-tuned on task D.
-        grid: Scales to try (the analogy's vector is a sum of three, so scales near 0.3-0.5
-            are typical).
-
-    Returns:
-        Test scores, chosen scales and the analogy's validation curve.
-
-    Raises:
-        WeightspaceValueError: on a bad argument or a score that is not a number.
-
-    Example:
-        >>> import torch
-        >>> from weightspace import TaskVector, arithmetic
-        >>> tv = lambda *x: TaskVector({"w": torch.tensor(x)})
-        >>> target = torch.tensor([0.0, 1.0, 1.0])
-        >>> score = lambda sd: 1 - float((sd["w"] - target).abs().sum())
-        >>> r = arithmetic.analogy({"w": torch.zeros(3)}, a=tv(1.0, 0.0, 0.0),
-        ...                        b=tv(0.0, 1.0, 0.0), c=tv(1.0, 0.0, 1.0),
-        ...                        task=arithmetic.Task("d", score, score), grid=(0.5, 1.0))
-        >>> r.scales["analogy"], r.scores["analogy"], r.scores["c_only"]
-        (1.0, 1.0, -1.0)
-    """
-    sd = _check_base(base)
-    va, vb, vc = (_check_vector(v, n) for v, n in ((a, "a"), (b, "b"), (c, "c")))
-    if reference is not None:
-        _check_vector(reference, "reference")
-    if not isinstance(task, Task):
-        raise WeightspaceValueError(f"`task` must be an arithmetic.Task, got {type(task).__name__}")
-    values = _check_grid(grid)
-    target = (vc + (vb - va)).materialize()
-
-    def choose(v: TaskVector) -> tuple[float, list[tuple[float, float]]]:
-        curve = []
-        best_scale, best = values[0], -math.inf
-        for s in values:
-            score = _score(task.validate, v.apply_to(sd, scale=s), task.name, "validation")
-            curve.append((s, score))
-            if score > best:
-                best_scale, best = s, score
-        return best_scale, curve
-
-    c_scale, _ = choose(vc)
-    t_scale, curve = choose(target)
-    scores = {
-        "pretrained": _score(task.test, sd, task.name, "test"),
-        "c_only": _score(task.test, vc.apply_to(sd, scale=c_scale), task.name, "test"),
-        "analogy": _score(task.test, target.apply_to(sd, scale=t_scale), task.name, "test"),
-    }
-    if reference is not None:
-        scores["reference"] = _score(task.test, reference.apply_to(sd), task.name, "test")
-    return AnalogyResult(
-        scores=scores,
-        scales={"c_only": c_scale, "analogy": t_scale},
-        task=task.name,
-        curve=tuple(curve),
-    )

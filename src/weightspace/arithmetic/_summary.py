@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from weightspace._errors import WeightspaceValueError
-from weightspace.arithmetic._experiments import AdditionResult, AnalogyResult, ForgetResult
+from weightspace.arithmetic._analogy import AnalogyResult
+from weightspace.arithmetic._experiments import AdditionResult, ForgetResult
 
 __all__ = ["Summary", "summarize", "table"]
 
