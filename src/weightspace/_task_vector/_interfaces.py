@@ -14,11 +14,11 @@ task vectors; it never imports them. Instead:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from weightspace._errors import WeightspaceError
+from weightspace._errors import WeightspaceError, WeightspaceValueError
 
 if TYPE_CHECKING:
     from weightspace._lora import LoraAdapter, LowRankTaskVector
@@ -51,6 +51,23 @@ class SupportsNameMapping(Protocol):
     def names_b(self) -> Sequence[str]:
         """Names of model B, paired with :attr:`names_a`."""
         ...
+
+
+def names_a_of(selection: object) -> list[str]:
+    """The names of model A in ``selection``: its ``names_a``, or the names it iterates over.
+
+    Raises:
+        WeightspaceValueError: if ``selection`` is neither (a string is refused, not split).
+    """
+    names_a = getattr(selection, "names_a", None)
+    if names_a is not None:
+        return list(names_a)
+    if isinstance(selection, str) or not isinstance(selection, Iterable):
+        raise WeightspaceValueError(
+            "`selection` must be a weightspace.select.Selection or an iterable of names, "
+            f"got {selection!r}"
+        )
+    return [str(n) for n in selection]
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,11 @@ from torch import Tensor
 from weightspace._errors import ShapeMismatchError, WeightspaceTypeError, WeightspaceValueError
 from weightspace._task_vector._apply import Application
 from weightspace._task_vector._base import KeysMode, _aligned_names, _require_vector
-from weightspace._task_vector._interfaces import SupportsNameMapping, lora_conversions
+from weightspace._task_vector._interfaces import (
+    SupportsNameMapping,
+    lora_conversions,
+    names_a_of,
+)
 from weightspace._task_vector._reduce import Reductions
 from weightspace._task_vector._values import (
     Value,
@@ -530,7 +534,7 @@ class TaskVector(Reductions, Application):
             >>> list(tv.restrict(["b.weight"]))
             ['b.weight']
         """
-        wanted = _selection_names_a(selection)
+        wanted = names_a_of(selection)
         missing = [n for n in wanted if n not in self._entries]
         if missing and keys == "strict":
             raise ShapeMismatchError(
@@ -788,15 +792,3 @@ class TaskVector(Reductions, Application):
             ['base_model.model.fc.lora_A.weight', 'base_model.model.fc.lora_B.weight']
         """
         return lora_conversions().to_lora(self, rank, alpha=alpha)
-
-
-def _selection_names_a(selection: object) -> list[str]:
-    names_a = getattr(selection, "names_a", None)
-    if names_a is not None:
-        return list(names_a)
-    if isinstance(selection, str) or not isinstance(selection, Iterable):
-        raise WeightspaceValueError(
-            "`selection` must be a weightspace.select.Selection or an iterable of names, "
-            f"got {selection!r}"
-        )
-    return [str(n) for n in selection]
