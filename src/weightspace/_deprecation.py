@@ -9,6 +9,7 @@ Each rename is also listed in ``CHANGELOG.md`` under *Deprecated*.
 from __future__ import annotations
 
 import functools
+import inspect
 import warnings
 from collections.abc import Callable, Mapping
 from typing import Any, ParamSpec, TypeVar
@@ -83,7 +84,7 @@ def deprecated(
         wrapper.__qualname__ = old
         wrapper.__doc__ = (
             f".. deprecated:: {since}\n    Use :obj:`{alternative}` instead; removed in "
-            f"{removed_in}.\n\n" + (fn.__doc__ or "")
+            f"{removed_in}.\n\n" + inspect.cleandoc(fn.__doc__ or "")
         )
         return wrapper
 

@@ -277,8 +277,8 @@ def batches(
         collate_fn: Turns a list of samples into a batch, for a ``Dataset``.
         drop_last: Skip the last batch if it is smaller than ``batch_size``.
 
-    Yields:
-        The batches, in order.
+    Returns:
+        An iterator over the batches, in order.
 
     Raises:
         WeightspaceValueError: if ``data`` is in none of the forms, holds no example, or an

@@ -6,7 +6,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal  # noqa: F401 (Literal: the inherited fields' annotations, for the docs)
 
 import torch
 import torch.nn.functional as F

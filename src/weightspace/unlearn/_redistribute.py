@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import ClassVar, Literal  # noqa: F401 (Literal: the inherited fields' annotations, for the docs)
 
 import torch
 import torch.nn.functional as F
