@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from weightspace import arithmetic as arithmetic
     from weightspace import audio as audio
     from weightspace import data as data
+    from weightspace import games as games
     from weightspace import io as io
     from weightspace import merge as merge
     from weightspace import models as models
@@ -54,6 +55,7 @@ __all__ = [
     "arithmetic",
     "audio",
     "data",
+    "games",
     "io",
     "merge",
     "models",

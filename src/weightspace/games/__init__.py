@@ -1,0 +1,81 @@
+"""Board-game agents on image-text models: scorers, the Imagine deck and its searches.
+
+**Scorers.** Every player talks to an image-text model through one protocol,
+:class:`ImageTextScorer`: ``score(images, texts)`` returns the ``[images, texts]`` matrix of
+similarities. No CLIP-like model ships offline, so three scorers are built here:
+
+* :class:`CLIPScorer` loads a real CLIP from a local folder when you have one;
+* :class:`ConSEScorer` is ConSE zero-shot (EfficientNet-Lite0's ImageNet probabilities mixed
+  over MiniLM embeddings of the class names): nothing trained;
+* :class:`LiTScorer` is a locked-tower alignment (projection heads on frozen EfficientNet-Lite0
+  and MiniLM features), trained by :func:`train_lit` on Tux Paint's captioned stamps
+  (:func:`stamp_images`).
+
+:func:`caption_retrieval` and :func:`zero_shot_accuracy` measure them with their chance levels.
+
+**Imagine.** :func:`default_deck` draws 53 transparent cards (shapes, lines, arrows, nature,
+figures, objects); a :class:`Composition` places a few of them (:func:`render`);
+:func:`search` looks for the composition a scorer finds closest to a concept, with PGPE,
+CMA-ES, a genetic algorithm or random search at equal budgets; :func:`guess` lets other
+scorers guess the concept among candidates (:data:`CONCEPTS`). :func:`serve_imagine` serves a
+local web page on which people guess, recording their answers to a JSON file
+(``weightspace play imagine`` on the command line).
+"""
+
+from __future__ import annotations
+
+from weightspace.games._compose import PARAMS_PER_CARD as PARAMS_PER_CARD
+from weightspace.games._compose import Composition as Composition
+from weightspace.games._compose import placement as placement
+from weightspace.games._compose import render as render
+from weightspace.games._deck import CARD_NAMES as CARD_NAMES
+from weightspace.games._deck import Deck as Deck
+from weightspace.games._deck import default_deck as default_deck
+from weightspace.games._evaluate import RetrievalScore as RetrievalScore
+from weightspace.games._evaluate import caption_retrieval as caption_retrieval
+from weightspace.games._evaluate import zero_shot_accuracy as zero_shot_accuracy
+from weightspace.games._lit import LiTHeads as LiTHeads
+from weightspace.games._lit import LiTScorer as LiTScorer
+from weightspace.games._lit import augmented_views as augmented_views
+from weightspace.games._lit import stamp_features as stamp_features
+from weightspace.games._lit import train_lit as train_lit
+from weightspace.games._scorers import CLIPScorer as CLIPScorer
+from weightspace.games._scorers import ConSEScorer as ConSEScorer
+from weightspace.games._scorers import EmbeddingScorer as EmbeddingScorer
+from weightspace.games._scorers import ImageTextScorer as ImageTextScorer
+from weightspace.games._scorers import ImageTower as ImageTower
+from weightspace.games._search import SEARCH_METHODS as SEARCH_METHODS
+from weightspace.games._search import SearchResult as SearchResult
+from weightspace.games._search import random_compositions as random_compositions
+from weightspace.games._search import search as search
+from weightspace.games._stamps import StampImages as StampImages
+from weightspace.games._stamps import stamp_images as stamp_images
+
+__all__ = [
+    "CARD_NAMES",
+    "PARAMS_PER_CARD",
+    "SEARCH_METHODS",
+    "CLIPScorer",
+    "Composition",
+    "ConSEScorer",
+    "Deck",
+    "EmbeddingScorer",
+    "ImageTextScorer",
+    "ImageTower",
+    "LiTHeads",
+    "LiTScorer",
+    "RetrievalScore",
+    "SearchResult",
+    "StampImages",
+    "augmented_views",
+    "caption_retrieval",
+    "default_deck",
+    "placement",
+    "random_compositions",
+    "render",
+    "search",
+    "stamp_features",
+    "stamp_images",
+    "train_lit",
+    "zero_shot_accuracy",
+]
