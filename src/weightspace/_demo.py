@@ -49,6 +49,7 @@ from weightspace._errors import WeightspaceValueError
 from weightspace._task_vector import TaskVector
 
 if TYPE_CHECKING:
+    from weightspace import arithmetic
     from weightspace.data import ImageDataset
 
 __all__ = ["DemoResult", "DemoRow", "NegationResult", "add_demo_command", "run_demo"]
@@ -401,50 +402,47 @@ def _fine_tune(
     seed: int,
     progress: bool,
 ) -> torch.nn.Module:
-    """Return a fine-tuned copy of ``base`` (SGD with momentum, seeded batches)."""
+    """Return a fine-tuned copy of ``base``: SGD with momentum, seeded batches.
+
+    Batches are drawn with replacement from a seeded generator and preprocessed as drawn.
+    """
     import copy
 
     from tqdm.auto import tqdm
 
+    from weightspace import train
     from weightspace.models import MNISTNet
 
     model = copy.deepcopy(base).train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr, momentum=0.9)
+    trainer = train.Trainer(model, optimizer="sgd", lr=config.lr, momentum=0.9, seed=seed)
     generator = torch.Generator().manual_seed(seed)
     n = len(task.train_targets)
     bar = tqdm(range(config.steps), desc=f"fine-tune {task.name}", disable=not progress)
     for _ in bar:
         index = torch.randint(n, (config.batch_size,), generator=generator)
-        x = MNISTNet.preprocess(task.train_images[index])
-        loss = F.cross_entropy(model(x), task.train_targets[index])
-        optimizer.zero_grad(set_to_none=True)
-        torch.autograd.backward(loss)
-        optimizer.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        batch = (MNISTNet.preprocess(task.train_images[index]), task.train_targets[index])
+        loss = trainer.step(trainer.compute_loss(batch))
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
     bar.close()
     return model.eval()
 
 
-class _Evaluator:
-    """Scores state dicts of MNISTNet on preprocessed images, with one reusable network."""
+def _scored_tasks(tasks: Mapping[str, _Task]) -> dict[str, arithmetic.Task]:
+    """Each task scored by :func:`weightspace.train.accuracy` of MNISTNet at a state dict."""
+    from weightspace import arithmetic
+    from weightspace.models import MNISTNet
 
-    def __init__(self) -> None:
-        from weightspace.models import MNISTNet
-
-        self._net = MNISTNet().eval()
-
-    def accuracy(self, state: Mapping[str, Tensor], split: _Split) -> float:
-        self._net.load_state_dict(state)
-        correct = 0
-        with torch.inference_mode():
-            for x, y in zip(torch.split(split.x, 1000), torch.split(split.y, 1000), strict=True):
-                correct += int((self._net(x).argmax(dim=1) == y).sum())
-        return correct / len(split.y)
-
-    def accuracies(
-        self, state: Mapping[str, Tensor], splits: Mapping[str, _Split]
-    ) -> dict[str, float]:
-        return {name: self.accuracy(state, s) for name, s in splits.items()}
+    net = MNISTNet()
+    return {
+        name: arithmetic.Task.from_classifier(
+            name,
+            net,
+            validation=(task.val.x, task.val.y),
+            test=(task.test.x, task.test.y),
+            batch_size=1000,
+        )
+        for name, task in tasks.items()
+    }
 
 
 def _row(
@@ -640,7 +638,7 @@ def run_demo(
         raise WeightspaceValueError(
             f"`output` must be a folder, got the existing file {str(output)!r}; pass a folder"
         )
-    from weightspace import io, merge, models
+    from weightspace import arithmetic, io, merge, models
 
     start = time.perf_counter()
     config = _QUICK if quick else _FULL
@@ -650,24 +648,23 @@ def run_demo(
     logger.info("data ready (%.1f s)", time.perf_counter() - start)
     base = models.mnist_cnn()
     base_sd = {k: v.detach().clone() for k, v in base.state_dict().items()}
-    evaluator = _Evaluator()
-    val = {t: tasks[t].val for t in TASKS}
-    test = {t: tasks[t].test for t in (CONTROL, *TASKS)}
+    scored = _scored_tasks(tasks)
+
+    def test_accuracies(state: Mapping[str, Tensor]) -> dict[str, float]:
+        return {t: scored[t].test(dict(state)) for t in (CONTROL, *TASKS)}
 
     # ---- fine-tuning and task vectors ------------------------------------------------------
     vectors: dict[str, TaskVector] = {}
     finetuned_test: dict[str, float] = {}
-    finetuned_val: dict[str, float] = {}
     for i, name in enumerate(TASKS):
         model = _fine_tune(base, tasks[name], config, seed=seed * 1000 + i, progress=progress)
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         vectors[name] = TaskVector.from_models(base=base_sd, finetuned=state).materialize()
-        finetuned_val[name] = evaluator.accuracy(state, tasks[name].val)
-        finetuned_test[name] = evaluator.accuracy(state, tasks[name].test)
+        finetuned_test[name] = scored[name].test(state)
         logger.info("fine-tuned %s: test accuracy %.4f", name, finetuned_test[name])
 
     logger.info("fine-tuning done (%.1f s)", time.perf_counter() - start)
-    pretrained_test = evaluator.accuracies(base_sd, test)
+    pretrained_test = test_accuracies(base_sd)
     reference = dict(finetuned_test)
     rows = [
         _row("pretrained", "pretrained", None, pretrained_test, reference),
@@ -680,99 +677,67 @@ def run_demo(
         ),
     ]
 
-    # ---- negation --------------------------------------------------------------------------
+    # ---- negation: arithmetic.forget, lambda = 0 (the pretrained model) on the curve -------
     target = NEGATION_TARGET
-    neg_tv = -vectors[target]
-    control_val = tasks[CONTROL].val
-    curve = [
-        (
-            0.0,
-            evaluator.accuracy(base_sd, tasks[target].val),
-            evaluator.accuracy(base_sd, control_val),
-        )
-    ]
-    for lam in config.negation_grid:
-        state = neg_tv.apply_to(base_sd, scale=lam)
-        curve.append(
-            (
-                lam,
-                evaluator.accuracy(state, tasks[target].val),
-                evaluator.accuracy(state, control_val),
-            )
-        )
-    floor = CONTROL_FLOOR * curve[0][2]
-    allowed = [p for p in curve[1:] if p[2] >= floor]
-    if allowed:
-        best_lam = min(allowed, key=lambda p: (p[1], p[0]))[0]
-    else:
-        best_lam = min(config.negation_grid)
+    forgotten = arithmetic.forget(
+        base_sd,
+        vectors[target],
+        target=scored[target],
+        control=scored[CONTROL],
+        grid=(0.0, *config.negation_grid),
+        keep=CONTROL_FLOOR,
+        random_baseline=False,
+    )
+    best_lam = forgotten.scale
+    if best_lam == 0.0:
         logger.warning(
             "no negation coefficient kept the control at %.0f %% of the pretrained model's "
-            "validation accuracy; reporting the smallest one tried, %g",
+            "validation accuracy and lowered the target; reporting the pretrained model",
             100 * CONTROL_FLOOR,
-            best_lam,
         )
     logger.info("negation chosen (%.1f s)", time.perf_counter() - start)
-    negated = neg_tv.apply_to(base_sd, scale=best_lam)
-    negated_test = evaluator.accuracies(negated, test)
+    negated_test = test_accuracies(vectors[target].apply_to(base_sd, scale=-best_lam))
     rows.append(_row("negation", f"negation: forget {target}", -best_lam, negated_test, reference))
     negation = NegationResult(
         target=target,
         control=CONTROL,
         coefficient=best_lam,
-        curve=tuple(curve),
-        target_before=pretrained_test[target],
-        target_after=negated_test[target],
-        control_before=pretrained_test[CONTROL],
-        control_after=negated_test[CONTROL],
+        curve=tuple((lam, t, controls[CONTROL]) for lam, t, controls in forgotten.curve),
+        target_before=forgotten.target.pretrained,
+        target_after=forgotten.target.edited,
+        control_before=forgotten.control[CONTROL].pretrained,
+        control_after=forgotten.control[CONTROL].edited,
     )
 
-    # ---- multi-task merges -----------------------------------------------------------------
-    task_list = [vectors[t] for t in TASKS]
-
-    def validation_score(state: dict[str, Tensor]) -> float:
-        acc = evaluator.accuracies(state, val)
-        return sum(acc[t] / finetuned_val[t] for t in TASKS) / len(TASKS)
-
-    merged_vectors: dict[str, tuple[TaskVector, float, float]] = {}
-    averaged = merge.mean(task_list)
-    merged_vectors["average"] = (
-        averaged,
-        1.0 / len(TASKS),
-        validation_score(averaged.apply_to(base_sd)),
-    )
-    ta_search = merge.search_scales(
-        task_list, base_sd, validation_score, grid=config.grid, progress=progress
-    )
-    merged_vectors["task_arithmetic"] = (
-        merge.task_arithmetic(task_list, scale=ta_search.scale),
-        ta_search.scale,
-        ta_search.score,
-    )
-    ties_method = functools.partial(merge.ties, density=TIES_DENSITY)
-    ties_search = merge.search_scales(
-        task_list,
-        base_sd,
-        validation_score,
-        grid=config.ties_grid,
-        method=ties_method,
-        progress=progress,
-    )
-    merged_vectors["ties"] = (
-        merge.ties(task_list, density=TIES_DENSITY, scale=ties_search.scale),
-        ties_search.scale,
-        ties_search.score,
+    # ---- multi-task merges: arithmetic.add, scales chosen on validation --------------------
+    methods = {
+        "average": arithmetic.Method(merge.mean, grid=(1.0,)),
+        "task_arithmetic": arithmetic.Method(merge.task_arithmetic, grid=config.grid),
+        "ties": arithmetic.Method(
+            functools.partial(merge.ties, density=TIES_DENSITY), grid=config.ties_grid
+        ),
+    }
+    added = arithmetic.add(
+        base_sd, {t: vectors[t] for t in TASKS}, {t: scored[t] for t in TASKS}, methods=methods
     )
     labels = {
         "average": "weight averaging",
         "task_arithmetic": "task arithmetic",
         "ties": f"TIES (density {TIES_DENSITY:g})",
     }
+    # The coefficient shown is the one of the sum of the vectors (averaging: 1 / tasks).
+    coefficients = {m: added.rows[m].scale or 0.0 for m in methods}
+    coefficients["average"] = 1.0 / len(TASKS)
     merged_states: dict[str, dict[str, Tensor]] = {}
-    for method, (vector, coefficient, score) in merged_vectors.items():
-        merged_states[method] = vector.apply_to(base_sd)
-        acc = evaluator.accuracies(merged_states[method], test)
-        rows.append(_row(method, labels[method], coefficient, acc, reference, score))
+    for method, spec in methods.items():
+        row = added.rows[method]
+        merged = spec.fn([vectors[t] for t in TASKS])
+        assert isinstance(merged, TaskVector)
+        merged_states[method] = merged.materialize().apply_to(base_sd, scale=row.scale or 0.0)
+        acc = {CONTROL: scored[CONTROL].test(merged_states[method]), **row.scores}
+        rows.append(
+            _row(method, labels[method], coefficients[method], acc, reference, row.validation)
+        )
 
     logger.info("merges scored (%.1f s)", time.perf_counter() - start)
     by_method = {r.method: r for r in rows}
@@ -781,7 +746,7 @@ def run_demo(
         < by_method["task_arithmetic"].average_normalized
         <= by_method["ties"].average_normalized
     )
-    best_method = max(merged_vectors, key=lambda m: merged_vectors[m][2])
+    best_method = max(methods, key=lambda m: added.rows[m].validation)
 
     # ---- outputs ---------------------------------------------------------------------------
     checkpoint = io.save_state_dict(
@@ -791,11 +756,11 @@ def run_demo(
             best_method,
             ["weightspace.models.mnist_cnn", *(f"finetuned:{t}" for t in TASKS)],
             {
-                "coefficient": merged_vectors[best_method][1],
+                "coefficient": coefficients[best_method],
                 "tasks": list(TASKS),
                 "seed": seed,
                 "quick": quick,
-                "validation_score": merged_vectors[best_method][2],
+                "validation_score": added.rows[best_method].validation,
                 **({"density": TIES_DENSITY} if best_method == "ties" else {}),
             },
         ),
