@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         models = []
         for seed in seeds:
             model = mlp(seed)
-            train.fit(model, (x, y), epochs=1, batch_size=128, lr=1e-3, seed=seed)
+            train.fit_(model, (x, y), epochs=1, batch_size=128, lr=1e-3, seed=seed)
             models.append(model.eval())
         a, b = models
         spec = align.permutation_spec(a, xt[:2])

@@ -43,7 +43,7 @@ def mlp(seed):
 models = []
 for seed in (0, 1):
     model = mlp(seed)
-    train.fit(model, (x_train, y_train), epochs=1, batch_size=128, lr=1e-3, seed=seed)
+    train.fit_(model, (x_train, y_train), epochs=1, batch_size=128, lr=1e-3, seed=seed)
     models.append(model.eval())
     print(f"seed {seed}: test accuracy {train.accuracy(model, (x_test, y_test)):.2%}")
 model_a, model_b = models
