@@ -262,3 +262,35 @@ def test_fit_on_a_dataloader_reads_it_in_its_own_order() -> None:
     hb = train.fit_(b, iter([(x[i : i + 16], y[i : i + 16]) for i in range(0, 64, 16)]), seed=0)
     assert ha.steps == 8 and hb.steps == 4
     assert ha.losses[0] == hb.losses[0]
+
+
+BN_CHILD = """
+import sys, torch, torch.distributed as dist
+from torch import nn
+from weightspace import train
+
+dist.init_process_group("gloo")
+torch.manual_seed(0)
+net = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 2))
+g = torch.Generator().manual_seed(0)
+x = torch.randn(64, 4, generator=g) + dist.get_rank()  # the ranks see different statistics
+y = (x[:, 0] > 0).long()
+train.fit_(net, (x, y), epochs=2, batch_size=8, seed=1)
+states = [None, None]
+dist.all_gather_object(states, net.state_dict())
+if dist.get_rank() == 0:
+    for name, t in states[0].items():
+        assert torch.equal(t, states[1][name]), name
+    open(sys.argv[1], "w").write("ok")
+dist.destroy_process_group()
+"""
+
+
+def test_ranks_end_with_the_same_weights_and_batch_norm_statistics(
+    tmp_path: Path, torchrun: Any
+) -> None:
+    script = tmp_path / "child.py"
+    script.write_text(BN_CHILD, encoding="utf-8")
+    done = torchrun([str(script), str(tmp_path / "ok.txt")])
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "ok.txt").read_text() == "ok"

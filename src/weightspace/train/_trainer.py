@@ -293,6 +293,14 @@ class Trainer:
             for t in self.model.state_dict().values():
                 dist.broadcast(t, src=0)
 
+    def _broadcast_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm statistics) to every rank, as DDP does before a forward."""
+        import torch.distributed as dist
+
+        with torch.no_grad():
+            for b in self.model.buffers():
+                dist.broadcast(b, src=0)
+
     def _average_across_ranks(self, value: Tensor) -> Tensor:
         """All-reduce the gradients (mean) and the loss, in one flat float64 buffer."""
         import torch.distributed as dist
@@ -354,7 +362,9 @@ class Trainer:
         Distributed, rank ``r`` of ``W`` reads every ``W``-th index of the epoch's order
         starting at ``r`` (the order padded by repeating its first indices until ``W``
         divides it), so one step of ``W`` ranks sees the examples of one serial step with
-        batches of ``W * batch_size``.
+        batches of ``W * batch_size``; before each batch, rank 0's buffers (BatchNorm running
+        statistics) are broadcast to the others, as ``DistributedDataParallel`` does, and
+        again at the end of each epoch, so that every rank holds the same model.
 
         With ``checkpoint``, the model, the optimiser state, the RNG state and the history are
         written after every epoch to that safetensors file (atomically, through
@@ -430,6 +440,8 @@ class Trainer:
                     total_loss, count = 0.0, 0
                     for batch in self._epoch(src, epoch, batch_size, drop_last):
                         batch = to_device(batch, device)
+                        if self.world_size > 1:
+                            self._broadcast_buffers()
                         if loss_fn is None:
                             value = self.compute_loss(batch)
                         else:
@@ -445,6 +457,8 @@ class Trainer:
                         if bar is not None:
                             bar.update(1)
                     losses.append(_mean_across_ranks(total_loss, count, self.world_size))
+                    if self.world_size > 1:  # every rank ends each epoch with rank 0's buffers
+                        self._broadcast_buffers()
                     if path is not None:
                         from weightspace.train._checkpoint import save_checkpoint
 
