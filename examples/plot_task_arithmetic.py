@@ -76,101 +76,75 @@ control_val = take(mnist_val, 300, lambda x: x)
 control_test = take(mnist_test, 1000, lambda x: x)
 
 
-def accuracy(model_or_state, data):
-    net = model_or_state
-    if not isinstance(net, torch.nn.Module):
-        net = ws.models.MNISTNet()
-        net.load_state_dict(model_or_state)
-    x, y = data
-    with torch.no_grad():
-        return (net.eval()(prep(x)).argmax(1) == y).float().mean().item()
+def scored(name, val, test):
+    """The task, scored by the accuracy of the MNIST CNN at a given state dict."""
+    return ws.arithmetic.Task.from_classifier(
+        name, base, validation=(prep(val[0]), val[1]), test=(prep(test[0]), test[1])
+    )
 
+
+scores = {name: scored(name, val, test) for name, (_, val, test) in tasks.items()}
+scores["mnist"] = scored("mnist", control_val, control_test)
 
 # %%
 # Fine-tuning and task vectors
 # ----------------------------
-# 50 SGD steps per task on seeded batches; :meth:`weightspace.TaskVector.from_models` gives
-# the task vector.
+# 50 SGD steps per task on seeded batches (:class:`weightspace.train.Trainer`);
+# :meth:`weightspace.TaskVector.from_models` gives the task vector.
 
 
 def fine_tune(x, y, steps=50, seed=0):
     model = ws.models.mnist_cnn().train()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    trainer = ws.train.Trainer(model, optimizer="sgd", lr=0.01, momentum=0.9, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     for _ in range(steps):
         i = torch.randint(len(y), (32,), generator=gen)
-        loss = F.cross_entropy(model(prep(x[i])), y[i])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        trainer.step(trainer.compute_loss((prep(x[i]), y[i])))
     return model.eval()
 
 
-vectors, finetuned_acc = {}, {}
-for k, (name, (train, _val, test)) in enumerate(tasks.items()):
+vectors = {}
+for k, (name, (train, _val, _test)) in enumerate(tasks.items()):
     model = fine_tune(*train, seed=k)
     vectors[name] = ws.TaskVector.from_models(base=base, finetuned=model).materialize()
-    finetuned_acc[name] = accuracy(model, test)
-    print(
-        f"{name:>7}: pretrained {accuracy(base, test):.1%} -> fine-tuned {finetuned_acc[name]:.1%}"
-    )
 
 # %%
 # Forgetting by negation
 # ----------------------
 # Subtracting the ``digits`` vector lowers accuracy on the 8x8 digits. MNIST is a control:
-# we keep the largest useful :math:`\lambda` whose control validation accuracy stays at 95 % of
-# the pretrained model's.
+# :func:`weightspace.arithmetic.forget` keeps the :math:`\lambda` with the lowest digits
+# accuracy among those whose control validation accuracy stays at 95 % of the pretrained
+# model's (Ilharco et al.'s rule; all on validation images, the test images are reported).
 
-lambdas = [0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5]
-curve = []
-for lam in lambdas:
-    state = (-vectors["digits"]).apply_to(base.state_dict(), scale=lam)
-    curve.append((accuracy(state, control_val), accuracy(state, tasks["digits"][1])))
-floor = 0.95 * curve[0][0]
-chosen = min(
-    (c for c in zip(lambdas[1:], curve[1:], strict=True) if c[1][0] >= floor), key=lambda c: c[1][1]
+lambdas = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0, 1.5)
+forgotten = ws.arithmetic.forget(
+    base,
+    vectors["digits"],
+    target=scores["digits"],
+    control=scores["mnist"],
+    grid=lambdas,
+    random_baseline=False,
 )
-forgotten = (-vectors["digits"]).apply_to(base.state_dict(), scale=chosen[0])
-print(
-    f"negation, lambda={chosen[0]}: digits {accuracy(base, tasks['digits'][2]):.1%} -> "
-    f"{accuracy(forgotten, tasks['digits'][2]):.1%}, control MNIST "
-    f"{accuracy(base, control_test):.1%} -> {accuracy(forgotten, control_test):.1%}"
-)
+print(ws.arithmetic.table([forgotten]))
 
 # %%
 # Learning all three at once
 # --------------------------
-# :func:`weightspace.merge.search_scales` picks the scale of task arithmetic and
-# of TIES on validation images (mean normalised accuracy); averaging has none.
+# :func:`weightspace.arithmetic.add` picks the scale of task arithmetic and of TIES on
+# validation images (mean normalised accuracy); averaging has none.
 
-tv_list = list(vectors.values())
-val_ft = {n: accuracy(vectors[n].apply_to(base.state_dict()), t[1]) for n, t in tasks.items()}
-
-
-def val_score(state):
-    return sum(accuracy(state, t[1]) / val_ft[n] for n, t in tasks.items()) / len(tasks)
-
-
-ta = ws.merge.search_scales(tv_list, base, val_score, grid=[0.2, 0.3, 0.4, 0.6, 0.8])
-ties = ws.merge.search_scales(
-    tv_list,
-    base,
-    val_score,
-    grid=[0.4, 0.6, 0.8, 1.0, 1.2],
-    method=functools.partial(ws.merge.ties, density=0.2),
-)
-merged = {
-    "averaging": ws.merge.mean(tv_list),
-    f"task arithmetic ({ta.scale})": ws.merge.task_arithmetic(tv_list, scale=ta.scale),
-    f"TIES ({ties.scale})": ws.merge.ties(tv_list, density=0.2, scale=ties.scale),
+methods = {
+    "averaging": ws.arithmetic.Method(ws.merge.mean, grid=(1.0,)),
+    "task arithmetic": ws.arithmetic.Method(
+        ws.merge.task_arithmetic, grid=(0.2, 0.3, 0.4, 0.6, 0.8)
+    ),
+    "TIES": ws.arithmetic.Method(
+        functools.partial(ws.merge.ties, density=0.2), grid=(0.4, 0.6, 0.8, 1.0, 1.2)
+    ),
 }
-normalised = {}
-for label, tv in merged.items():
-    state = tv.apply_to(base.state_dict())
-    normalised[label] = [accuracy(state, t[2]) / finetuned_acc[n] for n, t in tasks.items()]
-    mean = sum(normalised[label]) / len(tasks)
-    print(f"{label:>22}: mean normalised accuracy {mean:.1%}")
+added = ws.arithmetic.add(base, vectors, {n: scores[n] for n in tasks}, methods=methods)
+print(ws.arithmetic.table([added]))
+normalised = {m: [added.rows[m].normalized[n] for n in tasks] for m in methods}
 
 # %%
 # The picture
@@ -187,10 +161,12 @@ ax1.axhline(100, color="black", linestyle="--", linewidth=0.8)
 ax1.set_xticks(range(len(tasks)), list(tasks))
 ax1.set_ylabel("normalised test accuracy (%)")
 ax1.legend(loc="lower right", fontsize=8)
-ax2.plot([100 * c for c, _ in curve], [100 * t for _, t in curve], marker="o")
-for lam, (c, t) in zip(lambdas, curve, strict=True):
-    ax2.annotate(f"{lam:g}", (100 * c, 100 * t), xytext=(4, 4), textcoords="offset points")
-ax2.axvline(100 * floor, color="grey", linestyle=":")
+control = [100 * c["mnist"] for _, _, c in forgotten.curve]
+target = [100 * t for _, t, _ in forgotten.curve]
+ax2.plot(control, target, marker="o")
+for lam, c, t in zip(lambdas, control, target, strict=True):
+    ax2.annotate(f"{lam:g}", (c, t), xytext=(4, 4), textcoords="offset points")
+ax2.axvline(0.95 * control[0], color="grey", linestyle=":")
 ax2.set_xlabel("control (MNIST) validation accuracy %")
 ax2.set_ylabel("digits validation accuracy %")
 ax2.set_title("forgetting by negation")
