@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
-from weightspace._task_vector._values import Value, _Diff, _fmt_names
+from weightspace._task_vector._values import Source, Value, _fmt_names
 
 KeysMode = Literal["strict", "intersection", "union"]
 """How binary operations treat names that not every vector holds."""
@@ -34,7 +34,7 @@ class VectorBase(Mapping[str, Tensor]):
     _shapes: Mapping[str, torch.Size]
     _dtype: torch.dtype
     _metadata: Mapping[str, str]
-    _sources: Mapping[str, _Diff]
+    _sources: Mapping[str, Source]
     _extras: Mapping[str, Callable[[], Tensor]]
 
     def _init(
@@ -43,7 +43,7 @@ class VectorBase(Mapping[str, Tensor]):
         shapes: Mapping[str, torch.Size],
         dtype: torch.dtype,
         metadata: Mapping[str, str],
-        sources: Mapping[str, _Diff],
+        sources: Mapping[str, Source],
         extras: Mapping[str, Callable[[], Tensor]],
     ) -> None:
         object.__setattr__(self, "_entries", MappingProxyType(dict(entries)))
@@ -61,7 +61,7 @@ class VectorBase(Mapping[str, Tensor]):
         dtype: torch.dtype,
         *,
         metadata: Mapping[str, str] | None = None,
-        sources: Mapping[str, _Diff] | None = None,
+        sources: Mapping[str, Source] | None = None,
         extras: Mapping[str, Callable[[], Tensor]] | None = None,
     ) -> Self:
         obj = cls.__new__(cls)

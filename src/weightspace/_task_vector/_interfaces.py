@@ -18,7 +18,10 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from weightspace._errors import WeightspaceError, WeightspaceValueError
+import torch
+
+from weightspace._errors import ShapeMismatchError, WeightspaceError, WeightspaceValueError
+from weightspace._task_vector._views import TensorView
 
 if TYPE_CHECKING:
     from weightspace._lora import LoraAdapter, LowRankTaskVector
@@ -27,8 +30,10 @@ if TYPE_CHECKING:
 __all__ = [
     "LoraConversions",
     "SupportsNameMapping",
+    "check_recorded_shapes",
     "lora_conversions",
     "register_lora_conversions",
+    "views_of",
 ]
 
 
@@ -39,7 +44,8 @@ class SupportsNameMapping(Protocol):
     ``names_a[i]`` is renamed to ``names_b[i]``. :class:`~weightspace.select.Selection` is the
     library's implementation; an object that also has a ``shape(name_a)`` method returning a
     recorded shape (or ``None``) has those shapes checked by
-    :meth:`~weightspace.TaskVector.transfer`.
+    :meth:`~weightspace.TaskVector.transfer`, and one with a ``views`` sequence (a
+    :class:`~weightspace.select.TensorView` or ``None`` per pair) has its views applied.
     """
 
     @property
@@ -68,6 +74,44 @@ def names_a_of(selection: object) -> list[str]:
             f"got {selection!r}"
         )
     return [str(n) for n in selection]
+
+
+def check_recorded_shapes(
+    selection: object, names_a: Sequence[str], shape: Callable[[str], torch.Size]
+) -> None:
+    """Check the shapes that ``selection`` records (its optional ``shape(name_a)`` method).
+
+    Raises:
+        ShapeMismatchError: if a recorded shape differs from ``shape(name_a)``.
+    """
+    recorded_shape = getattr(selection, "shape", None)
+    if not callable(recorded_shape):
+        return
+    for a_name in dict.fromkeys(names_a):
+        recorded = recorded_shape(a_name)
+        if recorded is not None and tuple(recorded) != tuple(shape(a_name)):
+            raise ShapeMismatchError(
+                f"`selection` records shape {tuple(recorded)} for {a_name!r} but the "
+                f"task vector's tensor has shape {tuple(shape(a_name))}"
+            )
+
+
+def views_of(selection: object, n_pairs: int) -> list[TensorView | None] | None:
+    """The optional per-pair views of ``selection``, or ``None`` if it carries none.
+
+    Raises:
+        WeightspaceValueError: if ``views`` is not one view (or ``None``) per pair.
+    """
+    views = getattr(selection, "views", None)
+    if views is None:
+        return None
+    out = list(views)
+    if len(out) != n_pairs or not all(v is None or isinstance(v, TensorView) for v in out):
+        raise WeightspaceValueError(
+            f"`selection.views` must hold one TensorView or None per pair ({n_pairs} pairs), "
+            f"got {len(out)} entries"
+        )
+    return None if all(v is None for v in out) else out
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 from torch import Tensor
@@ -18,6 +19,18 @@ from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 
 Value = Tensor | Callable[[], Tensor]
 """A value of a task vector: a tensor, or a zero-argument callable that computes it."""
+
+
+class Source(Protocol):
+    """A lazy value that also gives the fine-tuned and base tensors it is the difference of."""
+
+    def sources(self) -> tuple[Tensor, Tensor]:
+        """Return ``(finetuned, base)``."""
+        ...
+
+    def __call__(self) -> Tensor:
+        """Return ``finetuned - base`` in the vector's dtype."""
+        ...
 
 
 # --------------------------------------------------------------------------------------------

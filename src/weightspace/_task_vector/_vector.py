@@ -22,8 +22,10 @@ from weightspace._task_vector._apply import Application
 from weightspace._task_vector._base import KeysMode, _aligned_names, _require_vector
 from weightspace._task_vector._interfaces import (
     SupportsNameMapping,
+    check_recorded_shapes,
     lora_conversions,
     names_a_of,
+    views_of,
 )
 from weightspace._task_vector._reduce import Reductions
 from weightspace._task_vector._values import (
@@ -47,6 +49,7 @@ from weightspace._task_vector._values import (
     _zero_like,
     _Zeros,
 )
+from weightspace._task_vector._views import transfer_views
 from weightspace.io import StateDictLike, as_state_dict, dtype_of, shape_of
 
 if TYPE_CHECKING:
@@ -559,14 +562,17 @@ class TaskVector(Reductions, Application):
         Args:
             selection: A :class:`~weightspace.select.Selection` (or any object with
                 ``names_a`` and ``names_b``) mapping names of the model this vector was built on
-                (``names_a``) to names of the target model (``names_b``).
+                (``names_a``) to names of the target model (``names_b``), optionally with
+                ``views`` (see :class:`~weightspace.select.TensorView`: they move slices,
+                transposed if asked, and keep the exact :meth:`apply_to`).
 
         Returns:
-            A new vector keyed by ``selection.names_b``.
+            A new vector keyed by ``selection.names_b`` (each name once).
 
         Raises:
-            ShapeMismatchError: if a name of ``selection.names_a`` is not in the vector, or if
-                the selection records a different shape than the vector's.
+            ShapeMismatchError: if a name of ``selection.names_a`` is not in the vector, if
+                the selection records a different shape than the vector's, or if views do not
+                fit the vector's shapes or overlap in B.
 
         Example:
             >>> import torch
@@ -594,16 +600,11 @@ class TaskVector(Reductions, Application):
                 f"{_fmt_names(missing)}; restrict the selection to the vector's keys first "
                 "(`tv.transfer(selection.subset(tv))`)"
             )
-        recorded_shape = getattr(selection, "shape", None)  # optional: `Selection.shape`
-        if callable(recorded_shape):
-            for a_name in names_a:
-                recorded = recorded_shape(a_name)
-                if recorded is not None and tuple(recorded) != tuple(self.shape(a_name)):
-                    raise ShapeMismatchError(
-                        f"`selection` records shape {tuple(recorded)} for {a_name!r} but the "
-                        f"task vector's tensor has shape {tuple(self.shape(a_name))}"
-                    )
-        return self._subset(names_a, names_b)
+        check_recorded_shapes(selection, names_a, self.shape)  # optional: `Selection.shape`
+        views = views_of(selection, len(names_a))  # optional: `Selection.views`
+        if views is None:
+            return self._subset(names_a, names_b)
+        return transfer_views(self, list(zip(names_a, names_b, views, strict=True)))
 
     # ---------------------------------------------------------------- arithmetic
 
