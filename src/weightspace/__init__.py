@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from weightspace import arithmetic as arithmetic
     from weightspace import audio as audio
     from weightspace import data as data
+    from weightspace import distill as distill
     from weightspace import games as games
     from weightspace import io as io
     from weightspace import merge as merge
@@ -55,6 +56,7 @@ __all__ = [
     "arithmetic",
     "audio",
     "data",
+    "distill",
     "games",
     "io",
     "merge",
