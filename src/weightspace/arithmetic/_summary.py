@@ -2,49 +2,17 @@
 
 from __future__ import annotations
 
-import math
-import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
+from weightspace import report
 from weightspace._errors import WeightspaceValueError
 from weightspace.arithmetic._analogy import AnalogyResult
 from weightspace.arithmetic._experiments import AdditionResult, ForgetResult
 
 __all__ = ["Summary", "summarize", "table"]
 
-
-@dataclass(frozen=True)
-class Summary:
-    """Mean and sample standard deviation of a few runs (one per seed).
-
-    ``str()`` gives ``"mean ± std"`` with three decimals; ``format(s, ".1f")`` uses another
-    format for both numbers.
-
-    Attributes:
-        mean: The mean.
-        std: The sample standard deviation (``ddof=1``; 0 for a single run).
-        n: The number of runs.
-
-    Example:
-        >>> from weightspace.arithmetic import Summary
-        >>> f"{Summary(0.9123, 0.0101, 3):.2f}"
-        '0.91 ± 0.01'
-    """
-
-    mean: float
-    std: float
-    n: int
-
-    def __format__(self, spec: str) -> str:
-        spec = spec or ".3f"
-        if math.isnan(self.mean):
-            return "n/a"
-        return f"{self.mean:{spec}} ± {self.std:{spec}}"
-
-    def __str__(self) -> str:
-        return format(self, "")
+Summary = report.Summary
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -65,17 +33,7 @@ def summarize(values: Sequence[float]) -> Summary:
         >>> str(summarize([0.91, 0.93, 0.92]))
         '0.920 ± 0.010'
     """
-    if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise WeightspaceValueError(
-            f"`values` must be a non-empty sequence of numbers, got {values!r}"
-        )
-    floats = []
-    for i, v in enumerate(values):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or math.isnan(v):
-            raise WeightspaceValueError(f"`values[{i}]` must be a number (not NaN), got {v!r}")
-        floats.append(float(v))
-    std = statistics.stdev(floats) if len(floats) > 1 else 0.0
-    return Summary(statistics.fmean(floats), std, len(floats))
+    return report.summarize(values)
 
 
 def _get(obj: Any, path: Sequence[str]) -> Any:
@@ -85,16 +43,13 @@ def _get(obj: Any, path: Sequence[str]) -> Any:
 
 
 def _cell(results: Sequence[Any], path: Sequence[str], spec: str) -> str:
-    values = [_get(r, path) for r in results]
-    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
-        return "n/a"  # e.g. a score normalised by a fine-tuned score of 0
-    return format(summarize(values), spec)
+    # "n/a" where a run is undefined, e.g. a score normalised by a fine-tuned score of 0
+    summary = report.summarize([_get(r, path) for r in results], missing="propagate")
+    return format(summary, spec)
 
 
 def _markdown(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines) + "\n"
+    return report.markdown_table(header, rows)
 
 
 def _forget_table(results: Sequence[ForgetResult], spec: str) -> str:

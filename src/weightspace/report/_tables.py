@@ -142,8 +142,9 @@ def summarize(
         if v is None or (isinstance(v, float) and math.isnan(v)):
             if missing == "raise":
                 raise WeightspaceValueError(
-                    f"`values[{i}]` must be a number (not NaN), got {v!r}; pass "
-                    "missing='propagate' to report the summary as undefined"
+                    f"`values[{i}]` must be a number (not NaN), got {v!r}; a failed run is "
+                    "reported, not averaged away (report.summarize(..., missing='propagate') "
+                    "shows the summary as n/a)"
                 )
             undefined = True
             floats.append(math.nan)
