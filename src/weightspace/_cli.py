@@ -11,6 +11,7 @@ Subcommands:
   or mergekit's, for the methods both share), streaming one tensor at a time.
 * ``weightspace data build`` — build the offline data sets into the cache ahead of time.
 * ``weightspace info`` — the version, the cache folder and which optional groups are usable.
+* ``weightspace play imagine GAMES.json`` — guess Imagine compositions on a local web page.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from weightspace._demo import add_demo_command
 from weightspace._errors import WeightspaceError
 from weightspace._merge_cli import add_merge_command
 from weightspace._version import __version__
+from weightspace.games._web import add_play_command
 
 __all__ = ["main"]
 
@@ -102,6 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     info.set_defaults(func=_cmd_info)
     add_merge_command(sub)
     add_demo_command(sub)
+    add_play_command(sub)
     return parser
 
 

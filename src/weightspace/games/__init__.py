@@ -34,6 +34,12 @@ from weightspace.games._deck import default_deck as default_deck
 from weightspace.games._evaluate import RetrievalScore as RetrievalScore
 from weightspace.games._evaluate import caption_retrieval as caption_retrieval
 from weightspace.games._evaluate import zero_shot_accuracy as zero_shot_accuracy
+from weightspace.games._imagine import CONCEPTS as CONCEPTS
+from weightspace.games._imagine import ImagineGame as ImagineGame
+from weightspace.games._imagine import challenge as challenge
+from weightspace.games._imagine import guess as guess
+from weightspace.games._imagine import read_games as read_games
+from weightspace.games._imagine import write_games as write_games
 from weightspace.games._lit import LiTHeads as LiTHeads
 from weightspace.games._lit import LiTScorer as LiTScorer
 from weightspace.games._lit import augmented_views as augmented_views
@@ -50,9 +56,13 @@ from weightspace.games._search import random_compositions as random_compositions
 from weightspace.games._search import search as search
 from weightspace.games._stamps import StampImages as StampImages
 from weightspace.games._stamps import stamp_images as stamp_images
+from weightspace.games._web import ImagineServer as ImagineServer
+from weightspace.games._web import read_guesses as read_guesses
+from weightspace.games._web import serve_imagine as serve_imagine
 
 __all__ = [
     "CARD_NAMES",
+    "CONCEPTS",
     "PARAMS_PER_CARD",
     "SEARCH_METHODS",
     "CLIPScorer",
@@ -62,6 +72,8 @@ __all__ = [
     "EmbeddingScorer",
     "ImageTextScorer",
     "ImageTower",
+    "ImagineGame",
+    "ImagineServer",
     "LiTHeads",
     "LiTScorer",
     "RetrievalScore",
@@ -69,13 +81,19 @@ __all__ = [
     "StampImages",
     "augmented_views",
     "caption_retrieval",
+    "challenge",
     "default_deck",
+    "guess",
     "placement",
     "random_compositions",
+    "read_games",
+    "read_guesses",
     "render",
     "search",
+    "serve_imagine",
     "stamp_features",
     "stamp_images",
     "train_lit",
+    "write_games",
     "zero_shot_accuracy",
 ]
