@@ -8,9 +8,12 @@
   :data:`NO_NORMS` and :data:`NO_EMBEDDINGS` combine with ``&``, ``|``, ``-`` and ``~``;
   :func:`pattern` turns the list / regex grammar into a selector.
 * :func:`common` pairs the tensors two different architectures share (by name and shape, by
-  module structure, or by an explicit prefix mapping).
+  module structure, by an explicit prefix mapping, or by role across model families), with
+  ``layers=`` to pair repeated blocks of different depths.
 * A :class:`Selection` maps names of model A to names of model B (the identity for one
-  model), has set algebra, and restricts or transfers task vectors and state dicts.
+  model), has set algebra, and restricts or transfers task vectors and state dicts; its
+  :class:`TensorView` s split fused tensors and undo transposed layouts, and
+  ``str(selection)`` prints what was matched, block by block.
 
 Example:
     >>> import torch
@@ -23,6 +26,8 @@ Example:
 
 from __future__ import annotations
 
+from weightspace._task_vector._views import TensorView as TensorView
+from weightspace.select._blocks import Layers as Layers
 from weightspace.select._common import common as common
 from weightspace.select._grammar import LINEAR as LINEAR
 from weightspace.select._grammar import NO_EMBEDDINGS as NO_EMBEDDINGS
@@ -39,9 +44,11 @@ __all__ = [
     "LINEAR",
     "NO_EMBEDDINGS",
     "NO_NORMS",
+    "Layers",
     "Selection",
     "Selector",
     "Targets",
+    "TensorView",
     "common",
     "linear",
     "modules",

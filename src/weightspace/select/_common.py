@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal
 
 from weightspace._errors import WeightspaceValueError
 from weightspace.io import StateDictLike
+from weightspace.select._blocks import Layers, align_depths, shared_blocks
 from weightspace.select._grammar import Targets, _describe, pattern
 from weightspace.select._index import ModelIndex, build_index
+from weightspace.select._roles import match_roles
 from weightspace.select._selection import Selection
 
 __all__ = ["common"]
@@ -21,13 +23,15 @@ def common(
     a: StateDictLike,
     b: StateDictLike,
     *,
-    by: Literal["name_shape", "structure", "mapping"] = "name_shape",
+    by: Literal["name_shape", "structure", "mapping", "role"] = "name_shape",
     mapping: Mapping[str, str] | None = None,
     targets: Targets | None = None,
+    layers: Layers | None = None,
+    roles: Sequence[str] | None = None,
 ) -> Selection:
     """Find the tensors that two (possibly different) architectures share.
 
-    Three ways to pair tensors of ``a`` with tensors of ``b``:
+    Four ways to pair tensors of ``a`` with tensors of ``b``:
 
     * ``by="name_shape"``: the same name with the same shape in both.
     * ``by="structure"``: walk the submodules of ``a``, larger ones first and in registration
@@ -41,6 +45,23 @@ def common(
     * ``by="mapping"``: an explicit mapping of module-name prefixes of ``a`` to prefixes of
       ``b`` (``{"features.head": "encoder.head"}``); every tensor of ``a`` under a prefix must
       exist in ``b`` with the same shape.
+    * ``by="role"``: for :mod:`transformers` models of the supported families (BERT /
+      RoBERTa, GPT-2, Llama / Mistral / Qwen2, ViT; module or state dict), pair the tensors
+      that hold the same role (token embedding, attention q/k/v/o, MLP gate/up/down, norms,
+      LM head), block by block. Views (:class:`TensorView`) split fused tensors and undo
+      transposed layouts: GPT-2's ``attn.c_attn.weight`` ``[d, 3d]`` feeds Llama's
+      ``q_proj`` / ``k_proj`` / ``v_proj`` ``[d, d]`` as ``[:, 0:d].T``, ``[:, d:2d].T`` and
+      ``[:, 2d:3d].T``. The table of roles is in :mod:`weightspace.select._roles`.
+
+    Repeated blocks of different depths (``layers``, with ``by="structure"`` or
+    ``by="role"``): the blocks of ``a`` (``encoder.layer.0``, ``encoder.layer.1``) are paired
+    with blocks of ``b`` by ``"prefix"`` (block ``i`` with block ``i``), ``"suffix"`` (the
+    last blocks of each), ``"spread"`` (the shallower model's blocks spread evenly over the
+    deeper one, first on first and last on last, as in depth up-scaling), or explicit index
+    pairs ``[(0, 0), (1, 3)]``. With ``by="structure"`` the blocks are the longest run of
+    sibling modules ``<prefix>.<i>`` whose tensors have the same names and shapes in both
+    models; the tensors outside them are paired by structure as above. ``str(selection)``
+    prints the block-to-block table.
 
     Args:
         a: Model A: an ``nn.Module`` (its parameters), a mapping of tensors or a path.
@@ -49,6 +70,11 @@ def common(
         mapping: The prefix mapping, for ``by="mapping"`` only.
         targets: Optional restriction of ``a``'s tensors in :func:`parameters`' grammar (for
             ``"structure"``, only submodules whose tensors are all targeted are paired).
+        layers: How repeated blocks of two depths are paired (``by="structure"`` or
+            ``"role"``): ``"prefix"``, ``"suffix"``, ``"spread"`` or a list of ``(i, j)``
+            block index pairs. ``by="role"`` pairs equal depths block by block without it.
+        roles: For ``by="role"``, the roles to keep (``"attn.q"``, ``"mlp.up"``, or with the
+            tensor kind: ``"attn.q.bias"``); all by default.
 
     Returns:
         A :class:`Selection` from names of ``a`` to names of ``b``, in ``a``'s order, with
@@ -57,8 +83,12 @@ def common(
     Raises:
         WeightspaceValueError: if nothing is shared (the message says what was tried, how many
             names were compared, and the closest candidates), if a structural match is
-            ambiguous (listing the candidates), or if ``mapping`` is malformed or points at
-            tensors that ``b`` lacks or holds with another shape.
+            ambiguous (listing the candidates), if ``mapping`` is malformed or points at
+            tensors that ``b`` lacks or holds with another shape, if ``layers`` is malformed
+            or the models hold no blocks in common, or if ``by="role"`` does not know a
+            model's family or the numbers of attention heads differ.
+        ShapeMismatchError: if, with ``by="role"``, a role has other shapes in ``a`` and ``b``
+            (the message names the role and both shapes).
 
     Example:
         >>> import torch
@@ -69,18 +99,43 @@ def common(
         >>> select.common(cnn, vit, by="structure").mapping["head.weight"]
         'classifier.weight'
     """
-    if by not in ("name_shape", "structure", "mapping"):
+    if by not in ("name_shape", "structure", "mapping", "role"):
         raise WeightspaceValueError(
-            f"`by` must be 'name_shape', 'structure' or 'mapping', got {by!r}"
+            f"`by` must be 'name_shape', 'structure', 'mapping' or 'role', got {by!r}"
         )
     if (mapping is not None) != (by == "mapping"):
         raise WeightspaceValueError(
             '`mapping` must be given exactly when `by="mapping"`, got '
             f"by={by!r} and mapping={'None' if mapping is None else 'a mapping'}"
         )
+    if layers is not None and by not in ("structure", "role"):
+        raise WeightspaceValueError(
+            f'`layers` pairs repeated blocks with by="structure" or by="role", got by={by!r}; '
+            'pass by="structure"'
+        )
+    if roles is not None and by != "role":
+        raise WeightspaceValueError(f'`roles` only applies to by="role", got by={by!r}')
+    if roles is not None and (isinstance(roles, str) or not all(isinstance(r, str) for r in roles)):
+        raise WeightspaceValueError(
+            f"`roles` must be a list of role names such as ['attn.q', 'mlp.up'], got {roles!r}"
+        )
     ia = build_index(a, argument="a")
     ib = build_index(b, argument="b")
     allowed = set(ia.params) if targets is None else pattern(targets)._params(ia)
+    blocks: list[tuple[str, str]] = []
+    origin = f"by={by!r}"
+    if by == "role":
+        found = match_roles(ia, ib, allowed, layers, roles)
+        if not found.pairs:
+            raise _nothing_shared(ia, ib, by, targets, allowed)
+        return Selection(
+            found.pairs,
+            shapes={n: ia.shapes[n] for n, _ in found.pairs},
+            views=found.views,
+            roles=found.roles,
+            blocks=found.blocks,
+            origin=found.origin,
+        )
     if by == "name_shape":
         pairs = {
             n: n
@@ -90,11 +145,32 @@ def common(
     elif by == "mapping":
         assert mapping is not None
         pairs = _by_mapping(ia, ib, mapping, allowed)
+    elif layers is not None:
+        pairs, blocks = _by_layers(ia, ib, allowed, layers)
+        origin += f", layers={layers!r}"
     else:
         pairs = _by_structure(ia, ib, allowed)
     if not pairs:
         raise _nothing_shared(ia, ib, by, targets, allowed)
-    return Selection(pairs, shapes={n: ia.shapes[n] for n in pairs})
+    return Selection(pairs, shapes={n: ia.shapes[n] for n in pairs}, blocks=blocks, origin=origin)
+
+
+def _by_layers(
+    ia: ModelIndex, ib: ModelIndex, allowed: set[str], layers: Layers
+) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    run_a, run_b = shared_blocks(ia, ib)
+    index_pairs = align_depths(len(run_a.names), len(run_b.names), layers)
+    in_a = {n for m in run_a.names for n in ia.under(m)}
+    in_b = {n for m in run_b.names for n in ib.under(m)}
+    pairs: dict[str, str] = {}
+    for i, j in index_pairs:
+        for na, nb in zip(ia.under(run_a.names[i]), ib.under(run_b.names[j]), strict=True):
+            if na in allowed:
+                pairs[na] = nb
+    pairs.update(_by_structure(ia, ib, allowed - in_a, excluded_b=in_b))
+    order = {n: k for k, n in enumerate(ia.params)}
+    blocks = [(run_a.names[i], run_b.names[j]) for i, j in index_pairs]
+    return dict(sorted(pairs.items(), key=lambda p: order[p[0]])), blocks
 
 
 def _by_mapping(
@@ -156,7 +232,9 @@ def _signature(index: ModelIndex, module: str) -> _Signature | None:
     return kind, tuple((n[cut:], tuple(index.shapes[n])) for n in names)
 
 
-def _by_structure(ia: ModelIndex, ib: ModelIndex, allowed: set[str]) -> dict[str, str]:
+def _by_structure(
+    ia: ModelIndex, ib: ModelIndex, allowed: set[str], excluded_b: set[str] | None = None
+) -> dict[str, str]:
     under_a = {m: ia.under(m) for m in ["", *ia.modules]}
     under_b = {m: ib.under(m) for m in ["", *ib.modules]}
     groups_b: dict[_Signature, list[str]] = {}
@@ -178,8 +256,10 @@ def _by_structure(ia: ModelIndex, ib: ModelIndex, allowed: set[str]) -> dict[str
     def free_a(m: str) -> bool:
         return all(n in allowed and n not in paired_a for n in under_a[m])
 
+    excluded = excluded_b or set()
+
     def free_b(m: str) -> bool:
-        return not any(n in paired_b for n in under_b[m])
+        return not any(n in paired_b or n in excluded for n in under_b[m])
 
     order = {m: i for i, m in enumerate(under_a)}
     # larger submodules first (so the largest shared part wins), then registration order
@@ -196,7 +276,9 @@ def _by_structure(ia: ModelIndex, ib: ModelIndex, allowed: set[str]) -> dict[str
                 f"ambiguous structural match: {len(peers)} submodules of `a` "
                 f"{[p or '<root>' for p in peers]} and {len(cands)} submodules of `b` "
                 f"{[c or '<root>' for c in cands]} have the same type and tensor shapes; "
-                'restrict `a` with `targets=` or pair them with `by="mapping"`'
+                "restrict `a` with `targets=`, pair repeated blocks of different depths with "
+                '`layers="prefix"`, "suffix", "spread" or [(i, j), ...], or pair them with '
+                '`by="mapping"`'
             )
         for ma, mb in zip(peers, cands, strict=False):
             for na, nb in zip(under_a[ma], under_b[mb], strict=True):
