@@ -92,8 +92,9 @@ class TensorView:
             piece_a.reverse()
         if tuple(piece_a) != piece_b:
             raise ShapeMismatchError(
-                f"the view reads a piece of shape {tuple(piece_a)} from `a` {self.shape_a} but "
-                f"writes a piece of shape {piece_b} into `b` {self.shape_b}"
+                f"the view gives a piece of shape {tuple(piece_a)} from `a` {self.shape_a}"
+                + (" (after the transpose)" if self.transpose else "")
+                + f" but writes a piece of shape {piece_b} into `b` {self.shape_b}"
             )
 
     @property
