@@ -659,6 +659,10 @@ def _per_seed(runs: list[dict], method: str, budget: int, kind: str, key: str) -
     values = []
     for r in runs:
         rows = [x for x in r["results"][method][str(budget)] if x["kind"] == kind]
+        if key == "pitch_within_50":  # fraction of the targets whose pitch both sides have
+            voiced = [x["pitch_cents"] for x in rows if x["pitch_cents"] is not None]
+            values.append(float(np.mean([c < 50 for c in voiced])) if voiced else math.nan)
+            continue
         got = [x[key] for x in rows if x[key] is not None]
         if not got:
             values.append(math.nan)
@@ -695,7 +699,7 @@ def tables(result: dict[str, Any]) -> str:
     parts = [
         f"Mean over {n} seed(s) ± half-width of the 95 % Student-t interval over seeds "
         "(each seed's value is the mean over its targets; pitch error: the median over the "
-        "targets whose pitch both sides have).\n"
+        "targets whose pitch both sides have, and the fraction of those within 50 cents).\n"
     ]
     for b in (short, long):
         for kind, title in (("synth", "held-out synthesizer presets"), ("real", "real sounds")):
@@ -704,14 +708,14 @@ def tables(result: dict[str, Any]) -> str:
             if kind == "synth":
                 header.append("parameter error")
                 formats.append(_ci)
-            header.append("pitch error (cents)")
-            formats.append(_ci)
+            header += ["pitch error (cents)", "pitch within 50 cents"]
+            formats += [_ci, _ci]
             rows = []
             for method in METHODS:
                 row: list[report.Cell] = [method]
                 row.append(float(np.mean(_per_seed(runs, method, b, kind, "renders"))))
                 keys = ["distance", "mel"] + (["param_error"] if kind == "synth" else [])
-                keys.append("pitch_cents")
+                keys += ["pitch_cents", "pitch_within_50"]
                 for key in keys:
                     row.append(report.summarize(_per_seed(runs, method, b, kind, key),
                                                 missing="propagate"))  # fmt: skip
@@ -800,15 +804,20 @@ def _ci_s(s: report.Cell) -> str:
 
 
 def markdown_to_rst(md: str) -> str:
-    """Markdown headings and pipe tables -> reStructuredText (grid tables), for the report."""
+    """Markdown pipe tables -> reStructuredText grid tables, for the report.
+
+    Each ``### title`` becomes the comment ``.. section: title`` and its table ends with
+    ``.. end: title``, so that the report can include one table at a time
+    (``.. include:: ... :start-after: .. section: title`` / ``:end-before: .. end: title``).
+    """
     out: list[str] = []
     lines = md.splitlines()
-    i = 0
+    i, title = 0, ""
     while i < len(lines):
         line = lines[i]
         if line.startswith("### "):
             title = line[4:]
-            out += [title, "~" * len(title), ""]
+            out += [f".. section: {title}", ""]
             i += 1
         elif line.startswith("|"):
             block = []
@@ -828,7 +837,7 @@ def markdown_to_rst(md: str) -> str:
             out += [rule("-"), row(header), rule("=")]
             for r in body:
                 out += [row(r), rule("-")]
-            out.append("")
+            out += ["", f".. end: {title}", ""]
         else:
             out.append(line)
             i += 1
