@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from weightspace import saliency as saliency
     from weightspace import select as select
     from weightspace import spectral as spectral
+    from weightspace import text as text
     from weightspace import train as train
     from weightspace import unlearn as unlearn
 
@@ -65,6 +66,7 @@ __all__ = [
     "saliency",
     "select",
     "spectral",
+    "text",
     "train",
     "unlearn",
 ]

