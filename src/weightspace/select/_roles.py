@@ -346,8 +346,7 @@ def match_roles(
                 views[(name_a, name_b)] = view
     if problems:
         shown = [
-            f"role {role!r}: {found[0]}"
-            + (f" (and {len(found) - 1} more)" if len(found) > 1 else "")
+            f"role {role!r}: {found[0]}" + (f" ({len(found)} times)" if len(found) > 1 else "")
             for role, found in problems.items()
         ]
         raise ShapeMismatchError(
