@@ -248,6 +248,7 @@ def train_lit(
     batch_size: int = 256,
     seed: int = 0,
     name: str = "lit",
+    features: Tensor | None = None,
 ) -> LiTScorer:
     """Train a :class:`LiTScorer` contrastively on stamps and their captions.
 
@@ -269,13 +270,16 @@ def train_lit(
         batch_size: Pairs per step.
         seed: Seeds the heads' initialisation, the views and the batches.
         name: The scorer's label.
+        features: The towers' image features of ``stamps``, ``[views, N, 1280]``, if already
+            computed (for instance :func:`stamp_features` of a larger set, indexed); ``None``
+            computes them (and caches them on disk).
 
     Returns:
         The trained scorer, in eval mode.
 
     Raises:
-        WeightspaceValueError: if there are fewer than two stamps or an argument is out of
-            range.
+        WeightspaceValueError: if there are fewer than two stamps, an argument is out of
+            range, or ``features`` does not match ``stamps``.
     """
     if len(stamps) < 2:
         raise WeightspaceValueError(f"`stamps` must hold at least 2 stamps, got {len(stamps)}")
@@ -286,7 +290,15 @@ def train_lit(
 
     tower = tower if tower is not None else ImageTower()
     encoder = encoder if encoder is not None else minilm()
-    image_feats = stamp_features(stamps, tower, views=views, seed=seed)
+    if features is None:
+        image_feats = stamp_features(stamps, tower, views=views, seed=seed)
+    elif features.ndim != 3 or features.shape[1] != len(stamps):
+        raise WeightspaceValueError(
+            f"`features` must be [views, {len(stamps)}, dim] for {len(stamps)} stamps, got "
+            f"{list(features.shape)}"
+        )
+    else:
+        image_feats = features
     text_feats = encoder.encode(list(stamps.captions))
     caption_ids = {c: i for i, c in enumerate(dict.fromkeys(stamps.captions))}
     same = torch.tensor([caption_ids[c] for c in stamps.captions])

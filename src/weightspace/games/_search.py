@@ -150,7 +150,7 @@ def _pgpe(
     step = options.get("center_lr", max_speed / 2)
     momentum = options.get("momentum", 0.9)
     sigma_lr = options.get("sigma_lr", 0.1)
-    cat = _Categorical(slots, deck_size, options.get("card_lr", 0.3), gen)
+    cat = _Categorical(slots, deck_size, options.get("card_lr", 1.0), gen)
     for _ in range(budget // popsize):
         eps = torch.randn(half, dim, generator=gen) * sigma
         x = torch.cat([mu + eps, mu - eps])
@@ -187,7 +187,7 @@ def _cmaes(
         options.get("sigma", 1.0),
         {"popsize": popsize, "seed": seed + 1, "verbose": -9, "verb_log": 0, "verb_disp": 0},
     )
-    cat = _Categorical(slots, deck_size, options.get("card_lr", 0.3), gen)
+    cat = _Categorical(slots, deck_size, options.get("card_lr", 1.0), gen)
     for _ in range(budget // popsize):
         solutions = es.ask()
         x = torch.tensor(np.asarray(solutions), dtype=torch.float32)
@@ -273,7 +273,7 @@ def search(
         seed: Seeds everything random in the search.
         options: Method settings: ``sigma`` (initial spread, 1.0), ``max_speed`` (0.3),
             ``center_lr`` (``max_speed / 2``), ``momentum`` (0.9), ``sigma_lr`` (0.1) and
-            ``card_lr`` (0.3) for PGPE; ``sigma`` and ``card_lr`` for CMA-ES;
+            ``card_lr`` (1.0) for PGPE; ``sigma`` and ``card_lr`` for CMA-ES;
             ``mutation_std`` (0.5), ``gene_rate`` (0.2) and ``swap_rate`` (0.1) for the GA.
 
     Returns:

@@ -1,0 +1,99 @@
+"""Runs the project-10 example (Imagine) in quick mode and checks what it wrote."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from weightspace.games import CONCEPTS, read_games, serve_imagine
+
+METHODS = ["pgpe", "cmaes", "ga", "random"]
+
+
+@pytest.fixture(scope="module")
+def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    return run_quick("project10_imagine/imagine.py", timeout=600)
+
+
+def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = run
+    assert data["mode"] == "quick"
+    text = (out / "results.md").read_text()
+    for heading in ("### scorers", "### search", "### reach", "### games", "### played"):
+        assert heading in text, heading
+    for name in ("scorers", "search", "reach", "games", "played"):
+        assert (out / f"table_{name}.rst").read_text().startswith(".. list-table::"), name
+    for name in ("deck", "curves", "gallery"):
+        assert (out / f"{name}.png").stat().st_size > 10_000, name
+    assert len(data["deck"]) == 53
+
+
+def test_scorers_are_measured_on_held_out_stamps_with_chance(
+    run: tuple[Path, dict[str, Any]],
+) -> None:
+    sc = run[1]["scorers"]
+    pool = run[1]["config"]["pool"]
+    assert sc["chance"] == {"top1": 1 / pool, "top5": 5 / pool, "fashion": 0.1}
+    assert len(sc["splits"]) == len(run[1]["config"]["seeds"])
+    for split in sc["splits"]:
+        assert split["train"] + split["test"] == sc["stamps"]
+        assert split["test"] >= pool
+        for name in ("lit", "conse"):
+            for value in split[name].values():
+                assert 0.0 <= value <= 1.0
+            assert split[name]["top5"] >= split[name]["top1"]
+    for name in ("lit", "conse"):
+        top1 = sc["summary"][name]["top1"]
+        assert len(top1["values"]) == len(sc["splits"])
+        assert math.isclose(top1["mean"], sum(top1["values"]) / len(top1["values"]))
+
+
+def test_every_method_gets_the_same_budget(run: tuple[Path, dict[str, Any]]) -> None:
+    cfg = run[1]["config"]
+    search = run[1]["search"]
+    for concept, by_method in search["runs"].items():
+        assert list(by_method) == METHODS
+        for method, runs in by_method.items():
+            assert [r["seed"] for r in runs] == cfg["seeds"]
+            for r in runs:
+                assert r["evaluations"] == cfg["budget"] and r["method"] == method
+                scores = [s for _, s in r["curve"]]
+                assert scores == sorted(scores)  # best so far never falls
+                assert r["curve"][-1] == [cfg["budget"], r["best_score"]]
+                assert len(r["best"]["cards"]) == 4
+        summary = search["summary"][concept]
+        finals = [r["best_score"] for r in by_method["random"]]
+        assert math.isclose(summary["threshold"], sum(finals) / len(finals))
+        assert summary["random"]["reached"] >= 1  # some seed reaches the mean of the seeds
+    assert set(search["ratios"]) == {"ga/pgpe", "random/pgpe", "ga/cmaes", "random/cmaes"}
+
+
+def test_games_are_guessed_by_other_scorers(run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = run
+    cfg = data["config"]
+    assert [g["composer"] for g in data["games"]] == ["lit0", "conse"]
+    for g in data["games"]:
+        assert [p["answer"] for p in g["games"]] == list(CONCEPTS[: len(cfg["concepts"])])
+        for p in g["games"]:
+            assert len(p["candidates"]) == 8 and p["answer"] in p["candidates"]
+            assert set(p["guesses"]) == {"lit0", "lit1", "conse"}
+            assert all(v in p["candidates"] for v in p["guesses"].values())
+        roles = {name: a["role"] for name, a in g["accuracy"].items()}
+        assert roles[g["composer"]].startswith("composer")
+        assert sum(r == "guesser" for r in roles.values()) == 2
+        for a in g["accuracy"].values():
+            assert a["games"] == len(cfg["concepts"])
+            lo, hi = a["wilson95"]
+            assert lo <= a["accuracy"] <= hi
+        assert g["chance"] == 1 / 8
+    # The LiT games are written for people to play on the local page.
+    kit = read_games(out / "games" / "games.json")
+    assert [k.name for k in kit] == [p["name"] for p in data["games"][0]["games"]]
+    assert all(k.guesses == {} for k in kit)
+    server = serve_imagine(out / "games" / "games.json", out / "guesses.json", port=0)
+    server.server_close()
+    assert data["humans"] is None
