@@ -128,17 +128,17 @@ class CQT(nn.Module):
             raise WeightspaceValueError(f"`fmin` must be a positive frequency in Hz, got {fmin!r}")
         self.fmin = float(fmin)
         self.n_octaves = math.ceil(n_bins / bins_per_octave)
-        if hop_length % 2 ** (self.n_octaves - 1):
-            raise WeightspaceValueError(
-                f"`hop_length` must be divisible by 2 ** (n_octaves - 1) = "
-                f"{2 ** (self.n_octaves - 1)} for {n_bins} bins at {bins_per_octave} per octave, "
-                f"got {hop_length}; use a hop of a multiple of {2 ** (self.n_octaves - 1)}"
-            )
         top = self.fmin * 2.0 ** ((n_bins - 1) / bins_per_octave)
         if top > sample_rate / 2:
             raise WeightspaceValueError(
                 f"the top bin ({top:.1f} Hz) of `n_bins`={n_bins} is above the Nyquist frequency "
                 f"({sample_rate / 2:g} Hz); use fewer bins or a lower `fmin`"
+            )
+        if hop_length % 2 ** (self.n_octaves - 1):
+            raise WeightspaceValueError(
+                f"`hop_length` must be divisible by 2 ** (n_octaves - 1) = "
+                f"{2 ** (self.n_octaves - 1)} for {n_bins} bins at {bins_per_octave} per octave, "
+                f"got {hop_length}; use a hop of a multiple of {2 ** (self.n_octaves - 1)}"
             )
         q = 1.0 / (2.0 ** (1.0 / bins_per_octave) - 1.0)
         remainder = n_bins % bins_per_octave
