@@ -51,7 +51,7 @@ def common(
       LM head), block by block. Views (:class:`TensorView`) split fused tensors and undo
       transposed layouts: GPT-2's ``attn.c_attn.weight`` ``[d, 3d]`` feeds Llama's
       ``q_proj`` / ``k_proj`` / ``v_proj`` ``[d, d]`` as ``[:, 0:d].T``, ``[:, d:2d].T`` and
-      ``[:, 2d:3d].T``. The table of roles is in :mod:`weightspace.select._roles`.
+      ``[:, 2d:3d].T``. The table of roles is in :doc:`/guide/common_across_architectures`.
 
     Repeated blocks of different depths (``layers``, with ``by="structure"`` or
     ``by="role"``): the blocks of ``a`` (``encoder.layer.0``, ``encoder.layer.1``) are paired

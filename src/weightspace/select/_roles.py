@@ -7,38 +7,12 @@ transposed (``[in, out]``) and its ``c_attn`` holds q, k and v side by side alon
 axis, so its query is ``c_attn.weight[:, 0:d].T``. Two tensors that hold the same role are
 paired through a :class:`~weightspace.select.TensorView` that undoes both layouts.
 
-========================  ================================  ======================================
-role                      GPT-2 (``transformer.h.<i>.``)    Llama / Mistral / Qwen2
-                                                            (``model.layers.<i>.``)
-========================  ================================  ======================================
-``embed.tokens``          ``wte``                           ``embed_tokens``
-``embed.positions``       ``wpe``                           (rotary, no tensor)
-``attn.q`` / ``k`` / ``v``  ``attn.c_attn``, thirds of the    ``self_attn.q_proj`` / ``k_proj`` /
-                          output axis, transposed           ``v_proj``
-``attn.o``                ``attn.c_proj``, transposed       ``self_attn.o_proj``
-``mlp.gate``              (none)                            ``mlp.gate_proj``
-``mlp.up``                ``mlp.c_fc``, transposed          ``mlp.up_proj``
-``mlp.down``              ``mlp.c_proj``, transposed        ``mlp.down_proj``
-``norm.attn``             ``ln_1``                          ``input_layernorm``
-``norm.mlp``              ``ln_2``                          ``post_attention_layernorm``
-``norm.final``            ``ln_f``                          ``norm``
-``lm_head``               ``lm_head``                       ``lm_head``
-========================  ================================  ======================================
-
-BERT / RoBERTa (``encoder.layer.<i>.``): ``attention.self.query`` / ``key`` / ``value``,
-``attention.output.dense`` (``attn.o``), ``intermediate.dense`` (``mlp.up``),
-``output.dense`` (``mlp.down``), ``attention.output.LayerNorm`` (``norm.attn``),
-``output.LayerNorm`` (``norm.mlp``), ``embeddings.word_embeddings`` / ``position_embeddings``
-/ ``token_type_embeddings`` / ``LayerNorm``, ``pooler.dense``. ViT (``encoder.layer.<i>.`` or
-``layers.<i>.``): ``attention.attention.query`` ... or ``attention.q_proj`` ...,
-``layernorm_before`` (``norm.attn``), ``layernorm_after`` (``norm.mlp``),
-``intermediate.dense`` / ``mlp.fc1`` (``mlp.up``), ``output.dense`` / ``mlp.fc2``
-(``mlp.down``), ``layernorm`` (``norm.final``), the patch projection (``embed.patches``).
-
-A role pairs a ``weight`` with a ``weight`` and a ``bias`` with a ``bias``; where one family
-has a bias and the other none (GPT-2 and Llama), the bias is left out. BERT's norms follow
-their sublayer (post-norm) where GPT-2's and Llama's precede it; the table pairs the norm of
-each sublayer all the same.
+The table of every family's roles is in the guide page
+``docs/guide/common_across_architectures.rst`` (keep the two in step). A role pairs a
+``weight`` with a ``weight`` and a ``bias`` with a ``bias``; where one family has a bias and
+the other none (GPT-2 and Llama), the bias is left out. BERT's norms follow their sublayer
+(post-norm) where GPT-2's and Llama's precede it; the table pairs the norm of each sublayer
+all the same.
 """
 
 from __future__ import annotations
