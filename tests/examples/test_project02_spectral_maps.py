@@ -57,5 +57,12 @@ def test_similarity_scores_are_bounded_and_summarised(results: dict[str, Any]) -
     for pair in results["similarity"]["pairs"]:
         for key in ("bw_aligned_conv2", "cka_conv1", "cka_logits"):
             assert 0.0 <= pair[key] <= 1.0 + 1e-9
-    assert len(results["similarity"]["pairs"]) == 6
-    assert 0.0 <= summary["cka_logits"]["auc"] <= 1.0
+    pairs = results["similarity"]["pairs"]
+    assert len(pairs) == 6
+    # the summary's AUC is the fraction of (same-data, different-data) pairs ranked right
+    for metric, s in summary.items():
+        pos = [p[metric] for p in pairs if p["same_data"]]
+        neg = [p[metric] for p in pairs if not p["same_data"]]
+        wins = sum((a > b) + 0.5 * (a == b) for a in pos for b in neg)
+        assert s["auc"] == pytest.approx(wins / (len(pos) * len(neg))), metric
+        assert s["same_mean"] == pytest.approx(sum(pos) / len(pos)), metric
