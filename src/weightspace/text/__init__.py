@@ -40,6 +40,11 @@ from weightspace.text._corpus import Sentence as Sentence
 from weightspace.text._corpus import fortunes as fortunes
 from weightspace.text._corpus import split_by_document as split_by_document
 from weightspace.text._corpus import wordnet_glosses as wordnet_glosses
+from weightspace.text._decoder import EmbeddingDecoder as EmbeddingDecoder
+from weightspace.text._decoder import Inversion as Inversion
+from weightspace.text._decoder import Vocabulary as Vocabulary
+from weightspace.text._decoder import decoder_loss as decoder_loss
+from weightspace.text._decoder import invert as invert
 from weightspace.text._entropy import HuffmanCoder as HuffmanCoder
 from weightspace.text._lm import lm_code_lengths as lm_code_lengths
 from weightspace.text._metrics import Compressor as Compressor
@@ -57,18 +62,23 @@ from weightspace.text._quantize import ScalarQuantizer as ScalarQuantizer
 
 __all__ = [
     "Compressor",
+    "EmbeddingDecoder",
     "EmbeddingQuantizer",
     "HuffmanCoder",
+    "Inversion",
     "PCAQuantizer",
     "ProductQuantizer",
     "ScalarQuantizer",
     "Sentence",
+    "Vocabulary",
     "bits_per_character",
     "bleu",
     "chrf",
     "compressed_bits",
+    "decoder_loss",
     "exact_match",
     "fortunes",
+    "invert",
     "lm_code_lengths",
     "split_by_document",
     "token_f1",
