@@ -60,7 +60,7 @@ class Selection:
         ('a.weight', 'b.weight')
     """
 
-    __slots__ = ("_blocks", "_origin", "_pairs", "_roles", "_shapes", "_views")
+    __slots__ = ("_blocks", "_by_a", "_origin", "_pairs", "_roles", "_shapes", "_views")
 
     _pairs: tuple[tuple[str, str], ...]
     _views: tuple[TensorView | None, ...]
@@ -68,6 +68,7 @@ class Selection:
     _blocks: tuple[tuple[str, str], ...]
     _origin: str
     _shapes: Mapping[str, torch.Size]
+    _by_a: Mapping[str, tuple[str, ...]]
 
     def __init__(
         self,
@@ -139,6 +140,7 @@ class Selection:
         object.__setattr__(self, "_blocks", tuple((str(x), str(y)) for x, y in blocks))
         object.__setattr__(self, "_origin", str(origin))
         object.__setattr__(self, "_shapes", MappingProxyType(known))
+        object.__setattr__(self, "_by_a", MappingProxyType({a: tuple(t) for a, t in by_a.items()}))
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError(f"Selection is immutable; cannot set {name!r}")
@@ -208,14 +210,13 @@ class Selection:
             WeightspaceValueError: if views split a tensor of A over several of B (use
                 :attr:`pairs`).
         """
-        out = dict(self._pairs)
-        if len(out) != len(self._pairs):
-            split = sorted({a for a, _ in self._pairs if sum(x == a for x, _ in self._pairs) > 1})
+        split = [a for a, targets in self._by_a.items() if len(targets) > 1]
+        if split:
             raise WeightspaceValueError(
                 f"the selection splits {split[:3]} over several tensors of `b`, so it is not a "
                 "mapping of names; use `selection.pairs` (and `selection.views`)"
             )
-        return MappingProxyType(out)
+        return MappingProxyType({a: targets[0] for a, targets in self._by_a.items()})
 
     @property
     def is_identity(self) -> bool:
@@ -303,9 +304,10 @@ class Selection:
         if other is not None:
             blocks += [b for b in other._blocks if b not in blocks]
         wanted = {(a, b) for a, b, _ in triples}
+        names_a = {a for a, _, _ in triples}
         return Selection(
             [(a, b) for a, b, _ in triples],
-            shapes={a: s for a, s in shapes.items() if any(a == x for x, _ in wanted)},
+            shapes={a: s for a, s in shapes.items() if a in names_a},
             views={(a, b): v for a, b, v in triples if v is not None},
             roles={p: r for p, r in roles.items() if p in wanted},
             blocks=blocks,
@@ -313,13 +315,13 @@ class Selection:
         )
 
     def __iter__(self) -> Iterator[str]:
-        return iter(dict.fromkeys(a for a, _ in self._pairs))
+        return iter(self._by_a)
 
     def __len__(self) -> int:
         return len(self._pairs)
 
     def __contains__(self, name: object) -> bool:
-        return any(a == name for a, _ in self._pairs)
+        return name in self._by_a
 
     def __bool__(self) -> bool:
         return bool(self._pairs)
