@@ -51,5 +51,12 @@ def test_extreme_cases_and_speech_ran(run: tuple[Path, dict[str, Any]]) -> None:
     assert speech["Original"]["new_accuracy"][0] < 0.2
     assert speech[OURS]["forget_accuracy"][0] <= speech["Original"]["forget_accuracy"][0]
     pit = data["pitfalls"]
-    assert set(pit["where_sixes_go"]["Original"]) >= {"3 (was 6)", "mean max-probability"}
-    assert 0.0 <= pit["probe_six_vs_rest"]["Retrain"] <= 1.0
+    for name, where in pit["where_sixes_go"].items():
+        shares = {k: v for k, v in where.items() if k != "mean max-probability"}
+        assert len(shares) == 9 and "3 (was 6)" in shares, name
+        assert sum(shares.values()) == pytest.approx(1.0, abs=1e-6), name  # every 6 goes somewhere
+    # the original calls its test 6s "6" (slot of the 3 now); retraining without 6s does not
+    assert pit["where_sixes_go"]["Original"]["3 (was 6)"] > 0.3
+    assert pit["where_sixes_go"]["Retrain"]["3 (was 6)"] < 0.2
+    # a linear probe still tells 6 from the other digits in every model's features
+    assert all(acc > 0.6 for acc in pit["probe_six_vs_rest"].values())
