@@ -239,5 +239,9 @@ def test_depths_and_unknown_families(pair: tuple[nn.Module, nn.Module]) -> None:
     assert '`by="role"` knows no family of `a`' in msg and "GPT-2 (blocks" in msg
     with pytest.raises(WeightspaceValueError, match='`roles` only applies to by="role"'):
         select.common(a, deep, roles=["attn.q"])
+    with pytest.raises(
+        WeightspaceValueError, match=r"unknown roles \['attn\.qq'\]; known roles: \["
+    ):
+        select.common(a, deep, by="role", layers="prefix", roles=["attn.q", "attn.qq"])
     with pytest.raises(WeightspaceValueError, match="`roles` must be a list of role names"):
         select.common(a, deep, by="role", layers="prefix", roles="attn.q")  # type: ignore[arg-type]

@@ -52,8 +52,9 @@ Layout
 ``_values`` holds the lazy values and the shared checks, ``_base`` the storage and the mapping
 protocol, ``_reduce`` the reductions and :class:`LayerStats`, ``_apply`` the application to a
 model, ``_interfaces`` what the class expects from :mod:`weightspace.select` and
-``weightspace._lora`` (both import this package, never the reverse), and ``_vector`` the
-:class:`TaskVector` class itself.
+``weightspace._lora`` (both import this package, never the reverse), ``_views`` the tensor
+views that :meth:`TaskVector.transfer` applies for a selection (split, fuse, transpose), and
+``_vector`` the :class:`TaskVector` class itself.
 """
 
 from __future__ import annotations

@@ -272,6 +272,14 @@ def match_roles(
         ShapeMismatchError: if a role has other shapes in ``a`` and ``b`` (the message names
             the role, both tensors and both shapes).
     """
+    if roles is not None:
+        known = {e.role for f in FAMILIES for e in (*f.block_roles, *f.global_roles)}
+        known |= {r.rpartition(".")[0] for r in known}
+        unknown = [r for r in roles if r not in known]
+        if unknown:
+            raise WeightspaceValueError(
+                f"`roles` names unknown roles {unknown}; known roles: {sorted(known)}"
+            )
     fa, fb = _detect(ia, "a"), _detect(ib, "b")
     na, nb = len(fa.blocks), len(fb.blocks)
     if layers is None and na != nb:
