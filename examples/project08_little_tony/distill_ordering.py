@@ -29,6 +29,7 @@ import argparse
 import copy
 import itertools
 import json
+import sys
 import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass
@@ -42,6 +43,10 @@ import weightspace as ws
 from weightspace import distill, report, train
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from _common import markdown_to_rst
+
 METHODS = ("alone", "kd", "dkd", "hints")
 TITLES = {"mnist": "MNIST", "fashion_mnist": "Fashion-MNIST"}
 
@@ -296,6 +301,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--datasets", nargs="*", default=None, help="mnist and/or fashion_mnist")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rewrite the tables and figure from results.json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
@@ -306,6 +314,9 @@ def main() -> None:
     if args.seeds is not None:
         cfg.seeds = tuple(range(args.seeds))
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if args.rebuild:
+        write_tables(json.loads((cfg.out / "results.json").read_text()), cfg.out)
+        return
     start = time.perf_counter()
     datasets = {name: run_dataset(name, cfg) for name in cfg.datasets}
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
@@ -318,11 +329,17 @@ def main() -> None:
         "datasets": datasets,
     }
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
-    text = tables(results)
-    (cfg.out / "results.md").write_text(text)
-    figure(results, cfg.out)
-    print(text)
+    write_tables(results, cfg.out)
     print(f"total {results['seconds']:.0f} s; wrote {cfg.out}")
+
+
+def write_tables(results: dict[str, Any], out: Path) -> None:
+    """``results.md`` (Markdown), ``results.rst`` (for the report) and ``ordering.png``."""
+    text = tables(results)
+    (out / "results.md").write_text(text)
+    (out / "results.rst").write_text(markdown_to_rst(text))
+    figure(results, out)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -442,16 +442,30 @@ def outputs(results: dict[str, Any], cfg: Config, out: Path) -> None:
             write_wav(audio_dir / f"{tag}_{s}.wav", audio[k], cfg.sample_rate, peak)
 
 
+def write_tables(results: dict[str, Any], out: Path) -> None:
+    """``results.md`` (Markdown) and ``results.rst`` (for the report) from the results."""
+    text = tables(results)
+    (out / "results.md").write_text(text)
+    (out / "results.rst").write_text(markdown_to_rst(text))
+    print(text)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--rebuild", action="store_true", help="rewrite the tables from results.json"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
     if args.out is not None:
         cfg.out = args.out
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if args.rebuild:
+        write_tables(json.loads((cfg.out / "results.json").read_text()), cfg.out)
+        return
     start = time.perf_counter()
     results = run(cfg)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
@@ -466,10 +480,7 @@ def main() -> None:
             ev.pop("estimate0", None)
     results.pop("example")
     (cfg.out / "results.json").write_text(json.dumps(results, indent=1))
-    text = tables(results)
-    (cfg.out / "results.md").write_text(text)
-    (cfg.out / "results.rst").write_text(markdown_to_rst(text))
-    print(text)
+    write_tables(results, cfg.out)
     print(f"total {results['seconds']:.0f} s; wrote {cfg.out}")
 
 

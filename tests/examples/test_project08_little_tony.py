@@ -49,6 +49,7 @@ def test_ordering_quick_mode_reports_every_method(ordering: tuple[Path, dict[str
     text = (out / "results.md").read_text()
     assert "### MNIST" in text and "| hints | weight = 10 |" in text
     assert (out / "ordering.png").stat().st_size > 5_000
+    assert "+=====" in (out / "results.rst").read_text()
 
 
 def test_ordering_tables_rebuild_from_committed_results() -> None:
@@ -58,7 +59,9 @@ def test_ordering_tables_rebuild_from_committed_results() -> None:
     module = _load("distill_ordering.py")
     saved = json.loads((folder / "results.json").read_text())
     assert saved["mode"] == "full"
-    assert module.tables(saved) == (folder / "results.md").read_text(encoding="utf-8")
+    text = module.tables(saved)
+    assert text == (folder / "results.md").read_text(encoding="utf-8")
+    assert module.markdown_to_rst(text) == (folder / "results.rst").read_text(encoding="utf-8")
 
 
 # ---- project 8 proper: the separator -------------------------------------------------------
