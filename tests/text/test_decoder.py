@@ -98,6 +98,8 @@ def test_decoder_learns_to_invert_and_generation_stops() -> None:
     assert result.final == SENTENCES and len(result.texts) == 3
     assert torch.allclose(result.cosines, torch.ones(3, 4), atol=1e-5)
     assert result.candidates == 4 + 2 * 3 * 4
+    assert result.embeddings.shape == (3, 4, 8)
+    assert torch.allclose((result.embeddings[-1] * emb).sum(1), result.cosines[-1])
     # A target its greedy text does not match exactly can only get closer.
     noisy = F.normalize(emb + 0.3 * torch.randn(4, 8, generator=g), dim=1)
     out = invert(dec, vocab, embed, noisy, steps=3, samples=3, seed=0)

@@ -259,6 +259,7 @@ class EmbeddingDecoder(nn.Module):
         temperature: float = 0.0,
         generator: torch.Generator | None = None,
         banned: Sequence[int] = (Vocabulary.UNK, Vocabulary.PAD, Vocabulary.BOS),
+        min_tokens: int = 1,
     ) -> Tensor:
         """Write one token sequence per embedding: greedy, or sampled at ``temperature``.
 
@@ -268,6 +269,8 @@ class EmbeddingDecoder(nn.Module):
             temperature: 0 for greedy decoding; otherwise the softmax temperature of sampling.
             generator: Random generator of the samples.
             banned: Ids never written (unknown, padding and start by default).
+            min_tokens: The end id is not written before this many tokens (a sentence is
+                never empty).
 
         Returns:
             ``[N, L]`` compact ids, each row ending at its end id (padding after it);
@@ -285,9 +288,11 @@ class EmbeddingDecoder(nn.Module):
         done = torch.zeros(n, dtype=torch.bool, device=device)
         ban = torch.tensor(list(banned), dtype=torch.long, device=device)
         try:
-            for _ in range(steps):
+            for step in range(steps):
                 logits = self(embeddings, seq)[:, -1].float()
                 logits[:, ban] = float("-inf")
+                if step < min_tokens:
+                    logits[:, Vocabulary.EOS] = float("-inf")
                 if temperature == 0:
                     nxt = logits.argmax(dim=1)
                 else:
@@ -339,11 +344,13 @@ class Inversion:
             the greedy hypothesis).
         cosines: ``[steps + 1, N]``: the cosine between each best text's re-embedding and the
             target it was chosen for.
+        embeddings: ``[steps + 1, N, dim]``: the unit-length re-embeddings of those texts.
         candidates: Texts re-embedded in all (the cost of the correction).
     """
 
     texts: list[list[str]]
     cosines: Tensor
+    embeddings: Tensor
     candidates: int
 
     @property
@@ -414,6 +421,7 @@ def invert(
     best = write(t, 0.0)
     best_cos, best_emb = cos(best)
     texts, cosines, count = [list(best)], [best_cos.clone()], len(best)
+    embeddings = [best_emb.clone()]
     for _ in range(steps):
         pushed = F.normalize(t + step_size * (t - best_emb), dim=1)
         pools = [write(pushed, 0.0)] + [write(t, temperature) for _ in range(samples)]
@@ -426,4 +434,10 @@ def invert(
             best_emb = torch.where(better[:, None], e, best_emb)
         texts.append(list(best))
         cosines.append(best_cos.clone())
-    return Inversion(texts=texts, cosines=torch.stack(cosines), candidates=count)
+        embeddings.append(best_emb.clone())
+    return Inversion(
+        texts=texts,
+        cosines=torch.stack(cosines),
+        embeddings=torch.stack(embeddings),
+        candidates=count,
+    )
