@@ -104,7 +104,7 @@ def render_numpy(x: np.ndarray, synth: Synth) -> np.ndarray:
            + p["square"][:, None] * square + p["noise"][:, None] * noise * 0.3)  # fmt: skip
     env_args = (p["attack"], p["decay"], p["sustain"], p["release"], p["gate"])
     # STFT-domain filter: periodic Hann, centred frames with reflection padding, overlap-add.
-    n_fft, hop = synth.filter_fft, synth.filter_fft // 4
+    n_fft, hop = synth.filter_fft, synth.filter_fft // 2
     win = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n_fft) / n_fft)
     padded = np.pad(src, ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
     frames = 1 + (padded.shape[1] - n_fft) // hop

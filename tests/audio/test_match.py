@@ -35,16 +35,39 @@ def test_seeded(method: str, target: torch.Tensor) -> None:
     assert torch.equal(a.curve, b.curve) and torch.equal(a.params, b.params)
 
 
-def test_gradient_descent_improves_a_nearby_patch(target: torch.Tensor) -> None:
-    # Same pitch, every other parameter moved by about 0.03: thirty Adam steps close a fifth
-    # of the distance (the spectral loss is far from convex, see the project-4 report).
-    truth = SYNTH.sample(1, seed=11)[0]
+def test_gradient_descent_improves_a_nearby_patch() -> None:
+    # A clean patch (no noise, no FM) and a start with the same pitch and every other
+    # parameter moved by about 0.05: thirty Adam steps close more than half of the distance.
+    # (With noise and FM the log-magnitude term is nearly flat around the target, and
+    # gradient descent gains much less; see the project-4 report.)
+    truth = SYNTH.from_physical(
+        {
+            "pitch": 57.0,
+            "sine": 0.5,
+            "saw": 0.8,
+            "square": 0.2,
+            "noise": 0.0,
+            "fm_index": 0.0,
+            "attack": 0.01,
+            "decay": 0.1,
+            "sustain": 0.6,
+            "release": 0.05,
+            "gate": 0.15,
+            "cutoff": 1200.0,
+            "resonance": 2.0,
+            "filter_env": 1.0,
+            "gain": -6.0,
+        }
+    )
+    target = SYNTH.render(truth)
     shift = torch.randn(16, generator=torch.Generator().manual_seed(0))
-    shift[0] = 0.0
-    start = (truth + 0.03 * shift).clamp(0, 1)
-    first = float(spectral_distance(SYNTH.render(start), target))
-    result = match(target, SYNTH, method="gradient", budget=30, init=start, restarts=1, lr=0.02)
-    assert result.distance < 0.85 * first
+    shift[[0, 4, 6]] = 0.0  # pitch, noise and FM index stay
+    start = (truth + 0.05 * shift).clamp(0, 1)
+    result = match(target, SYNTH, method="gradient", budget=30, init=start, restarts=1, lr=0.01)
+    # The first render is the start, clipped to [0.02, 0.98] so that its logits are finite.
+    clipped = float(spectral_distance(SYNTH.render(start.clamp(0.02, 0.98)), target))
+    assert float(result.curve[0]) == pytest.approx(clipped, rel=1e-4)
+    assert result.distance < 0.5 * clipped
 
 
 def test_init_is_the_first_cma_mean(target: torch.Tensor) -> None:

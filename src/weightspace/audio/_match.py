@@ -97,7 +97,8 @@ def match(
       initial mean ``init`` (default the box's centre), step size ``sigma``, default
       population size :math:`4 + \lfloor 3 \ln P \rfloor` (= 12 for 16 parameters).
     * ``"gradient"``: Adam with learning rate ``lr`` on the logits of the normalised parameters,
-      from ``restarts`` random starts (the first at ``init`` when given) run in parallel: each
+      from ``restarts`` random starts (the first at ``init`` when given; starts are clipped to
+      [0.02, 0.98] so that their logits are finite) run in parallel: each
       step renders every start once (a forward and a backward pass, counted as one render,
       which costs about three forward renders of time).
 

@@ -26,6 +26,7 @@ from weightspace._errors import WeightspaceValueError
 __all__ = ["SYNTH_PARAMS", "Param", "Synth", "adsr"]
 
 _TWO_PI = 2.0 * math.pi
+_BLOCK = 256  # samples per block of the phase computation
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,7 @@ class Synth:
       sidebands are not band-limited: a high note with a large index aliases.
     * **Filter.** A two-pole resonant low-pass, :math:`|H(f)| = 1/\sqrt{(1-x^2)^2 + (x/Q)^2}`
       with :math:`x = f / f_c(t)`, applied frame by frame in the short-time Fourier domain
-      (zero phase, ``filter_fft``-point frames, hop a quarter of that), with a cutoff that
+      (zero phase, ``filter_fft``-point Hann frames, hop half of that), with a cutoff that
       rises by ``filter_env`` octaves at envelope level 1:
       :math:`f_c(t) = f_c \cdot 2^{\text{filter\_env} \cdot e(t)}`.
     * **Amplifier.** The linear ADSR envelope :func:`adsr` times the gain in dB.
@@ -325,40 +326,46 @@ class Synth:
         x = x.float().clamp(0.0, 1.0)
         p = {q.name: q.to_physical(x[:, i]) for i, q in enumerate(SYNTH_PARAMS)}
         sr, n = self.sample_rate, self.num_samples
-        t = torch.arange(n, dtype=torch.float64) / sr
         f0 = 440.0 * torch.pow(2.0, (p["pitch"] - 69.0) / 12.0)  # [B]
+        index = torch.arange(n)
+        hi = (index // _BLOCK).float().unsqueeze(0)  # sample n = _BLOCK * hi + lo
+        lo = (index % _BLOCK).float().unsqueeze(0)
 
-        # Phases in cycles, wrapped to [0, 1) in float64 before going to float32 radians.
+        # Phase in cycles, wrapped to [0, 1): frac(n f / sr) = frac(hi frac(B f / sr) + lo f / sr)
+        # keeps float32 accurate to about 1e-5 cycles over a second; d/df is still n / sr.
         def cycles(freq: Tensor) -> Tensor:
-            c = freq.double().unsqueeze(1) * t
-            return (c - c.detach().floor()).float()
+            per_sample = freq.double() / sr
+            per_block = per_sample * _BLOCK
+            per_block = per_block - per_block.detach().floor()
+            c = hi * per_block.float().unsqueeze(1) + lo * per_sample.float().unsqueeze(1)
+            return c - c.detach().floor()
 
         modulator = torch.sin(_TWO_PI * cycles(f0 * p["fm_ratio"]))
-        phase = _TWO_PI * cycles(f0) + p["fm_index"].unsqueeze(1) * modulator
+        phase = torch.addcmul(_TWO_PI * cycles(f0), p["fm_index"].unsqueeze(1), modulator)
         sin_phase = torch.sin(phase)
         harmonics = (0.5 * sr) / f0  # harmonics below Nyquist
         k = (0.25 * harmonics).clamp(min=1.0).unsqueeze(1)
-        square = torch.tanh(k * sin_phase) / torch.tanh(k)
-        saw = square * (1.0 + torch.cos(phase)) * 0.5
+        square = torch.tanh(k * sin_phase)  # not yet divided by tanh(k): folded into levels
+        # sine * sin + saw * square (1 + cos) / 2 + square * square_level + noise, with
+        # square = tanh(k sin) / tanh(k):
+        inv = 1.0 / torch.tanh(k)
+        half_saw = 0.5 * p["saw"].unsqueeze(1) * inv
+        shape = torch.addcmul(p["square"].unsqueeze(1) * inv + half_saw, half_saw, torch.cos(phase))
         gen = torch.Generator().manual_seed(int(self.noise_seed))
         noise = torch.randn(n, generator=gen).unsqueeze(0)
-        col = {name: p[name].unsqueeze(1) for name in ("sine", "saw", "square", "noise")}
-        source = (
-            col["sine"] * sin_phase
-            + col["saw"] * saw
-            + col["square"] * square
-            + col["noise"] * noise * 0.3
-        )
+        source = torch.addcmul(p["sine"].unsqueeze(1) * sin_phase, square, shape)
+        source = torch.addcmul(source, 0.3 * p["noise"].unsqueeze(1), noise)
 
         env_args = (p["attack"], p["decay"], p["sustain"], p["release"], p["gate"])
         filtered = self._filter(source, p, env_args)
-        env = adsr(t.float(), *env_args)
-        out = filtered * env * torch.pow(10.0, p["gain"] / 20.0).unsqueeze(1)
+        t = index.float() / sr
+        env = adsr(t, *env_args) * torch.pow(10.0, p["gain"] / 20.0).unsqueeze(1)
+        out = filtered * env
         return out[0] if single else out
 
     def _filter(self, source: Tensor, p: dict[str, Tensor], env_args: tuple[Tensor, ...]) -> Tensor:
         n_fft = self.filter_fft
-        hop = n_fft // 4
+        hop = n_fft // 2
         window = torch.hann_window(n_fft)
         spec = torch.stft(
             source, n_fft, hop_length=hop, window=window, center=True, return_complex=True
@@ -366,13 +373,18 @@ class Synth:
         frames = spec.shape[-1]
         frame_t = torch.arange(frames, dtype=torch.float32) * (hop / self.sample_rate)
         env = adsr(frame_t, *env_args)  # [B, F]
-        cutoff = p["cutoff"].unsqueeze(1) * torch.pow(2.0, p["filter_env"].unsqueeze(1) * env)
-        freqs = torch.fft.rfftfreq(n_fft, d=1.0 / self.sample_rate)  # [K]
-        ratio = freqs.view(1, -1, 1) / cutoff.unsqueeze(1)  # [B, K, F]
-        q = p["resonance"].view(-1, 1, 1)
-        gain = torch.rsqrt((1.0 - ratio**2) ** 2 + (ratio / q) ** 2)
+        # x^2 = (f / f_c(t))^2 with f_c(t) = cutoff 2^(filter_env e(t)).
+        inv_cutoff2 = torch.pow(
+            p["cutoff"].unsqueeze(1) * torch.pow(2.0, p["filter_env"].unsqueeze(1) * env), -2.0
+        )
+        freqs2 = torch.fft.rfftfreq(n_fft, d=1.0 / self.sample_rate) ** 2  # [K]
+        x2 = freqs2.view(1, -1, 1) * inv_cutoff2.unsqueeze(1)  # [B, K, F]
+        inv_q2 = p["resonance"].pow(-2.0).view(-1, 1, 1)
+        one_minus = 1.0 - x2
+        gain = torch.rsqrt(torch.addcmul(x2 * inv_q2, one_minus, one_minus))
+        filtered = torch.view_as_complex(torch.view_as_real(spec) * gain.unsqueeze(-1))
         return torch.istft(
-            spec * gain, n_fft, hop_length=hop, window=window, center=True, length=source.shape[-1]
+            filtered, n_fft, hop_length=hop, window=window, center=True, length=source.shape[-1]
         )
 
     def _check(self, params: Tensor) -> Tensor:
