@@ -87,3 +87,17 @@ def test_errors() -> None:
     env = SoundMatchEnv(SYNTH, targets=torch.zeros(2, 4000))
     with pytest.raises(WeightspaceValueError, match=r"`options\['target_index'\]` must be in"):
         env.reset(options={"target_index": 5})
+
+
+def test_gymnasium_is_imported_only_for_the_environment() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, weightspace.audio as a\n"
+        "before = 'gymnasium' in sys.modules\n"
+        "a.SoundMatchEnv\n"
+        "print(before, 'gymnasium' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", "True"]
