@@ -220,12 +220,19 @@ def count_parameters(cfg: UNetConfig) -> int:
 
 
 class Denoiser(nn.Module):
-    """EDM's preconditioned denoiser ``D(x; sigma, y)`` of all stems given the mixture ``y``."""
+    """EDM's preconditioned denoiser ``D(x; sigma, y)`` of all stems given the mixture ``y``.
 
-    def __init__(self, cfg: UNetConfig, sigma_data: float = 0.5) -> None:
+    With ``project`` (and a mixture), the estimate is projected onto the stems that sum to
+    the mixture, ``D + (y - sum_k D_k) / stems``: the hard constraint of MSDM's Dirac
+    likelihood, applied at every noise level (in training too, so that the network learns
+    what the constraint leaves open).
+    """
+
+    def __init__(self, cfg: UNetConfig, sigma_data: float = 0.5, project: bool = True) -> None:
         super().__init__()
         self.net = UNet1d(cfg)
         self.sigma_data = sigma_data
+        self.project = project
 
     def forward(self, x: Tensor, sigma: Tensor, y: Tensor | None = None) -> Tensor:
         sd = self.sigma_data
@@ -234,8 +241,10 @@ class Denoiser(nn.Module):
         c_out = s * sd / (s**2 + sd**2).sqrt()
         c_in = 1 / (s**2 + sd**2).sqrt()
         y_in = None if y is None else y / (2 * sd)
-        out = self.net(c_in * x, sigma.log() / 4, y_in)
-        return c_skip * x + c_out * out  # type: ignore[no-any-return]
+        d = c_skip * x + c_out * self.net(c_in * x, sigma.log() / 4, y_in)
+        if self.project and y is not None:
+            d = d + (y - d.sum(1, keepdim=True)) / d.shape[1]
+        return d  # type: ignore[no-any-return]
 
 
 def loss_weight(sigma: Tensor, sigma_data: float) -> Tensor:

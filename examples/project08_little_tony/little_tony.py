@@ -288,6 +288,8 @@ def run(cfg: Config) -> dict[str, Any]:
             curve[steps] = evaluate(teacher, data["test"], sub_grid(full, steps), cfg)
         steps //= 2
     models["teacher"]["fewer_steps"] = {str(k): v for k, v in curve.items()}
+    print("teacher, fewer steps:", {k: round(v["si_sdri_mean"], 2) for k, v in curve.items()},
+          "losses", [round(v, 4) for v in fit["losses"]], flush=True)  # fmt: skip
 
     prev, grid = teacher, full
     for r in range(cfg.pd_rounds):

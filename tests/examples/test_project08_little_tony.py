@@ -127,9 +127,15 @@ def test_denoiser_and_sampler_shapes(common: ModuleType) -> None:
     model = common.Denoiser(cfg)
     x = torch.randn(2, 4, 2 * cfg.hop)
     sigma = torch.tensor([0.5, 2.0])
-    # The output convolution starts at zero, so the denoiser starts as EDM's c_skip * x.
-    c_skip = 0.25 / (sigma**2 + 0.25)
-    torch.testing.assert_close(model(x, sigma, x.sum(1, keepdim=True)), c_skip.view(-1, 1, 1) * x)
+    # The output convolution starts at zero, so the denoiser starts as EDM's c_skip * x,
+    # projected onto the stems that sum to the mixture.
+    c_skip = (0.25 / (sigma**2 + 0.25)).view(-1, 1, 1)
+    y = torch.randn(2, 1, 2 * cfg.hop)
+    expected = c_skip * x + (y - c_skip * x.sum(1, keepdim=True)) / 4
+    torch.testing.assert_close(model(x, sigma, y), expected)
+    model.project = False
+    torch.testing.assert_close(model(x, sigma, y), c_skip * x)
+    model.project = True
     sigmas = common.karras_sigmas(4)
     assert sigmas.shape == (5,) and sigmas[0] == pytest.approx(10.0) and sigmas[-1] == 0
     assert sigmas[3] == pytest.approx(0.002)
