@@ -148,13 +148,16 @@ class BasicPitch(nn.Module):
             bins_per_octave=36,
         )
         n_in = len(self.harmonics)
+        # The convolutions run on [batch, channels, frequency, time] maps: their kernels are
+        # (frequency, time), the transpose of the official (time, frequency) layout. On CPU the
+        # wide (39, 3) kernel is several times faster this way, forward and backward.
         self.cqt_norm = nn.BatchNorm2d(1, eps=_BN_EPS, momentum=0.01)
-        self.contour_conv = nn.Conv2d(n_in, n_filters_contour, (3, 39), padding=(1, 19))
+        self.contour_conv = nn.Conv2d(n_in, n_filters_contour, (39, 3), padding=(19, 1))
         self.contour_norm = nn.BatchNorm2d(n_filters_contour, eps=_BN_EPS, momentum=0.01)
         self.contour_out = nn.Conv2d(n_filters_contour, 1, (5, 5), padding=(2, 2))
-        self.note_conv = nn.Conv2d(1, n_filters_notes, (7, 7), stride=(1, 3), padding=(3, 2))
-        self.note_out = nn.Conv2d(n_filters_notes, 1, (7, 3), padding=(3, 1))
-        self.onset_conv = nn.Conv2d(n_in, n_filters_onsets, (5, 5), stride=(1, 3), padding=(2, 1))
+        self.note_conv = nn.Conv2d(1, n_filters_notes, (7, 7), stride=(3, 1), padding=(2, 3))
+        self.note_out = nn.Conv2d(n_filters_notes, 1, (3, 7), padding=(1, 3))
+        self.onset_conv = nn.Conv2d(n_in, n_filters_onsets, (5, 5), stride=(3, 1), padding=(1, 2))
         self.onset_norm = nn.BatchNorm2d(n_filters_onsets, eps=_BN_EPS, momentum=0.01)
         self.onset_out = nn.Conv2d(n_filters_onsets + 1, 1, (3, 3), padding=(1, 1))
 
@@ -186,12 +189,17 @@ class BasicPitch(nn.Module):
         """
         x = self.cqt_norm(features.unsqueeze(1)).squeeze(1)
         x = harmonic_stack(x, self.harmonics, bins_per_semitone=3, n_output_bins=264)
+        x = x.transpose(2, 3).contiguous()  # [batch, harmonics, frequency, time]
         contour = F.relu(self.contour_norm(self.contour_conv(x)))
         contour = torch.sigmoid(self.contour_out(contour))
         note = torch.sigmoid(self.note_out(F.relu(self.note_conv(contour))))
         onset = F.relu(self.onset_norm(self.onset_conv(x)))
         onset = torch.sigmoid(self.onset_out(torch.cat([note, onset], dim=1)))
-        return Posteriorgrams(contour=contour[:, 0], note=note[:, 0], onset=onset[:, 0])
+        return Posteriorgrams(
+            contour=contour[:, 0].transpose(1, 2),
+            note=note[:, 0].transpose(1, 2),
+            onset=onset[:, 0].transpose(1, 2),
+        )
 
     def forward(self, audio: Tensor) -> Posteriorgrams:
         """Posteriorgrams of audio windows (see the class docstring for shapes)."""
@@ -367,7 +375,8 @@ def note_targets(
 
 # -- loading the released weights ---------------------------------------------------------------
 
-#: Our parameter name -> shape of the convolution weight in the released model.
+#: Our parameter name -> shape of the convolution weight in the released ONNX graph, whose
+#: kernels are (time, frequency).
 _CONV_SHAPES = {
     "contour_conv": (8, 8, 3, 39),
     "contour_out": (1, 8, 5, 5),
@@ -401,7 +410,8 @@ def _onnx_state_dict(path: Path) -> tuple[dict[str, Tensor], tuple[float, float]
         name = by_shape.get(tuple(weight.shape))
         if name is None:
             continue  # the constant-Q kernels and the anti-aliasing filter
-        state[f"{name}.weight"] = torch.from_numpy(weight.copy())
+        # (time, frequency) kernels in the graph; ours are (frequency, time).
+        state[f"{name}.weight"] = torch.from_numpy(weight.copy()).transpose(2, 3).contiguous()
         bias = arrays[node.input[2]] if len(node.input) > 2 else np.zeros(weight.shape[0])
         state[f"{name}.bias"] = torch.from_numpy(np.asarray(bias, dtype=np.float32).copy())
     # The batch norm after the CQT is a Mul then an Add of 1-element constants.
@@ -461,7 +471,7 @@ def basic_pitch(*, pretrained: bool = True, path: str | Path | None = None) -> B
         >>> from weightspace.models import basic_pitch
         >>> model = basic_pitch()
         >>> round(model.cqt_norm.weight.item(), 4), tuple(model.contour_conv.weight.shape)
-        (2.4807, (8, 8, 3, 39))
+        (2.4807, (8, 8, 39, 3))
     """
     model = BasicPitch()
     if not pretrained:
