@@ -106,3 +106,31 @@ def test_validation_errors() -> None:
         rendered_music("ensemble", sample_rate=4000)
     with pytest.raises(WeightspaceValueError, match="`max_seconds` must be positive"):
         rendered_music("ensemble", max_seconds=0.0)
+
+
+def test_fluidsynth_refuses_a_note_shorter_than_a_tick() -> None:
+    pretty_midi = pytest.importorskip("pretty_midi")
+    from weightspace.data import fluidsynth_render
+
+    midi = pretty_midi.PrettyMIDI()
+    instrument = pretty_midi.Instrument(program=0)
+    instrument.notes.append(pretty_midi.Note(80, 60, 1.0, 1.0001))
+    midi.instruments.append(instrument)
+    with pytest.raises(WeightspaceValueError, match="shorter than one tick"):
+        fluidsynth_render(midi, sample_rate=22050, font=Path("unused.sf2"))
+
+
+def test_notes_cut_to_nothing_at_the_limit_are_dropped() -> None:
+    music21 = pytest.importorskip("music21")
+    from weightspace.data._music import _score_notes
+
+    score = music21.stream.Score()
+    part = music21.stream.Part()
+    part.append(music21.note.Note("C4", quarterLength=1.0))
+    part.append(music21.note.Note("D4", quarterLength=1.0))
+    score.append(part)
+    # At 60 bpm the D starts at 1.0 s: a limit of 1.01 s would leave 10 ms of it.
+    _, parts = _score_notes(score, seconds_per_quarter=1.0, max_seconds=1.01, max_parts=4)
+    assert parts == [[(0.0, 1.0, 60)]]
+    _, parts = _score_notes(score, seconds_per_quarter=1.0, max_seconds=1.5, max_parts=4)
+    assert parts == [[(0.0, 1.0, 60), (1.0, 1.5, 62)]]

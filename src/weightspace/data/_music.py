@@ -61,7 +61,8 @@ MusicKind = Literal["ensemble", "piano", "melodies"]
 #: The kinds of :func:`rendered_music`.
 MUSIC_KINDS: tuple[str, ...] = ("ensemble", "piano", "melodies")
 _SPLITS = ("train", "valid", "test", "all")
-_VERSION = 1
+_VERSION = 2  # 2: notes shorter than 20 ms (cut at `max_seconds`) are dropped
+_MIN_NOTE = 0.02  # seconds
 
 # General-MIDI programs (0-based, as pretty_midi numbers them) per register, for "ensemble".
 _ENSEMBLE_POOLS: tuple[tuple[int, ...], ...] = (
@@ -223,7 +224,9 @@ def soundfont(name: Literal["fluidr3", "timgm6mb"] = "fluidr3") -> Path:
 def fluidsynth_render(midi: Any, *, sample_rate: int, font: Path, gain: float = 0.5) -> np.ndarray:
     """Render a ``pretty_midi.PrettyMIDI`` object to mono audio with the FluidSynth program.
 
-    Reverb and chorus are off, so stems stay dry and sum to the mixture.
+    Reverb and chorus are off, so stems stay dry and sum to the mixture. A note that starts
+    and ends on the same MIDI tick is refused: FluidSynth would sound it for ever (its note-off
+    is written before its note-on) and fill the disk.
 
     Args:
         midi: The ``pretty_midi.PrettyMIDI`` object.
@@ -236,15 +239,24 @@ def fluidsynth_render(midi: Any, *, sample_rate: int, font: Path, gain: float = 
 
     Raises:
         MissingSourceError: if ``fluidsynth`` is not installed (Debian ``fluidsynth``).
+        WeightspaceValueError: if a note lasts less than one MIDI tick.
     """
     exe = require_executable("fluidsynth", apt="fluidsynth")
+    for instrument in midi.instruments:
+        for note in instrument.notes:
+            if midi.time_to_tick(note.end) <= midi.time_to_tick(note.start):
+                raise WeightspaceValueError(
+                    f"`midi` has a note shorter than one tick (pitch {note.pitch} from "
+                    f"{note.start:.4f} s to {note.end:.4f} s); FluidSynth would hold it for ever. "
+                    "Drop or lengthen it"
+                )
     sf = require_module("soundfile", pip="soundfile", extra="audio")
     with tempfile.TemporaryDirectory(prefix="weightspace-render-") as tmp:
         mid, wav = Path(tmp) / "in.mid", Path(tmp) / "out.wav"
         midi.write(str(mid))
         cmd = [exe, "-ni", "-q", "-R", "0", "-C", "0", "-g", str(gain), "-r", str(sample_rate)]
         cmd += ["-O", "float", "-T", "wav", "-F", str(wav), str(font), str(mid)]
-        subprocess.run(cmd, check=True, capture_output=True, timeout=600)
+        subprocess.run(cmd, check=True, capture_output=True, timeout=120 + 20 * midi.get_end_time())
         audio, rate = sf.read(str(wav), dtype="float32", always_2d=True)
     if rate != sample_rate:  # pragma: no cover - fluidsynth honours -r
         raise MissingSourceError(f"fluidsynth wrote {rate} Hz instead of {sample_rate} Hz")
@@ -310,6 +322,8 @@ def _score_notes(
             if length <= 0 or (max_seconds is not None and start >= max_seconds):
                 continue
             end = start + length if max_seconds is None else min(start + length, max_seconds)
+            if end - start < _MIN_NOTE:
+                continue  # a note cut to nothing at `max_seconds`
             for pitch in getattr(element, "pitches", ()):
                 if 21 <= pitch.midi <= 108:
                     notes.append((start, end, int(pitch.midi)))
