@@ -82,6 +82,7 @@ class Config:
     lr: float
     seed: int
     out: Path
+    sigma_max: float = 10.0  # the sampler's first noise level (data at sigma_data 0.5)
 
 
 FULL = Config(
@@ -269,7 +270,7 @@ def run(cfg: Config) -> dict[str, Any]:
     data = load_data(cfg)
     print(f"data: {data['train'][0].shape[0]} train clips, {data['test'][0].shape[0]} test "
           f"clips ({time.perf_counter() - t0:.0f} s)", flush=True)  # fmt: skip
-    full = karras_sigmas(cfg.steps)
+    full = karras_sigmas(cfg.steps, sigma_max=cfg.sigma_max)
     models: dict[str, dict[str, Any]] = {}
 
     torch.manual_seed(cfg.seed)
@@ -431,7 +432,7 @@ def outputs(results: dict[str, Any], cfg: Config, out: Path) -> None:
             title = "mixture" if c == 0 else STEMS[c - 1]
             axes[r][c].set_title(f"{name}: {title}" if c else title, fontsize=8)
     fig.tight_layout()
-    fig.savefig(out / "spectrograms.png", dpi=100)
+    fig.savefig(out / "spectrograms.png", dpi=60)
     plt.close(fig)
 
     peak = float(mix.abs().max())
@@ -464,6 +465,8 @@ def main() -> None:
     cfg = copy.copy(QUICK if args.quick else FULL)
     if args.out is not None:
         cfg.out = args.out
+    if args.sigma_max is not None:
+        cfg.sigma_max = args.sigma_max
     cfg.out.mkdir(parents=True, exist_ok=True)
     if args.rebuild:
         write_tables(json.loads((cfg.out / "results.json").read_text()), cfg.out)
