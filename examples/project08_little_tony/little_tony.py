@@ -457,6 +457,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="a smoke run of under a minute")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument("--sigma-max", type=float, default=None, help="the first noise level")
     parser.add_argument(
         "--rebuild", action="store_true", help="rewrite the tables from results.json"
     )
