@@ -105,6 +105,7 @@ FULL = Config(
     lr=1e-3,
     seed=0,
     out=HERE / "results" / "separation",
+    sigma_max=3.0,
 )  # fmt: skip
 QUICK = Config(
     sample_rate=8000,
