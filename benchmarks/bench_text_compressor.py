@@ -7,7 +7,8 @@ On the test sentences of ``examples/project13_text_compressor`` (WordNet glosses
 synset), in one run on this machine with ``--threads`` torch threads:
 
 * **encode** (sentences/s): MiniLM embedding, quantisation with each code of the example
-  (fitted on the example's training sentences) and Huffman coding of the codes to bytes;
+  (fitted as in the example, on its training sentences) and Huffman coding of the codes to
+  bytes;
 * **decode** (sentences/s): Huffman decoding, dequantisation and greedy decoding with the
   example's decoder architecture (fresh weights: the time does not depend on them, so every
   sentence is written to the mean token length of the references), without and with the
@@ -127,7 +128,7 @@ def main() -> None:
     emb = embed(texts)
     rows = []
     for name in cfg.rates:
-        q = ex.make_quantizer(name, 0).fit(train_emb)
+        q = ex.fit_quantizer(name, 0, train_emb)
         coder = None
         if max(q.levels) <= 2**16:
             coder = text.HuffmanCoder(q.levels).fit(q.encode(train_emb))

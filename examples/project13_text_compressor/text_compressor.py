@@ -29,6 +29,7 @@ import copy
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -78,10 +79,10 @@ ALL_RATES = (
 
 FULL = Config(
     seeds=(0, 1, 2),
-    train_sentences=8000,
+    train_sentences=24000,
     test_sentences=300,
     ood_sentences=150,
-    vocab=5000,
+    vocab=8000,
     max_tokens=32,
     width=192,
     layers=2,
@@ -179,6 +180,18 @@ def cached(folder: Path, name: str, texts: Sequence[str], compute: Callable[[], 
 # ---- quantisers --------------------------------------------------------------------------------
 
 
+PQ_TRAIN = 8192  # product codebooks are fitted on this many training embeddings (k-means cost)
+
+
+def fit_quantizer(name: str, seed: int, train_emb: Tensor) -> text.EmbeddingQuantizer:
+    """The code ``name`` fitted on the training embeddings (a seeded sample of them for PQ)."""
+    q = make_quantizer(name, seed)
+    if isinstance(q, text.ProductQuantizer) and len(train_emb) > PQ_TRAIN:
+        g = torch.Generator().manual_seed(seed)
+        train_emb = train_emb[torch.randperm(len(train_emb), generator=g)[:PQ_TRAIN]]
+    return q.fit(train_emb)
+
+
 def make_quantizer(name: str, seed: int) -> text.EmbeddingQuantizer:
     """``float32``, ``sqB`` (B bits per coordinate), ``pcaKxB`` and ``pqMxB``."""
     if name == "float32":
@@ -188,7 +201,7 @@ def make_quantizer(name: str, seed: int) -> text.EmbeddingQuantizer:
     k, b = (int(v) for v in name.lstrip("pcaq").split("x"))
     if name.startswith("pca"):
         return text.PCAQuantizer(k, b, clip=0.001, centres="mean")
-    return text.ProductQuantizer(k, b, seed=seed)
+    return text.ProductQuantizer(k, b, iterations=10, seed=seed)
 
 
 def family(name: str) -> str:
@@ -277,7 +290,7 @@ def run_seed(
     hyps_by_rate: dict[str, list[str]] = {}
     chars = sum(len(t) for t in test_texts) / len(test_texts)
     for name in cfg.rates:
-        q = make_quantizer(name, seed).fit(emb["train"])
+        q = fit_quantizer(name, seed, emb["train"])
         codes = q.encode(emb["test"])
         received = q.decode(codes)
         entry: dict[str, Any] = {
@@ -320,7 +333,7 @@ def run_seed(
     # Out of domain: the decoder on fortunes, at float32 and at 4 bits.
     ood: dict[str, Any] = {}
     for name in ("float32", "sq4"):
-        q = make_quantizer(name, seed).fit(emb["train"])
+        q = fit_quantizer(name, seed, emb["train"])
         inv = text.invert(decoder, vocab, embed, q.round_trip(emb["ood"]))
         hyps = inv.final
         ood[name] = scores(hyps, ood_texts, inv.embeddings[-1], emb["ood"])
@@ -726,12 +739,23 @@ def figures(result: dict[str, Any], out: Path) -> None:
     plt.close(fig)
 
 
+_SHARED: dict[str, Any] = {}
+
+
+def _run_shared(seed: int) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_seed(
+        _SHARED["cfg"], seed, _SHARED["data"], _SHARED["emb"], _SHARED["encoder"], _SHARED["vocab"]
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="a smoke run in well under a minute")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
     parser.add_argument("--cache", type=Path, default=None, help="embedding cache folder")
+    parser.add_argument("--jobs", type=int, default=1, help="seeds run in parallel processes")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
@@ -753,9 +777,16 @@ def main() -> None:
     vocab = text.Vocabulary.build(encoder.tokenizer, texts["train"], size=cfg.vocab)
     refs = lossless(cfg, texts["test"], folder)
     runs = []
-    for seed in cfg.seeds:
-        runs.append(run_seed(cfg, seed, data, emb, encoder, vocab))
-        print(f"seed {seed}: {runs[-1]['seconds']:.0f} s", flush=True)
+    jobs = min(args.jobs, len(cfg.seeds))
+    if jobs > 1:  # one process per seed, forked so that they share the data read-only
+        _SHARED.update(cfg=cfg, data=data, emb=emb, encoder=encoder, vocab=vocab)
+        ctx = multiprocessing.get_context("fork")
+        with ctx.Pool(jobs) as pool:
+            runs = pool.map(_run_shared, cfg.seeds)
+    else:
+        runs = [run_seed(cfg, seed, data, emb, encoder, vocab) for seed in cfg.seeds]
+    for r in runs:
+        print(f"seed {r['seed']}: {r['seconds']:.0f} s", flush=True)
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config.pop("out")
     result: dict[str, Any] = {
@@ -772,7 +803,11 @@ def main() -> None:
     }
     result.update(examples(runs[0], texts["test"], emb["test"], encoder))
     result["seconds"] = time.perf_counter() - start
-    result["cpu_seconds"] = time.process_time() - cpu_start
+    children = os.times()
+    result["cpu_seconds"] = (
+        time.process_time() - cpu_start + children.children_user + children.children_system
+    )
+    result["jobs"] = jobs
     result["torch_threads"] = torch.get_num_threads()
     md = tables(result)
     figures(result, cfg.out)

@@ -92,3 +92,20 @@ def test_results_json_rebuilds_the_tables(run: tuple[Path, dict[str, Any]]) -> N
     md = module.tables(saved)
     assert md == (out / "tables.md").read_text()
     assert module.markdown_to_rst(md) == (out / "tables.rst").read_text()
+
+
+def test_committed_tables_come_from_the_committed_results() -> None:
+    import importlib.util
+    import sys
+
+    results = EXAMPLE / "results"
+    spec = importlib.util.spec_from_file_location("_p13_committed", EXAMPLE / "text_compressor.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["_p13_committed"] = module
+    spec.loader.exec_module(module)
+    saved = json.loads((results / "results.json").read_text())
+    assert saved["mode"] == "full" and len(saved["runs"]) >= 3
+    md = module.tables(saved)
+    assert md == (results / "tables.md").read_text()
+    assert module.markdown_to_rst(md) == (results / "tables.rst").read_text()
