@@ -60,7 +60,8 @@ def _post(url: str, body: bytes) -> tuple[int, dict[str, object]]:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as e:
-        return e.code, json.loads(e.read())
+        with e:  # an unclosed error response would warn when collected
+            return e.code, json.loads(e.read())
 
 
 def test_games_round_trip_through_the_folder(tmp_path: Path) -> None:
@@ -95,6 +96,7 @@ def test_api_hides_answers_and_records_valid_guesses(server: ImagineServer) -> N
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(server.url + "images/../../etc.png", timeout=10)
     assert info.value.code == 404
+    info.value.close()
     guesses = read_guesses(server.record)
     assert [(g["game"], g["guess"], g["correct"]) for g in guesses] == [
         ("g1", "boat", True),
