@@ -79,3 +79,27 @@ def test_trained_and_fine_tuned_models_are_scored(run: tuple[Path, dict[str, Any
     # LoRA rank 2 on the (39, 3), (7, 7) and (5, 5) convolutions: r * (fan_in + fan_out).
     assert r["lora_parameters"] == 2 * ((8 * 39 * 3 + 8) + (1 * 7 * 7 + 32) + (8 * 5 * 5 + 32))
     assert r["vector_norms"]["full"] > 0.0 and r["vector_norms"]["lora"] > 0.0
+
+
+def test_committed_tables_come_from_the_committed_results(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "project03_advanced_pitch"
+    committed = folder / "results" / "results.json"
+    if not committed.exists():
+        pytest.skip("no committed full-mode results yet")
+    shutil.copy(committed, tmp_path / "results.json")
+    subprocess.run(
+        [
+            sys.executable,
+            str(folder / "advanced_pitch.py"),
+            "--tables",
+            str(tmp_path / "results.json"),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=300,
+    )
+    for name in ("results.md", "tables.rst"):
+        assert (tmp_path / name).read_text() == (committed.parent / name).read_text(), name
