@@ -23,6 +23,7 @@ Times are the minimum over ``--repeats`` (the usual way to discount a shared mac
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -63,7 +64,8 @@ def main() -> None:
         f"`{' '.join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])}`",
         "",
         f"torch {torch.__version__}, {args.threads} threads, {platform.processor() or 'cpu'}, "
-        f"weightspace {ws.__version__}",
+        f"weightspace {ws.__version__}, load average at the start "
+        f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores",
         "",
     ]
 
@@ -133,6 +135,8 @@ def main() -> None:
             f"| {m} | {rate:.1f} | {np.mean([r.best_score for r in rs]):.4f} | "
             f"{reached}/{len(rs)} | {np.mean(need[m]):.0f} |"
         )
+    lines.append("")
+    lines.append(f"Load average at the end: {os.getloadavg()[0]:.1f}.")
     lines.append("")
     for es in ("pgpe", "cmaes"):
         for other in ("ga", "random"):
