@@ -97,3 +97,26 @@ def test_games_are_guessed_by_other_scorers(run: tuple[Path, dict[str, Any]]) ->
     server = serve_imagine(out / "games" / "games.json", out / "guesses.json", port=0)
     server.server_close()
     assert data["humans"] is None
+
+
+def test_committed_tables_come_from_the_committed_results() -> None:
+    import importlib.util
+    import json
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "project10_imagine"
+    spec = importlib.util.spec_from_file_location("imagine_example", folder / "imagine.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    results = folder / "results"
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    assert data["mode"] == "full" and data["config"]["seeds"] == [0, 1, 2]
+    tables = module.tables(data)
+    for name, rows in tables.items():
+        assert (results / f"table_{name}.rst").read_text(encoding="utf-8") == module.rst(rows)
+    assert (results / "results.md").read_text(encoding="utf-8") == module.markdown(tables)
