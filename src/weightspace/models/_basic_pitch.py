@@ -190,16 +190,34 @@ class BasicPitch(nn.Module):
         x = self.cqt_norm(features.unsqueeze(1)).squeeze(1)
         x = harmonic_stack(x, self.harmonics, bins_per_semitone=3, n_output_bins=264)
         x = x.transpose(2, 3).contiguous()  # [batch, harmonics, frequency, time]
-        contour = F.relu(self.contour_norm(self.contour_conv(x)))
+        contour = F.relu(self._conv_norm(self.contour_conv, self.contour_norm, x))
         contour = torch.sigmoid(self.contour_out(contour))
         note = torch.sigmoid(self.note_out(F.relu(self.note_conv(contour))))
-        onset = F.relu(self.onset_norm(self.onset_conv(x)))
+        onset = F.relu(self._conv_norm(self.onset_conv, self.onset_norm, x))
         onset = torch.sigmoid(self.onset_out(torch.cat([note, onset], dim=1)))
         return Posteriorgrams(
             contour=contour[:, 0].transpose(1, 2),
             note=note[:, 0].transpose(1, 2),
             onset=onset[:, 0].transpose(1, 2),
         )
+
+    def _conv_norm(self, conv: nn.Module, norm: nn.BatchNorm2d, x: Tensor) -> Tensor:
+        """``norm(conv(x))``; at inference, one convolution with the norm folded into it."""
+        if (
+            self.training
+            or torch.is_grad_enabled()
+            or type(conv) is not nn.Conv2d
+            or norm.running_mean is None
+            or norm.running_var is None
+        ):
+            out: Tensor = norm(conv(x))
+            return out
+        scale = norm.weight / torch.sqrt(norm.running_var + norm.eps)
+        bias = norm.bias - norm.running_mean * scale
+        if conv.bias is not None:
+            bias = bias + conv.bias * scale
+        weight = conv.weight * scale[:, None, None, None]
+        return F.conv2d(x, weight, bias, stride=conv.stride, padding=conv.padding)
 
     def forward(self, audio: Tensor) -> Posteriorgrams:
         """Posteriorgrams of audio windows (see the class docstring for shapes)."""
