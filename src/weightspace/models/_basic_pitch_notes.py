@@ -34,14 +34,11 @@ _PITCH_BEND_TICKS = 8192
 
 
 class NoteEvent(NamedTuple):
-    """One transcribed note.
+    """One transcribed note: ``(start, end, pitch, amplitude, pitch_bends)``.
 
-    Attributes:
-        start: Onset time in seconds.
-        end: Offset time in seconds.
-        pitch: MIDI note number.
-        amplitude: Mean note activity over the note, in ``[0, 1]``.
-        pitch_bends: Pitch deviation per frame in thirds of a semitone, or ``None``.
+    ``start`` and ``end`` are the onset and offset in seconds, ``pitch`` the MIDI note number,
+    ``amplitude`` the mean note activity over the note (in ``[0, 1]``) and ``pitch_bends`` the
+    pitch deviation of each frame in thirds of a semitone (``None`` when not estimated).
     """
 
     start: float
