@@ -43,8 +43,6 @@ from weightspace.saliency._scores import wanda as wanda
 from weightspace.train import Data as Data
 
 __all__ = [
-    "Data",
-    "LossFn",
     "MaskStats",
     "complement",
     "difference",
