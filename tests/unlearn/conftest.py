@@ -53,11 +53,18 @@ def tiny() -> Tiny:
     x, y = _cat([retain, forget])
     opt = torch.optim.Adam(net.parameters(), lr=3e-3)
     g = torch.Generator().manual_seed(0)
-    for _ in range(6):
-        for idx in torch.randperm(len(y), generator=g).split(64):
-            opt.zero_grad()
-            F.cross_entropy(net(x[idx]), y[idx]).backward()
-            opt.step()
+    # Two intra-op threads whatever the runner (xdist workers use one): the recorded results
+    # in test_unlearn_methods.py depend on the order of threaded reductions.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        for _ in range(6):
+            for idx in torch.randperm(len(y), generator=g).split(64):
+                opt.zero_grad()
+                F.cross_entropy(net(x[idx]), y[idx]).backward()
+                opt.step()
+    finally:
+        torch.set_num_threads(threads)
     net.eval()
     return Tiny(
         model=net,
