@@ -57,7 +57,6 @@ __all__ = [
     "Method",
     "MethodRow",
     "Scores",
-    "Summary",
     "Task",
     "add",
     "analogy",
