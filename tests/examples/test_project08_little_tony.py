@@ -55,7 +55,7 @@ def test_ordering_quick_mode_reports_every_method(ordering: tuple[Path, dict[str
 def test_ordering_tables_rebuild_from_committed_results() -> None:
     folder = EXAMPLES / FOLDER / "results" / "ordering"
     if not (folder / "results.json").exists():
-        pytest.skip("the full run of the ordering study is not committed yet")
+        pytest.fail("the committed full run of the ordering study is missing")
     module = _load("distill_ordering.py")
     saved = json.loads((folder / "results.json").read_text())
     assert saved["mode"] == "full"
@@ -186,7 +186,7 @@ def test_separation_quick_mode(separation: tuple[Path, dict[str, Any]]) -> None:
 def test_separation_tables_rebuild_from_committed_results() -> None:
     folder = EXAMPLES / FOLDER / "results" / "separation"
     if not (folder / "results.json").exists():
-        pytest.skip("the full run of the separation study is not committed yet")
+        pytest.fail("the committed full run of the separation study is missing")
     module = _load("little_tony.py")
     saved = json.loads((folder / "results.json").read_text())
     assert saved["mode"] == "full"
