@@ -20,6 +20,10 @@ CMA-ES, a genetic algorithm or random search at equal budgets; :func:`guess` let
 scorers guess the concept among candidates (:data:`CONCEPTS`). :func:`serve_imagine` serves a
 local web page on which people guess, recording their answers to a JSON file
 (``weightspace play imagine`` on the command line).
+
+**One server for every game.** Each game a person can play is a :class:`GameRoom` (a page
+and a few JSON actions under ``/<name>/``); :func:`serve_rooms` serves several rooms at once
+from a :class:`GameServer` on localhost.
 """
 
 from __future__ import annotations
@@ -54,8 +58,12 @@ from weightspace.games._search import SEARCH_METHODS as SEARCH_METHODS
 from weightspace.games._search import SearchResult as SearchResult
 from weightspace.games._search import random_compositions as random_compositions
 from weightspace.games._search import search as search
+from weightspace.games._server import GameRoom as GameRoom
+from weightspace.games._server import GameServer as GameServer
+from weightspace.games._server import serve_rooms as serve_rooms
 from weightspace.games._stamps import StampImages as StampImages
 from weightspace.games._stamps import stamp_images as stamp_images
+from weightspace.games._web import ImagineRoom as ImagineRoom
 from weightspace.games._web import ImagineServer as ImagineServer
 from weightspace.games._web import read_guesses as read_guesses
 from weightspace.games._web import serve_imagine as serve_imagine
@@ -70,9 +78,12 @@ __all__ = [
     "ConSEScorer",
     "Deck",
     "EmbeddingScorer",
+    "GameRoom",
+    "GameServer",
     "ImageTextScorer",
     "ImageTower",
     "ImagineGame",
+    "ImagineRoom",
     "ImagineServer",
     "LiTHeads",
     "LiTScorer",
@@ -91,6 +102,7 @@ __all__ = [
     "render",
     "search",
     "serve_imagine",
+    "serve_rooms",
     "stamp_features",
     "stamp_images",
     "train_lit",

@@ -1,32 +1,31 @@
 """A local web page on which people play Imagine as guessers; their guesses go to a JSON file.
 
-Served with the standard library's :mod:`http.server` on localhost; nothing leaves the machine.
-``weightspace play imagine GAMES.json --record guesses.json`` starts it from the command line.
+Imagine is a room (:class:`ImagineRoom`) of the games' shared server (:mod:`._server`), at
+``/imagine/``; nothing leaves the machine. ``weightspace play imagine GAMES.json --record
+guesses.json`` starts it from the command line; ``add_play_command`` adds every game's
+``weightspace play`` subcommand.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import logging
 import re
 import threading
 from collections.abc import Mapping
-from http import HTTPStatus
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from weightspace._cache import atomic_path
 from weightspace._errors import WeightspaceValueError
 from weightspace.games._imagine import ImagineGame, read_games
+from weightspace.games._server import GameServer, append_record, read_records, run_server
 
-__all__ = ["ImagineServer", "add_play_command", "read_guesses", "serve_imagine"]
+__all__ = ["ImagineRoom", "ImagineServer", "add_play_command", "read_guesses", "serve_imagine"]
 
 logger = logging.getLogger(__name__)
 
-_MAX_BODY = 4096
+_WHAT = "a guesses file written by the Imagine page"
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
 _PAGE = """<!doctype html>
@@ -56,7 +55,7 @@ button { margin: 0.2em; padding: 0.4em 0.8em; font-size: 1em; }
 let games = [], at = 0, right = 0, player = "";
 async function begin() {
   player = document.getElementById("player").value.trim() || "anonymous";
-  games = (await (await fetch("/api/games")).json()).games;
+  games = (await (await fetch("api/games")).json()).games;
   document.getElementById("start").hidden = true;
   document.getElementById("game").hidden = false;
   show();
@@ -64,7 +63,7 @@ async function begin() {
 function show() {
   const g = games[at];
   document.getElementById("progress").textContent = `Game ${at + 1} of ${games.length}`;
-  document.getElementById("picture").src = `/images/${g.name}.png`;
+  document.getElementById("picture").src = `files/${g.name}.png`;
   document.getElementById("feedback").textContent = "";
   document.getElementById("next").hidden = true;
   const box = document.getElementById("choices");
@@ -78,7 +77,7 @@ function show() {
 }
 async function answer(choice) {
   document.querySelectorAll(".choice").forEach(b => b.disabled = true);
-  const reply = await fetch("/api/guess", {method: "POST",
+  const reply = await fetch("api/guess", {method: "POST",
     headers: {"Content-Type": "application/json"},
     body: JSON.stringify({player: player, game: games[at].name, guess: choice})});
   const r = await reply.json();
@@ -111,54 +110,69 @@ def read_guesses(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         WeightspaceValueError: if the file exists but is not a guesses file.
     """
-    file = Path(path)
-    if not file.exists():
-        return []
-    try:
-        data = json.loads(file.read_text(encoding="utf-8"))
-        guesses = data["guesses"]
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        raise WeightspaceValueError(
-            f"`path` {str(path)!r} is not a guesses file written by the Imagine page ({exc}); "
-            "move it away or pass another path"
-        ) from None
-    return list(guesses)
+    return read_records(path, "guesses", _WHAT)
 
 
-class ImagineServer(ThreadingHTTPServer):
-    """The Imagine page's HTTP server: the games of one ``games.json``, one record file.
+class ImagineRoom:
+    """Imagine as a room of the games' server: the games of one ``games.json``, one record file.
 
-    Use :func:`serve_imagine` to build one; call ``serve_forever()`` (or run it in a thread)
-    and ``shutdown()`` to stop. Recording is serialised by a lock, and every write replaces
-    the record file atomically, so a crash never leaves a half-written file.
+    The page lists the games without their answers (``GET api/games``), shows each
+    composition (``files/<game>.png``) and sends each guess (``POST api/guess`` with
+    ``player``, ``game`` and ``guess``), which is checked and appended to ``record``; every
+    write replaces the file atomically, so a crash never leaves a half-written file.
 
     Args:
-        address: ``(host, port)``; port 0 picks a free port.
         games: The games, by name.
         folder: The folder holding the games' PNG images.
         record: The JSON file the guesses are appended to.
     """
 
-    daemon_threads = True
+    name = "imagine"
+    title = "Imagine: guess the concept of a composition"
 
-    def __init__(
-        self,
-        address: tuple[str, int],
-        games: Mapping[str, ImagineGame],
-        folder: Path,
-        record: Path,
-    ) -> None:
-        super().__init__(address, _Handler)
+    def __init__(self, games: Mapping[str, ImagineGame], folder: Path, record: Path) -> None:
         self.games = dict(games)
         self.folder = folder
         self.record = record
         self.lock = threading.Lock()
 
-    @property
-    def url(self) -> str:
-        """The page's address, such as ``http://127.0.0.1:8000/``."""
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/"
+    def page(self) -> str:
+        """The Imagine page's HTML."""
+        return _PAGE
+
+    def get(self, action: str, query: Mapping[str, str]) -> Any:
+        """``games``: the games' names and candidates (not their answers).
+
+        Raises:
+            WeightspaceValueError: for another action.
+        """
+        if action != "games":
+            raise WeightspaceValueError(f"unknown action {action!r}; Imagine answers 'games'")
+        games = [{"name": g.name, "candidates": list(g.candidates)} for g in self.games.values()]
+        return {"games": games}
+
+    def post(self, action: str, payload: Mapping[str, Any]) -> Any:
+        """``guess``: check and record a guess; the reply says if it was right and the answer.
+
+        Raises:
+            WeightspaceValueError: for another action, a missing field, an unknown game or a
+                guess that is not a candidate.
+        """
+        if action != "guess":
+            raise WeightspaceValueError(f"unknown action {action!r}; Imagine accepts 'guess'")
+        try:
+            game, guess = str(payload["game"]), str(payload["guess"])
+        except KeyError as exc:
+            raise WeightspaceValueError(f"the guess has no {exc.args[0]!r} field") from None
+        entry = self.add_guess(str(payload.get("player", "")), game, guess)
+        return {"correct": entry["correct"], "answer": entry["answer"]}
+
+    def file(self, path: str) -> Path | None:
+        """A game's composition, ``<game>.png``; ``None`` for anything else."""
+        if not path.endswith(".png") or path[: -len(".png")] not in self.games:
+            return None
+        file = self.folder / path
+        return file if file.is_file() else None
 
     def add_guess(self, player: str, game: str, guess: str) -> dict[str, Any]:
         """Check a guess, append it to the record file and return the record.
@@ -180,67 +194,61 @@ class ImagineServer(ThreadingHTTPServer):
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         }
         with self.lock:
-            guesses = read_guesses(self.record)
-            guesses.append(entry)
-            with atomic_path(self.record) as tmp:
-                tmp.write_text(json.dumps({"guesses": guesses}, indent=1), encoding="utf-8")
+            append_record(self.record, "guesses", entry, _WHAT)
         return entry
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: ImagineServer
+class ImagineServer(GameServer):
+    """A games server with the one Imagine room; :attr:`url` is the Imagine page.
 
-    def log_message(self, format: str, *args: Any) -> None:
-        logger.debug("%s " + format, self.address_string(), *args)
+    Use :func:`serve_imagine` to build one; call ``serve_forever()`` (or run it in a thread)
+    and ``shutdown()`` to stop. To serve Imagine beside other games, put an
+    :class:`ImagineRoom` in :func:`~weightspace.games.serve_rooms` instead.
 
-    def _send(self, status: HTTPStatus, body: bytes, kind: str) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.end_headers()
-        self.wfile.write(body)
+    Args:
+        address: ``(host, port)``; port 0 picks a free port.
+        games: The games, by name.
+        folder: The folder holding the games' PNG images.
+        record: The JSON file the guesses are appended to.
+    """
 
-    def _json(self, status: HTTPStatus, data: Any) -> None:
-        self._send(status, json.dumps(data).encode(), "application/json")
+    def __init__(
+        self,
+        address: tuple[str, int],
+        games: Mapping[str, ImagineGame],
+        folder: Path,
+        record: Path,
+    ) -> None:
+        self.room = ImagineRoom(games, folder, record)
+        super().__init__(address, [self.room])
 
-    def do_GET(self) -> None:
-        path = self.path.split("?", 1)[0]
-        if path in ("/", "/index.html"):
-            self._send(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8")
-        elif path == "/api/games":
-            games = [
-                {"name": g.name, "candidates": list(g.candidates)}
-                for g in self.server.games.values()
-            ]
-            self._json(HTTPStatus.OK, {"games": games})
-        elif path.startswith("/images/") and path.endswith(".png"):
-            name = path[len("/images/") : -len(".png")]
-            file = self.server.folder / f"{name}.png"
-            if name in self.server.games and file.is_file():
-                self._send(HTTPStatus.OK, file.read_bytes(), "image/png")
-            else:
-                self._json(HTTPStatus.NOT_FOUND, {"error": f"no image for game {name!r}"})
-        else:
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {path!r}"})
+    @property
+    def url(self) -> str:
+        """The Imagine page's address, such as ``http://127.0.0.1:8000/imagine/``."""
+        return self.room_url(self.room.name)
 
-    def do_POST(self) -> None:
-        if self.path != "/api/guess":
-            self._json(HTTPStatus.NOT_FOUND, {"error": f"no page {self.path!r}"})
-            return
-        length = int(self.headers.get("Content-Length") or 0)
-        if not 0 < length <= _MAX_BODY:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": "the body must be a small JSON object"})
-            return
-        try:
-            data = json.loads(self.rfile.read(length))
-            entry = self.server.add_guess(
-                str(data.get("player", "")), str(data["game"]), str(data["guess"])
-            )
-        except (json.JSONDecodeError, KeyError, AttributeError, WeightspaceValueError) as exc:
-            self._json(HTTPStatus.BAD_REQUEST, {"error": str(exc)})
-            return
-        self._json(HTTPStatus.OK, {"correct": entry["correct"], "answer": entry["answer"]})
+    @property
+    def games(self) -> dict[str, ImagineGame]:
+        """The games, by name."""
+        return self.room.games
+
+    @property
+    def folder(self) -> Path:
+        """The folder holding the games' PNG images."""
+        return self.room.folder
+
+    @property
+    def record(self) -> Path:
+        """The JSON file the guesses are appended to."""
+        return self.room.record
+
+    def add_guess(self, player: str, game: str, guess: str) -> dict[str, Any]:
+        """Check a guess, append it to the record file and return the record.
+
+        Raises:
+            WeightspaceValueError: if the game is unknown or the guess is not a candidate.
+        """
+        return self.room.add_guess(player, game, guess)
 
 
 def serve_imagine(
@@ -290,17 +298,13 @@ def _cmd_play(args: argparse.Namespace) -> int:
     server = serve_imagine(args.games, args.record, host=args.host, port=args.port)
     print(f"Imagine: {len(server.games)} games at {server.url} (Ctrl-C to stop)")
     print(f"guesses are recorded to {Path(args.record).resolve()}")
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
-    return 0
+    return run_server(server)
 
 
 def add_play_command(sub: Any) -> None:
-    """Add ``weightspace play imagine`` to the command line's subcommands.
+    """Add ``weightspace play`` and its games (``imagine``, ...) to the command line.
+
+    Each game adds its own subcommand to ``games_sub`` from its module.
 
     Args:
         sub: The ``argparse`` subparsers object of the ``weightspace`` command.
