@@ -384,10 +384,9 @@ def split_prompts(
         count = max(1, round(float(test) * len(groups)))
         chosen = set(random.Random(seed).sample(groups, min(count, len(groups))))
     else:
-        if isinstance(test, str):
+        if isinstance(test, (str, bool)):
             raise WeightspaceValueError(
-                f"`test` must be a fraction or a list of {by}s, got the string {test!r}; "
-                "wrap it in a list"
+                f"`test` must be a fraction or a list of {by}s, got {test!r}; wrap names in a list"
             )
         chosen = set(test)
         missing = sorted(chosen - set(groups))

@@ -200,9 +200,10 @@ class RefusalClassifier:
             raise WeightspaceValueError(
                 f"`labels` has {y.numel()} entries for {len(replies)} `replies`; pass one each"
             )
-        if not bool(((y == 0) | (y == 1)).all()) or y.unique().numel() != 2:
+        values = sorted({float(v) for v in y.tolist()})
+        if values != [0.0, 1.0]:
             raise WeightspaceValueError(
-                f"`labels` must be 0/1 with both classes present, got values {y.unique().tolist()}"
+                f"`labels` must be 0/1 with both classes present, got values {values}"
             )
         x = self._features(replies, "replies")
         self.mean_ = x.mean(0)
