@@ -18,6 +18,8 @@ from weightspace.audio._features import log_mel as log_mel
 from weightspace.audio._features import log_spectrogram as log_spectrogram
 from weightspace.audio._features import mel_filterbank as mel_filterbank
 from weightspace.audio._features import power_spectrogram as power_spectrogram
+from weightspace.audio._flow import ConditionalRealNVP as ConditionalRealNVP
+from weightspace.audio._flow import flow_nll_loss as flow_nll_loss
 from weightspace.audio._losses import cents as cents
 from weightspace.audio._losses import estimate_pitch as estimate_pitch
 from weightspace.audio._losses import mel_distance as mel_distance
@@ -39,6 +41,7 @@ if TYPE_CHECKING:
 __all__: list[str] = [
     "CQT",
     "SYNTH_PARAMS",
+    "ConditionalRealNVP",
     "LogMel",
     "MatchResult",
     "Param",
@@ -48,6 +51,7 @@ __all__: list[str] = [
     "cents",
     "cqt_frequencies",
     "estimate_pitch",
+    "flow_nll_loss",
     "frame_accuracy",
     "harmonic_stack",
     "log_mel",
