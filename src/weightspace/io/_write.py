@@ -18,10 +18,10 @@ from typing import IO, Any, Protocol, runtime_checkable
 import torch
 from tqdm.auto import tqdm
 
-from weightspace._cache import atomic_path
 from weightspace._errors import ShapeMismatchError, WeightspaceError, WeightspaceValueError
 from weightspace.io._format import TensorSpec, encode_header, plan_layout
 from weightspace.io._read import LazyStateDict, PathLike
+from weightspace.io._temporaries import Temporary, remove_stale_temporaries
 
 __all__ = ["SpecMapping", "parse_size", "save_state_dict"]
 
@@ -514,7 +514,10 @@ def save_state_dict(
     **Atomic.** Output goes to a hidden temporary file (a temporary folder when sharded) in
     the destination folder and is renamed into place at the end. An exception, a
     ``KeyboardInterrupt`` or a full disk leaves nothing under ``path`` (or the old content,
-    with ``overwrite=True``) and removes the temporary.
+    with ``overwrite=True``) and removes the temporary. The temporary has an owner record
+    beside it (``.NAME.<random>.tmp.owner``, locked while the write runs): a process killed
+    with ``SIGKILL`` cannot remove its temporary, so the next write to the same ``path``
+    removes temporaries whose owner is gone, and logs a warning that names them.
 
     Args:
         tensors: Names to tensors; values may be computed on access.
@@ -549,6 +552,54 @@ def save_state_dict(
         'tiny.safetensors'
         >>> open_state_dict(out).shape("w")
         torch.Size([2, 3])
+    """
+    return write_checkpoint(
+        tensors,
+        path,
+        metadata=metadata,
+        max_shard_size=max_shard_size,
+        dtype=dtype,
+        specs=specs,
+        inputs=inputs,
+        overwrite=overwrite,
+        check_finite=check_finite,
+        progress=progress,
+    )
+
+
+def write_checkpoint(
+    tensors: Mapping[str, Any],
+    path: PathLike,
+    *,
+    metadata: Mapping[str, str] | None = None,
+    max_shard_size: int | str | None = None,
+    dtype: torch.dtype | None = None,
+    specs: Mapping[str, tuple[Sequence[int], torch.dtype]] | None = None,
+    inputs: Sequence[PathLike] = (),
+    overwrite: bool = False,
+    check_finite: bool = False,
+    progress: bool = False,
+    extra_files: Mapping[str, bytes | Path] | None = None,
+) -> Path:
+    """:func:`save_state_dict`, plus files added to a folder output (package-internal).
+
+    Args:
+        tensors: As for :func:`save_state_dict`.
+        path: As for :func:`save_state_dict`.
+        metadata: As for :func:`save_state_dict`.
+        max_shard_size: As for :func:`save_state_dict`.
+        dtype: As for :func:`save_state_dict`.
+        specs: As for :func:`save_state_dict`.
+        inputs: As for :func:`save_state_dict`.
+        overwrite: As for :func:`save_state_dict`.
+        check_finite: As for :func:`save_state_dict`.
+        progress: As for :func:`save_state_dict`.
+        extra_files: ``file name -> content`` (bytes, or a file to copy) written into the
+            temporary folder beside the shards, before it is renamed into place (used for the
+            ``config.json`` and tokenizer files of a merged model). Folder outputs only.
+
+    Returns:
+        The path written.
     """
     if not isinstance(tensors, Mapping):
         raise WeightspaceValueError(
@@ -611,12 +662,23 @@ def save_state_dict(
     meta = dict(metadata) if metadata is not None else None
     logger.info("writing %d tensors (%d bytes) to %s", len(names), total, final)
     with tqdm(total=total, unit="B", unit_scale=True, desc=final.name, disable=not progress) as bar:
+        remove_stale_temporaries(final)
         if max_size is None:
-            with atomic_path(final) as tmp:
-                _write_file(tmp, layouts_all, meta, get, dtype, check_finite, bar)
+            if extra_files:
+                raise WeightspaceValueError(
+                    "`extra_files` need a folder output; pass `max_shard_size`"
+                )
+            temp = Temporary.create(final, folder=False)
+            try:
+                _write_file(temp.path, layouts_all, meta, get, dtype, check_finite, bar)
+                os.replace(temp.path, final)
+            finally:
+                with contextlib.suppress(FileNotFoundError):
+                    temp.path.unlink()
+                temp.release()
             return final
-        final.parent.mkdir(parents=True, exist_ok=True)
-        tmpdir = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+        temp = Temporary.create(final, folder=True)
+        tmpdir = temp.path
         try:
             n = len(groups)
             files = (
@@ -631,9 +693,22 @@ def save_state_dict(
                 index = tmpdir / _INDEX_NAME
                 index.write_text(_index_json(groups, files, total), encoding="utf-8")
                 os.chmod(index, 0o666 & ~_UMASK)
+            write_extra_files(tmpdir, extra_files or {})
             os.chmod(tmpdir, 0o777 & ~_UMASK)
             _install_folder(tmpdir, final)
         finally:
             if tmpdir.exists():
                 shutil.rmtree(tmpdir, ignore_errors=True)
+            temp.release()
     return final
+
+
+def write_extra_files(folder: Path, files: Mapping[str, bytes | Path]) -> None:
+    """Write ``name -> bytes`` or copy ``name -> file`` into ``folder`` (package-internal)."""
+    for name, content in files.items():
+        dest = folder / name
+        if isinstance(content, bytes):
+            dest.write_bytes(content)
+        else:
+            shutil.copyfile(content, dest)
+        os.chmod(dest, 0o666 & ~_UMASK)

@@ -37,7 +37,6 @@ import heapq
 import logging
 import os
 import shutil
-import tempfile
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -49,11 +48,18 @@ from tqdm.auto import tqdm
 
 from weightspace._errors import WeightspaceError, WeightspaceValueError
 from weightspace.io import LazyStateDict
-from weightspace.io._write import group_shards, install_sharded, write_shard
+from weightspace.io._temporaries import Temporary, remove_stale_temporaries
+from weightspace.io._write import group_shards, install_sharded, write_extra_files, write_shard
 from weightspace.merge import _engine
 from weightspace.merge._config import MergeConfig
 from weightspace.merge._engine import Engine
-from weightspace.merge._prepare import build_target, check_output, merge_metadata, prepare
+from weightspace.merge._prepare import (
+    build_target,
+    check_output,
+    merge_metadata,
+    model_folder_files,
+    prepare,
+)
 from weightspace.merge._report import MergeReport, peak_rss
 
 __all__ = ["assign_tensors", "distributed_merge", "launched_world"]
@@ -153,6 +159,8 @@ def distributed_merge(
     *,
     overwrite: bool,
     progress: bool,
+    max_shard_size: int | str | None = None,
+    copy_tokenizer: bool = True,
 ) -> MergeReport:
     """Run :func:`~weightspace.merge.run_merge` as one rank of a ``torch.distributed`` world.
 
@@ -164,6 +172,9 @@ def distributed_merge(
         output: The output folder (a distributed merge always writes a sharded folder).
         overwrite: Replace an existing output.
         progress: Show a progress bar (on rank 0, over rank 0's part).
+        max_shard_size: Split each rank's part into shards of at most this size (``None``:
+            the config's ``max_shard_size``, else one shard per rank).
+        copy_tokenizer: Copy the base model's tokenizer files into the output folder.
 
     Returns:
         This rank's :class:`~weightspace.merge.MergeReport`.
@@ -179,7 +190,7 @@ def distributed_merge(
         dist.init_process_group(backend="gloo", timeout=_TIMEOUT)
         created = True
     try:
-        return _run(config, output, overwrite, progress, start)
+        return _run(config, output, overwrite, progress, start, max_shard_size, copy_tokenizer)
     finally:
         if created:
             dist.destroy_process_group()
@@ -191,13 +202,17 @@ def _run(
     overwrite: bool,
     progress: bool,
     start: float,
+    max_shard_size: int | str | None,
+    copy_tokenizer: bool,
 ) -> MergeReport:
     dist = torch.distributed
     rank, world = dist.get_rank(), dist.get_world_size()
     final = Path(os.path.abspath(Path(output).expanduser()))
     error: BaseException | None = None
     tmp_name: str | None = None
+    temp: Temporary | None = None
     engine: Engine | None = None
+    shard_size = config.max_shard_size if max_shard_size is None else max_shard_size
     try:
         if final.suffix in (".safetensors", ".json"):
             raise WeightspaceValueError(
@@ -213,26 +228,34 @@ def _run(
         nbytes = {
             n: torch.Size(shape).numel() * dtype.itemsize for n, (shape, dtype) in planned.items()
         }
-        groups = [
-            group_shards(part, nbytes, config.max_shard_size) if part else [] for part in parts
-        ]
+        groups = [group_shards(part, nbytes, shard_size) if part else [] for part in parts]
         n_files = sum(len(g) for g in groups)
         first = sum(len(g) for g in groups[:rank])
         files = [
             f"model-{first + i + 1:05d}-of-{n_files:05d}.safetensors"
             for i in range(len(groups[rank]))
         ]
+        extras = model_folder_files(config, copy_tokenizer)
         if rank == 0:
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp_name = tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent)
+            remove_stale_temporaries(final)
+            temp = Temporary.create(final, folder=True)
+            tmp_name = str(temp.path)
     except Exception as exc:
         error = exc
     results = _agree(error is None, repr(error), tmp_name)
     failed = _failure(results, final)
+    if failed is None and rank != 0:
+        try:  # every rank holds the owner record while it writes into the folder
+            temp = Temporary.join(Path(results[0][2]))
+        except OSError as exc:
+            error = exc
+        failed = _failure(_agree(error is None, repr(error), None), final)
+    elif failed is None:
+        failed = _failure(_agree(True, "", None), final)
     if failed is not None:
         if engine is not None:
             engine.close()
-        _cleanup(rank, results[0][2])
+        _cleanup(rank, results[0][2], temp)
         dist.barrier()
         raise error if error is not None else failed
     tmp = Path(results[0][2])
@@ -270,6 +293,7 @@ def _run(
     failed = _failure(results, final)
     if failed is None and rank == 0:
         try:
+            write_extra_files(tmp, extras)
             _finish(tmp, final, results, prep.names)
         except Exception as exc:
             error = exc
@@ -277,9 +301,11 @@ def _run(
         results = _agree(error is None, repr(error), None)
         failed = _failure(results, final)
     if failed is not None:
-        _cleanup(rank, str(tmp))
+        _cleanup(rank, str(tmp), temp)
         dist.barrier()
         raise error if error is not None else failed
+    if temp is not None:
+        temp.release(remove_record=rank == 0)
     mine = parts[rank]
     chosen = set(prep.selected)
     report = MergeReport(
@@ -299,9 +325,11 @@ def _run(
     return report
 
 
-def _cleanup(rank: int, tmp: str | None) -> None:
+def _cleanup(rank: int, tmp: str | None, temp: Temporary | None) -> None:
     if rank == 0 and tmp is not None and os.path.isdir(tmp):
         shutil.rmtree(tmp, ignore_errors=True)
+    if temp is not None:
+        temp.release(remove_record=rank == 0)
 
 
 def _finish(

@@ -8,6 +8,8 @@ that :func:`build_target` returns.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -24,7 +26,39 @@ from weightspace.merge._methods import lazy_merge
 from weightspace.merge._views import InputView, OutputView, SubsetView
 from weightspace.select import parameters
 
-__all__ = ["Prepared", "build_target", "check_output", "merge_metadata", "prepare"]
+__all__ = [
+    "DEFAULT_SHARD_SIZE",
+    "TOKENIZER_FILES",
+    "Prepared",
+    "build_target",
+    "check_output",
+    "merge_metadata",
+    "model_folder_files",
+    "prepare",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Shard size of a folder output when neither the config nor the caller gives one (mergekit's
+#: default: 5 GB).
+DEFAULT_SHARD_SIZE = "5GB"
+
+#: Tokenizer files copied from the base model's folder into a folder output (mergekit 0.1's
+#: list, with the vocabulary files of the other tokenizer formats).
+TOKENIZER_FILES = (
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "tokenizer.json",
+    "tokenizer.model",
+    "added_tokens.json",
+    "vocab.json",
+    "vocab.txt",
+    "merges.txt",
+    "spiece.model",
+    "sentencepiece.bpe.model",
+    "chat_template.jinja",
+    "chat_template.json",
+)
 
 
 @dataclass
@@ -199,3 +233,59 @@ def build_target(config: MergeConfig, prep: Prepared) -> tuple[Mapping[str, Any]
         mapping if engine is None else FastOutput(mapping, engine, prep.selected)
     )
     return target, engine
+
+
+def _model_folder(path: Path) -> Path:
+    """The folder holding a checkpoint (itself, or the folder of a file or an index)."""
+    return path if path.is_dir() else path.parent
+
+
+def model_folder_files(config: MergeConfig, copy_tokenizer: bool) -> dict[str, bytes | Path]:
+    """The files of the base model's folder that a folder output gets beside its shards.
+
+    ``config.json`` (with ``torch_dtype``, and ``dtype`` where the file has it, set to the
+    config's output dtype when it has one), ``generation_config.json`` and, with
+    ``copy_tokenizer``, the tokenizer files (:data:`TOKENIZER_FILES`), each when the folder
+    of the base checkpoint has it, as mergekit writes them.
+
+    Args:
+        config: The merge config.
+        copy_tokenizer: Copy the tokenizer files too.
+
+    Returns:
+        ``file name -> content`` (bytes) or the file to copy.
+
+    Raises:
+        WeightspaceValueError: if the base's ``config.json`` is not a JSON object.
+    """
+    folder = _model_folder(config.base)
+    files: dict[str, bytes | Path] = {}
+    cfg = folder / "config.json"
+    if cfg.is_file():
+        if config.dtype is None:
+            files["config.json"] = cfg
+        else:
+            try:
+                data = json.loads(cfg.read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise WeightspaceValueError(
+                    f"the base model's {str(cfg)!r} cannot be read as JSON: {exc}; fix it or "
+                    "write the merge to a .safetensors file"
+                ) from None
+            if not isinstance(data, dict):
+                raise WeightspaceValueError(
+                    f"the base model's {str(cfg)!r} must hold a JSON object, got "
+                    f"{type(data).__name__}"
+                )
+            data["torch_dtype"] = config.dtype
+            if "dtype" in data:
+                data["dtype"] = config.dtype
+            text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+            files["config.json"] = text.encode("utf-8")
+    names = ["generation_config.json", *(TOKENIZER_FILES if copy_tokenizer else ())]
+    for name in names:
+        if (folder / name).is_file():
+            files[name] = folder / name
+    if files:
+        logger.info("copying %s from %s into the output folder", ", ".join(files), folder)
+    return files

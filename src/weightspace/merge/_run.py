@@ -15,12 +15,19 @@ import time
 from pathlib import Path
 from typing import Literal
 
-from weightspace._errors import WeightspaceValueError
-from weightspace.io import save_state_dict
-from weightspace.io._write import group_shards
+from weightspace._errors import WeightspaceError, WeightspaceValueError
+from weightspace.io import parse_size
+from weightspace.io._write import group_shards, write_checkpoint
 from weightspace.merge._config import MergeConfig
 from weightspace.merge._distributed import distributed_merge, launched_world
-from weightspace.merge._prepare import build_target, check_output, merge_metadata, prepare
+from weightspace.merge._prepare import (
+    DEFAULT_SHARD_SIZE,
+    build_target,
+    check_output,
+    merge_metadata,
+    model_folder_files,
+    prepare,
+)
 from weightspace.merge._report import MergePlan, MergeReport, peak_rss
 from weightspace.merge._threads import ThreadGovernor, check_threads
 
@@ -29,7 +36,26 @@ __all__ = ["plan_merge", "run_merge"]
 logger = logging.getLogger(__name__)
 
 
-def plan_merge(config: MergeConfig, output: str | os.PathLike[str]) -> MergePlan:
+def _shard_size(config: MergeConfig, out: Path, max_shard_size: int | str | None) -> int | None:
+    """The output's shard size: the argument, the config's, 5 GB for a folder, or none."""
+    if max_shard_size is not None:
+        try:
+            return parse_size(max_shard_size)
+        except WeightspaceError as exc:
+            raise WeightspaceValueError(f"`max_shard_size`: {exc}") from None
+    if config.max_shard_size is not None:
+        return parse_size(config.max_shard_size)
+    if out.suffix != ".safetensors":
+        return parse_size(DEFAULT_SHARD_SIZE)
+    return None
+
+
+def plan_merge(
+    config: MergeConfig,
+    output: str | os.PathLike[str],
+    *,
+    max_shard_size: int | str | None = None,
+) -> MergePlan:
     """Check ``config`` against its checkpoints and describe the merge, reading headers only.
 
     Everything :func:`run_merge` checks before it computes a tensor is checked here: the
@@ -39,6 +65,7 @@ def plan_merge(config: MergeConfig, output: str | os.PathLike[str]) -> MergePlan
     Args:
         config: The merge config.
         output: Where the merged checkpoint would go.
+        max_shard_size: The shard size :func:`run_merge` would be given.
 
     Returns:
         The plan; ``str(plan)`` is what ``weightspace merge --dry-run`` prints.
@@ -62,6 +89,7 @@ def plan_merge(config: MergeConfig, output: str | os.PathLike[str]) -> MergePlan
     prep = prepare(config)
     out = Path(os.path.abspath(Path(output).expanduser()))
     check_output(out, config, prep, overwrite=True)
+    shard_size = _shard_size(config, out, max_shard_size)
     out_dtype = config.output_dtype
     base = prep.base
     selected = set(prep.selected)
@@ -75,8 +103,8 @@ def plan_merge(config: MergeConfig, output: str | os.PathLike[str]) -> MergePlan
             dtype = out_dtype
         out_nbytes[n] = base.shape(n).numel() * dtype.itemsize
     shards = 1
-    if config.max_shard_size is not None:
-        shards = len(group_shards(prep.names, out_nbytes, config.max_shard_size))
+    if shard_size is not None:
+        shards = len(group_shards(prep.names, out_nbytes, shard_size))
     return MergePlan(
         method=config.method,
         models=len(config.models),
@@ -100,6 +128,8 @@ def run_merge(
     overwrite: bool = False,
     progress: bool = True,
     threads: int | Literal["auto"] = "auto",
+    max_shard_size: int | str | None = None,
+    copy_tokenizer: bool = True,
 ) -> MergeReport:
     """Merge the checkpoints a config names and write the result, streaming, atomically.
 
@@ -126,23 +156,38 @@ def run_merge(
     are copied from the base. The header's metadata records the method, the inputs, the
     parameters and the library version (:func:`weightspace.io.provenance`).
 
+    **Output.** A path ending in ``.safetensors`` gets one file (unless the config sets
+    ``max_shard_size``). Any other path is a Hugging Face model folder, as ``mergekit-yaml``
+    writes it: safetensors shards of at most ``max_shard_size`` (the argument, else the
+    config's, else 5 GB; a single ``model.safetensors`` when everything fits in one) with
+    ``model.safetensors.index.json``, and, from the folder of the base checkpoint when it has
+    them, ``config.json`` (its ``torch_dtype`` set to the config's ``dtype`` when there is
+    one), ``generation_config.json`` and, with ``copy_tokenizer``, the tokenizer files. Such a
+    folder loads with ``transformers.AutoModelForCausalLM.from_pretrained``.
+
     Nothing is left on disk when anything fails (bad input, NaN, a full disk): the output is
-    written under a temporary name and renamed at the end.
+    written under a temporary name and renamed at the end. A temporary left by a process that
+    was killed (``kill -9``, or a ``torchrun`` rank whose neighbour died) is removed by the
+    next merge into the same place, which logs what it removed.
 
     Launched by ``torchrun`` (``WORLD_SIZE`` > 1), the merge is spread over the ranks: each
     computes its share of the tensors (grouped by source shard, balanced by bytes) and writes
-    its own shards; rank 0 writes the index. ``output`` must then be a folder; the tensors
-    are those of the serial merge, bit for bit, and each rank returns the report of its part
-    (see the "Scaling out" page of the documentation).
+    its own shards; rank 0 writes the index and copies the base model's files. ``output``
+    must then be a folder; the tensors and the copied files are those of the serial merge,
+    bit for bit, and each rank returns the report of its part (see the "Scaling out" page of
+    the documentation).
 
     Args:
         config: The merge config.
-        output: A ``.safetensors`` file, or a folder when ``config.max_shard_size`` is set.
+        output: A ``.safetensors`` file, or a model folder (any other path).
         overwrite: Replace an existing output (never an input).
         progress: Show a ``tqdm`` progress bar, advanced after each tensor.
         threads: torch threads of the chunked path: ``"auto"`` (the cores other processes
             leave free, re-checked as the merge runs) or a fixed number. Under ``torchrun``
             each rank uses one.
+        max_shard_size: Largest shard of a folder output (bytes, or a size such as
+            ``"2GB"``); overrides the config's ``max_shard_size``.
+        copy_tokenizer: Copy the base model's tokenizer files into a folder output.
 
     Returns:
         The report; ``str(report)`` is what ``weightspace merge`` prints.
@@ -167,25 +212,35 @@ def run_merge(
         )
     threads = check_threads(threads)
     if launched_world() is not None:
-        return distributed_merge(config, output, overwrite=overwrite, progress=progress)
+        return distributed_merge(
+            config,
+            output,
+            overwrite=overwrite,
+            progress=progress,
+            max_shard_size=max_shard_size,
+            copy_tokenizer=copy_tokenizer,
+        )
     prep = prepare(config)
     out = Path(os.path.abspath(Path(output).expanduser()))
     check_output(out, config, prep, overwrite)
+    shard_size = _shard_size(config, out, max_shard_size)
+    extras = {} if shard_size is None else model_folder_files(config, copy_tokenizer)
     target, engine = build_target(config, prep)
     meta = merge_metadata(config)
     governor = None if engine is None else ThreadGovernor(threads)
     if engine is not None:
         engine.governor = governor
     try:
-        written = save_state_dict(
+        written = write_checkpoint(
             target,
             out,
             metadata=meta,
-            max_shard_size=config.max_shard_size,
+            max_shard_size=shard_size,
             inputs=[config.base, *(m.path for m in config.models)],
             overwrite=overwrite,
             check_finite=config.check_finite,
             progress=progress,
+            extra_files=extras,
         )
     finally:
         if engine is not None:
