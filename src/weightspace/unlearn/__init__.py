@@ -12,10 +12,12 @@ gold standard that every table includes.
 * The catalogue's baseline: :class:`MaskedFineTune` (train only the weights most involved in
   the forget class, with a loss for the new class and against the old one).
 * Ours: :class:`Redistribute` (distil the original model with the forgotten class removed).
-* Metrics: :func:`membership_inference` (with the protocol, and what it measures, in its
-  docstring) and :func:`evaluate` (accuracies by :func:`weightspace.train.accuracy` and the
-  attack, as an :class:`UnlearnReport`). ``unlearn.accuracy`` is a deprecated alias of
-  :func:`weightspace.train.accuracy`.
+* Metrics: :func:`holdout_mia` (can the model tell the forget set from unseen examples of
+  the same class? the membership test a retrained model passes), :func:`membership_inference`
+  (the "MIA efficacy" of the literature, with the protocol, and what it measures, in its
+  docstring) and :func:`evaluate` (accuracies by :func:`weightspace.train.accuracy` and both
+  attacks with their own accuracies, as an :class:`UnlearnReport`). ``unlearn.accuracy`` is
+  a deprecated alias of :func:`weightspace.train.accuracy`.
 
 Methods train through :class:`weightspace.train.Trainer` (its ``step``) and read their data
 through :func:`weightspace.train.batches`; the data may come in any of its forms.
@@ -44,10 +46,12 @@ from weightspace.unlearn._baselines import RandomLabels as RandomLabels
 from weightspace.unlearn._baselines import Retrain as Retrain
 from weightspace.unlearn._baselines import SalUn as SalUn
 from weightspace.unlearn._baselines import TaskVectorNegation as TaskVectorNegation
+from weightspace.unlearn._metrics import HoldoutMIAResult as HoldoutMIAResult
 from weightspace.unlearn._metrics import MIAResult as MIAResult
 from weightspace.unlearn._metrics import UnlearnReport as UnlearnReport
 from weightspace.unlearn._metrics import accuracy as accuracy
 from weightspace.unlearn._metrics import evaluate as evaluate
+from weightspace.unlearn._metrics import holdout_mia as holdout_mia
 from weightspace.unlearn._metrics import membership_inference as membership_inference
 from weightspace.unlearn._redistribute import MaskedFineTune as MaskedFineTune
 from weightspace.unlearn._redistribute import Redistribute as Redistribute
@@ -56,6 +60,7 @@ __all__ = [
     "SCRUB",
     "FineTune",
     "GradientAscent",
+    "HoldoutMIAResult",
     "MIAResult",
     "MaskedFineTune",
     "NegGradPlus",
@@ -68,5 +73,6 @@ __all__ = [
     "Unlearner",
     "accuracy",
     "evaluate",
+    "holdout_mia",
     "membership_inference",
 ]

@@ -28,6 +28,27 @@ unsure of it on the forget set for that reason alone, so the efficacy then mostl
 model remembers. The attack's own accuracy (:attr:`MIAResult.attack_accuracy`) says whether
 it separates members from non-members at all.
 
+The attack that asks what unlearning should answer (:func:`holdout_mia`): can the model's
+per-example loss tell the forget set (members) from held-out examples of the *same original
+class* that the model never saw (non-members)? A model retrained without the forget set has
+seen neither, so no attack separates them better than chance; a model that still remembers
+its training examples gives them a lower loss than their unseen look-alikes. The labels do
+not matter for the comparison (both sets carry the same one), which removes the problem above.
+Protocol (a threshold attack on the loss, as in Yeom et al., CSF 2018, optionally calibrated
+per example by a reference model, as in Watson et al., ICLR 2022):
+
+1. Members and non-members are subsampled (seeded) to the same count and each split into
+   two halves.
+2. On one half of each, the attack picks the direction (lower or higher score = member) and
+   the threshold that maximise its balanced accuracy; it is scored on the other halves; the
+   roles swap and the two scores are averaged (two-fold cross-fitting, so the choice of the
+   threshold does not inflate the accuracy).
+3. :attr:`HoldoutMIAResult.attack_accuracy` is that held-out balanced accuracy: 0.5 for a
+   model that treats the forget set as unseen data (retraining), above 0.5 when the forget
+   set is still told apart (remembered, or, if its loss is *higher* than that of unseen
+   look-alikes, over-forgotten: the "Streisand effect"). :attr:`HoldoutMIAResult.auc` gives
+   the direction: the probability that a member has a lower score than a non-member.
+
 Accuracy is :func:`weightspace.train.accuracy`; every metric takes data in the batching
 contract of :func:`weightspace.train.batches`.
 """
@@ -43,14 +64,23 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from weightspace import train
-from weightspace._deprecation import deprecated
+from weightspace._deprecation import deprecated, warn_deprecated
 from weightspace._errors import WeightspaceValueError
 from weightspace.train._batches import Source, collect_pair, targets_of, to_device
 from weightspace.train._evaluate import eval_mode
 
-__all__ = ["MIAResult", "UnlearnReport", "accuracy", "evaluate", "membership_inference"]
+__all__ = [
+    "HoldoutMIAResult",
+    "MIAResult",
+    "UnlearnReport",
+    "accuracy",
+    "evaluate",
+    "holdout_mia",
+    "membership_inference",
+]
 
 Feature = Literal["confidence", "loss", "entropy", "all"]
+HoldoutScore = Literal["loss", "confidence"]
 
 
 def _logits(
@@ -130,7 +160,7 @@ def membership_inference(
     members: train.Data,
     non_members: train.Data,
     target: train.Data,
-    feature: Feature = "all",
+    feature: Feature = "confidence",
     max_samples: int | None = 2000,
     seed: int = 0,
     batch_size: int = 1024,
@@ -140,6 +170,11 @@ def membership_inference(
     See the module notes for the protocol. Members and non-members are subsampled (seeded) to
     the same count, at most ``max_samples`` each; half of each trains the attack, half
     measures it.
+
+    Read the efficacy only next to :attr:`MIAResult.attack_accuracy`: an attack at chance
+    (near 0.5) has learnt no rule, and the fraction of targets it calls non-members is then
+    arbitrary. To ask whether a model still remembers the forget set, :func:`holdout_mia` is
+    the direct test.
 
     What the efficacy measures: the fraction of ``target`` examples whose features, read at
     the labels ``target`` carries, look like those of the non-members (to a logistic
@@ -156,8 +191,12 @@ def membership_inference(
         non_members: ``(inputs, targets)`` it was not trained on (e.g. the test set).
         target: ``(inputs, targets)`` whose membership is judged (e.g. the forget set, with
             its original labels).
-        feature: ``"confidence"`` (log-odds of :math:`p_y`), ``"loss"``, ``"entropy"`` or
-            ``"all"`` three.
+        feature: ``"confidence"`` (log-odds of :math:`p_y`; the default), ``"loss"`` or
+            ``"entropy"``. ``"all"`` (the three together, the default before 0.1) is
+            deprecated: the three are nearly collinear, and when the attack is at chance its
+            standardised weights are noise that the forget set's out-of-range features
+            amplify, so the efficacy it gave could be anything (0.13 where
+            ``"confidence"`` gave 1.0 on the same model, with the attack at 0.51).
         max_samples: Cap on examples per class of the attack's data (``None``: no cap).
         seed: Seed of the subsampling and split.
         batch_size: Batch size of the forward passes.
@@ -187,6 +226,12 @@ def membership_inference(
         >>> membership_inference(nn.Identity(), **attack, target=(sure[:10], y[:10])).efficacy
         0.0
     """
+    if feature == "all":
+        warn_deprecated(
+            'membership_inference(feature="all")',
+            'membership_inference(feature="confidence") and holdout_mia',
+            since="0.1",
+        )
     if feature not in ("confidence", "loss", "entropy", "all"):
         raise WeightspaceValueError(
             f"`feature` must be 'confidence', 'loss', 'entropy' or 'all', got {feature!r}"
@@ -235,6 +280,171 @@ def membership_inference(
 
 
 @dataclass(frozen=True)
+class HoldoutMIAResult:
+    """The outcome of :func:`holdout_mia`.
+
+    Attributes:
+        attack_accuracy: Held-out balanced accuracy of the attack at telling the forget set
+            from unseen examples of the same class (0.5: they look alike, as after retraining).
+        auc: Probability that a forget example has a lower score (loss) than an unseen one
+            (ties count half): above 0.5, the forget set is remembered; below, it is
+            over-forgotten (its loss is higher than that of data never seen).
+        n: Examples per side that the attack used.
+
+    Example:
+        >>> r = HoldoutMIAResult(attack_accuracy=0.51, auc=0.5, n=900)
+        >>> f"attack {r.attack_accuracy:.0%}: no better than chance"
+        'attack 51%: no better than chance'
+    """
+
+    attack_accuracy: float
+    auc: float
+    n: int
+
+
+def _scores(model: nn.Module, data: tuple[Tensor, Tensor], score: HoldoutScore, arg: str) -> Tensor:
+    logits, y = _logits(model, data, 1024, arg)
+    logp = F.log_softmax(logits.to(torch.float64), dim=1)
+    logp_y = logp.gather(1, y[:, None]).squeeze(1)
+    if score == "loss":
+        return -logp_y
+    others = logp.scatter(1, y[:, None], float("-inf"))
+    return -(logp_y - torch.logsumexp(others, dim=1)).clamp(-1e4, 1e4)
+
+
+def _best_threshold(member: Tensor, non_member: Tensor) -> tuple[float, float]:
+    """Direction (+1: a lower score is a member) and threshold of the best balanced accuracy."""
+    values = torch.cat([member, non_member])
+    is_member = torch.cat([torch.ones_like(member), torch.zeros_like(non_member)])
+    order = torch.argsort(values, stable=True)
+    v, m = values[order], is_member[order]
+    # Cut after position k (k = 0..N): "member" = the k lowest scores.
+    tp = torch.cat([torch.zeros(1, dtype=m.dtype), m.cumsum(0)])
+    fp = torch.cat([torch.zeros(1, dtype=m.dtype), (1 - m).cumsum(0)])
+    tpr, fpr = tp / member.numel(), fp / non_member.numel()
+    # Only cut between distinct values (and at the two ends).
+    ok = torch.ones(v.numel() + 1, dtype=torch.bool)
+    ok[1:-1] = v[1:] != v[:-1]
+    low = torch.where(ok, 0.5 * (1 + tpr - fpr), torch.tensor(-1.0, dtype=tpr.dtype))
+    high = torch.where(ok, 0.5 * (1 - tpr + fpr), torch.tensor(-1.0, dtype=tpr.dtype))
+    k_low, k_high = int(low.argmax()), int(high.argmax())
+    direction, k = (1.0, k_low) if low[k_low] >= high[k_high] else (-1.0, k_high)
+    edges = torch.cat([v[:1] - 1.0, v, v[-1:] + 1.0])
+    threshold = 0.5 * float(edges[k] + edges[k + 1])
+    return direction, threshold
+
+
+def _balanced_accuracy(
+    member: Tensor, non_member: Tensor, direction: float, threshold: float
+) -> float:
+    def called_member(t: Tensor) -> Tensor:
+        return (direction * (t - threshold)) < 0
+
+    tpr = called_member(member).to(torch.float64).mean()
+    tnr = (~called_member(non_member)).to(torch.float64).mean()
+    return float(0.5 * (tpr + tnr))
+
+
+def holdout_mia(
+    model: nn.Module,
+    *,
+    forget: train.Data,
+    holdout: train.Data,
+    score: HoldoutScore = "loss",
+    reference: nn.Module | None = None,
+    max_samples: int | None = None,
+    seed: int = 0,
+) -> HoldoutMIAResult:
+    r"""Can the model tell the forget set from unseen examples of the same class?
+
+    The membership-inference test of unlearning (see the module notes for the protocol): the
+    *members* are the forget examples, the *non-members* held-out examples of the same
+    original class(es) with the same labels, so that a model retrained without the forget set
+    has no way to tell them apart. A per-example score (the loss at the given label, or the
+    negative log-odds ``"confidence"``) is thresholded, with the direction and threshold
+    fitted on one half of each set and the accuracy measured on the other (two folds).
+
+    Args:
+        model: The classifier under attack (not modified).
+        forget: ``(inputs, targets)`` the model was trained on and should have forgotten, in
+            any form of :func:`weightspace.train.batches`.
+        holdout: ``(inputs, targets)`` of the same class(es), never trained on (e.g. test
+            examples of the forgotten class, with the same labels as ``forget``).
+        score: ``"loss"`` (cross-entropy at the label) or ``"confidence"`` (minus the log-odds
+            of :math:`p_y`; a monotone function of the loss for a single example, kept for
+            symmetry with :func:`membership_inference`).
+        reference: A model that saw neither set (e.g. one trained on other data of the same
+            kind). If given, each score is calibrated by subtracting the reference model's
+            score on the same example (difficulty calibration, Watson et al., ICLR 2022), so
+            that examples that are hard for any model do not pass for non-members.
+        max_samples: Cap on examples per side (``None``: all of the smaller set).
+        seed: Seed of the subsampling and of the split into halves.
+
+    Returns:
+        A :class:`HoldoutMIAResult`.
+
+    Raises:
+        WeightspaceValueError: if ``score`` is unknown, ``max_samples`` is not an int >= 4 or
+            ``None``, or a set has fewer than 4 examples.
+
+    Example:
+        A "model" (the identity on logits) that is sure of the examples it was trained on and
+        unsure of unseen ones is caught; one that treats both alike is not.
+
+        >>> import torch
+        >>> from torch import nn
+        >>> y = torch.zeros(40, dtype=torch.long)
+        >>> sure = torch.tensor([[6.0, 0.0]]).repeat(40, 1)
+        >>> unsure = torch.tensor([[0.5, 0.0]]).repeat(40, 1)
+        >>> holdout_mia(nn.Identity(), forget=(sure, y), holdout=(unsure, y)).attack_accuracy
+        1.0
+        >>> holdout_mia(nn.Identity(), forget=(unsure, y), holdout=(unsure, y)).attack_accuracy
+        0.5
+    """
+    if score not in ("loss", "confidence"):
+        raise WeightspaceValueError(f"`score` must be 'loss' or 'confidence', got {score!r}")
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 4
+    ):
+        raise WeightspaceValueError(
+            f"`max_samples` must be an int >= 4 or None, got {max_samples!r}"
+        )
+    if reference is not None and not isinstance(reference, nn.Module):
+        raise WeightspaceValueError(
+            f"`reference` must be an nn.Module or None, got {type(reference).__name__}"
+        )
+    f = collect_pair(forget, "forget")
+    h = collect_pair(holdout, "holdout")
+    n = min(f[0].shape[0], h[0].shape[0])
+    if max_samples is not None:
+        n = min(n, max_samples)
+    if n < 4:
+        raise WeightspaceValueError(
+            f"the attack needs at least 4 examples in `forget` and in `holdout`, got {n}; pass "
+            "more data"
+        )
+    gen = torch.Generator().manual_seed(seed)
+    fi = torch.randperm(f[0].shape[0], generator=gen)[:n]
+    hi = torch.randperm(h[0].shape[0], generator=gen)[:n]
+    fs, hs = (f[0][fi], f[1][fi]), (h[0][hi], h[1][hi])
+    sf, sh = _scores(model, fs, score, "forget"), _scores(model, hs, score, "holdout")
+    if reference is not None:
+        sf = sf - _scores(reference, fs, score, "forget")
+        sh = sh - _scores(reference, hs, score, "holdout")
+    half = n // 2
+    folds = [(slice(0, half), slice(half, n)), (slice(half, n), slice(0, half))]
+    accs = []
+    for fit, test in folds:
+        direction, threshold = _best_threshold(sf[fit], sh[fit])
+        accs.append(_balanced_accuracy(sf[test], sh[test], direction, threshold))
+    less = (sf[:, None] < sh[None, :]).to(torch.float64).mean()
+    ties = (sf[:, None] == sh[None, :]).to(torch.float64).mean()
+    return HoldoutMIAResult(
+        attack_accuracy=0.5 * (accs[0] + accs[1]), auc=float(less + 0.5 * ties), n=n
+    )
+
+
+@dataclass(frozen=True)
 class UnlearnReport:
     """The numbers of one unlearned model, as :func:`evaluate` measures them.
 
@@ -248,6 +458,13 @@ class UnlearnReport:
             original labels (``None`` if not given).
         mia_efficacy: :attr:`MIAResult.efficacy` on the forget set with the labels it was
             given (``None`` if not run; see :func:`membership_inference` for what it measures).
+        mia_attack_accuracy: :attr:`MIAResult.attack_accuracy` of that attack (members: the
+            retain set, non-members: the test set); read the efficacy only when it is clearly
+            above 0.5.
+        holdout_mia_accuracy: :attr:`HoldoutMIAResult.attack_accuracy` of :func:`holdout_mia`
+            (forget set against ``forget_test``; ``None`` if either is not given or not run):
+            0.5 means the forget set looks like unseen data of its class, as after retraining.
+        holdout_mia_auc: :attr:`HoldoutMIAResult.auc` of the same attack.
 
     Example:
         >>> r = UnlearnReport(forget_accuracy=0.01, retain_accuracy=0.98, test_accuracy=0.96)
@@ -261,6 +478,9 @@ class UnlearnReport:
     new_accuracy: float | None = None
     forget_test_accuracy: float | None = None
     mia_efficacy: float | None = None
+    mia_attack_accuracy: float | None = None
+    holdout_mia_accuracy: float | None = None
+    holdout_mia_auc: float | None = None
 
     def as_dict(self) -> dict[str, float | None]:
         """Return the fields as a dict (for JSON and tables).
@@ -284,13 +504,16 @@ def evaluate(
     seed: int = 0,
     batch_size: int = 1024,
 ) -> UnlearnReport:
-    """Measure an unlearned model: forget / retain / test / new-class accuracy and MIA efficacy.
+    """Measure an unlearned model: accuracies and two membership-inference attacks.
 
     Accuracies are :func:`weightspace.train.accuracy`; every set may come in any form of
     :func:`weightspace.train.batches`. The efficacy is :func:`membership_inference` with the
     retain set as members, the test set as non-members and ``forget`` as target, with the
     labels ``forget`` carries (read its notes before comparing methods that give the
-    forgotten class's output to a new class).
+    forgotten class's output to a new class), and the report carries that attack's own
+    accuracy. With ``forget_test``, :func:`holdout_mia` also asks whether the forget set can
+    be told from unseen examples of its class: the test of remembering that a retrained model
+    passes (accuracy near 0.5).
 
     Args:
         model: The classifier (not modified).
@@ -298,10 +521,12 @@ def evaluate(
         retain: The retain set (members for the attack).
         test: Held-out examples of the kept classes (non-members for the attack).
         new: Held-out examples of the new class with its new labels.
-        forget_test: Held-out examples of the forgotten class with their original labels.
-        mia: Run :func:`membership_inference` on ``forget``.
-        mia_samples: ``max_samples`` of the attack.
-        seed: Seed of the attack's subsampling.
+        forget_test: Held-out examples of the forgotten class with their original labels
+            (the non-members of :func:`holdout_mia`).
+        mia: Run the attacks (:func:`membership_inference` on ``forget``, and
+            :func:`holdout_mia` if ``forget_test`` is given).
+        mia_samples: ``max_samples`` of :func:`membership_inference`.
+        seed: Seed of the attacks' subsampling.
         batch_size: Batch size of the forward passes.
 
     Returns:
@@ -323,9 +548,9 @@ def evaluate(
     ft_acc = (
         accuracy(model, forget_test, batch_size=batch_size) if forget_test is not None else None
     )
-    efficacy = None
+    efficacy = attack_acc = holdout_acc = holdout_auc = None
     if mia:
-        efficacy = membership_inference(
+        attack = membership_inference(
             model,
             members=retain,
             non_members=test,
@@ -333,7 +558,11 @@ def evaluate(
             max_samples=mia_samples,
             seed=seed,
             batch_size=batch_size,
-        ).efficacy
+        )
+        efficacy, attack_acc = attack.efficacy, attack.attack_accuracy
+        if forget_test is not None:
+            same_class = holdout_mia(model, forget=forget, holdout=forget_test, seed=seed)
+            holdout_acc, holdout_auc = same_class.attack_accuracy, same_class.auc
     result = UnlearnReport(
         forget_accuracy=forget_acc,
         retain_accuracy=accuracy(model, retain, batch_size=batch_size),
@@ -341,6 +570,9 @@ def evaluate(
         new_accuracy=new_acc,
         forget_test_accuracy=ft_acc,
         mia_efficacy=efficacy,
+        mia_attack_accuracy=attack_acc,
+        holdout_mia_accuracy=holdout_acc,
+        holdout_mia_auc=holdout_auc,
     )
     if not all(math.isfinite(v) for v in result.as_dict().values() if v is not None):
         raise WeightspaceValueError(f"a metric is not finite: {result}")
