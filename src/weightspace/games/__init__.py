@@ -35,6 +35,24 @@ from weightspace.games._compose import render as render
 from weightspace.games._deck import CARD_NAMES as CARD_NAMES
 from weightspace.games._deck import Deck as Deck
 from weightspace.games._deck import default_deck as default_deck
+from weightspace.games._dixit import HAND_SIZE as HAND_SIZE
+from weightspace.games._dixit import WINNING_SCORE as WINNING_SCORE
+from weightspace.games._dixit import AbstractBot as AbstractBot
+from weightspace.games._dixit import DixitBot as DixitBot
+from weightspace.games._dixit import DixitGame as DixitGame
+from weightspace.games._dixit import DixitRound as DixitRound
+from weightspace.games._dixit import Eyes as Eyes
+from weightspace.games._dixit import HintWriter as HintWriter
+from weightspace.games._dixit import LiteralBot as LiteralBot
+from weightspace.games._dixit import LLMHintWriter as LLMHintWriter
+from weightspace.games._dixit import RandomBot as RandomBot
+from weightspace.games._dixit import StrategistBot as StrategistBot
+from weightspace.games._dixit import dixit_deck as dixit_deck
+from weightspace.games._dixit import literal_hint as literal_hint
+from weightspace.games._dixit import play_game as play_game
+from weightspace.games._dixit import read_dixit_games as read_dixit_games
+from weightspace.games._dixit import score_round as score_round
+from weightspace.games._dixit import write_dixit_games as write_dixit_games
 from weightspace.games._evaluate import RetrievalScore as RetrievalScore
 from weightspace.games._evaluate import caption_retrieval as caption_retrieval
 from weightspace.games._evaluate import zero_shot_accuracy as zero_shot_accuracy
@@ -71,41 +89,59 @@ from weightspace.games._web import serve_imagine as serve_imagine
 __all__ = [
     "CARD_NAMES",
     "CONCEPTS",
+    "HAND_SIZE",
     "PARAMS_PER_CARD",
     "SEARCH_METHODS",
+    "WINNING_SCORE",
+    "AbstractBot",
     "CLIPScorer",
     "Composition",
     "ConSEScorer",
     "Deck",
+    "DixitBot",
+    "DixitGame",
+    "DixitRound",
     "EmbeddingScorer",
+    "Eyes",
     "GameRoom",
     "GameServer",
+    "HintWriter",
     "ImageTextScorer",
     "ImageTower",
     "ImagineGame",
     "ImagineRoom",
     "ImagineServer",
+    "LLMHintWriter",
     "LiTHeads",
     "LiTScorer",
+    "LiteralBot",
+    "RandomBot",
     "RetrievalScore",
     "SearchResult",
     "StampImages",
+    "StrategistBot",
     "augmented_views",
     "caption_retrieval",
     "challenge",
     "default_deck",
+    "dixit_deck",
     "guess",
+    "literal_hint",
     "placement",
+    "play_game",
     "random_compositions",
+    "read_dixit_games",
     "read_games",
     "read_guesses",
     "render",
+    "score_round",
     "search",
     "serve_imagine",
     "serve_rooms",
     "stamp_features",
     "stamp_images",
     "train_lit",
+    "write_dixit_games",
     "write_games",
     "zero_shot_accuracy",
 ]
