@@ -33,6 +33,7 @@ import copy
 import itertools
 import json
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -107,6 +108,19 @@ ANALOGIES = (  # D = C + (B - A): (A, B, C, D)
 VARIANTS = ("up", "rot", "inv")
 NEG_GRID = tuple(round(0.2 * i, 2) for i in range(21))  # 0 .. 4: see the report
 
+# Tuning protocol of the merges (learning by addition): every method with a hyperparameter
+# gets the same budget of 20 configurations, each scored on validation data only; the one
+# with the best mean normalised validation accuracy is kept. Weight averaging has no
+# hyperparameter (1 configuration). The random control gets task arithmetic's budget.
+TA_GRID = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 20 scales
+TIES_DENSITIES = (0.1, 0.2, 0.5, 1.0)  # x 5 scales (TIES merges a mean, not a sum)
+TIES_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+MASK_LAMBDAS = (0.2, 0.4, 0.6, 0.8)  # TALL / Consensus mask thresholds, x 5 scales
+MASK_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
+SINGLE_METHODS = ("average", "task_arithmetic", "ties", "consensus")  # one merged model
+ORACLE_METHODS = ("tall_masks",)  # one model per task: needs the task identity
+CONTROL_METHODS = ("random",)  # random vectors of the task vectors' norms, summed
+
 
 @dataclass
 class Config:
@@ -130,7 +144,7 @@ class Config:
 
 
 FULL = Config(
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
     n_pre=6000,
     pre_epochs=3,
     n_ft=3000,
@@ -149,6 +163,7 @@ QUICK = Config(
     ft_epochs=3,
     ranks=(4,),
     grid_stride=2,
+    out=HERE / "results" / "quick",
 )
 
 Pair = tuple[Tensor, Tensor]
@@ -681,6 +696,78 @@ def vector_params(tv: TaskVector, rank: int | None) -> int:
     return total
 
 
+# %%
+# Merges with the same tuning budget, and the random control of addition
+# -----------------------------------------------------------------------
+#
+# :func:`weightspace.arithmetic.add` chooses each method's scale on validation data; a
+# method with a second hyperparameter (TIES's density, the masks' threshold) enters once per
+# value, and the value with the best validation score is kept. The random control adds, for
+# each task, a Gaussian vector with the norms of the task's vector in every tensor: if
+# addition helps because of the tasks' directions, the random sum must not.
+
+
+def random_like(vector: TaskVector, seed: int) -> TaskVector:
+    """A Gaussian vector with, in every tensor, the norm of ``vector``'s tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in vector:
+        t = vector[name].float()
+        r = torch.randn(t.shape, generator=gen)
+        out[name] = r * (t.norm() / r.norm().clamp_min(1e-12))
+    return TaskVector(out)
+
+
+def random_sum(vectors: Sequence[TaskVector], *, seed: int) -> TaskVector:
+    """The sum of one norm-matched random vector per task vector."""
+    return merge.task_arithmetic([random_like(v, 1000 * seed + i) for i, v in enumerate(vectors)])
+
+
+def tall(vectors: Sequence[TaskVector], *, lambdas: float) -> list[TaskVector]:
+    """Per task, the sum of the vectors under that task's TALL mask (one model per task)."""
+    merged = merge.task_arithmetic(vectors).materialize()
+    return [merged.masked(m) for m in merge.tall_masks(vectors, lambdas=lambdas, merged=merged)]
+
+
+def merge_methods(
+    families: Sequence[str], seed: int, stride: int = 1
+) -> dict[str, arithmetic.Method]:
+    """Every configuration of the tuning budget, named ``family`` or ``family@value``."""
+    method = arithmetic.Method
+    out: dict[str, arithmetic.Method] = {}
+    if "average" in families:
+        out["average"] = method(merge.mean, grid=(1.0,))
+    if "task_arithmetic" in families:
+        out["task_arithmetic"] = method(merge.task_arithmetic, grid=TA_GRID[::stride])
+    if "random" in families:
+        out["random"] = method(partial(random_sum, seed=seed), grid=TA_GRID[::stride])
+    if "ties" in families:
+        for d in TIES_DENSITIES:
+            out[f"ties@{d}"] = method(partial(merge.ties, density=d), grid=TIES_SCALES[::stride])
+    if "consensus" in families:
+        for lam in MASK_LAMBDAS:
+            out[f"consensus@{lam}"] = method(
+                partial(merge.consensus, k=2, lambdas=lam), grid=MASK_SCALES[::stride]
+            )
+    if "tall_masks" in families:
+        for lam in MASK_LAMBDAS:
+            out[f"tall_masks@{lam}"] = method(
+                partial(tall, lambdas=lam), grid=MASK_SCALES[::stride]
+            )
+    return out
+
+
+def tuned(res: arithmetic.AdditionResult) -> dict[str, tuple[float | None, arithmetic.MethodRow]]:
+    """Per method family, the configuration with the best validation score (first on ties)."""
+    best: dict[str, tuple[float | None, arithmetic.MethodRow]] = {}
+    for name, row in res.rows.items():
+        family, _, value = name.partition("@")
+        if family in best and not row.validation > best[family][1].validation:
+            continue
+        best[family] = (float(value) if value else None, row)
+    return best
+
+
 def run_seed(
     cfg: Config, data: Mapping[str, Any], seed: int, log: Callable[[str], None]
 ) -> dict[str, Any]:
@@ -871,7 +958,6 @@ def run_seed(
         "multitask": {},
         "analogy": {},
     }
-    objects: dict[str, Any] = {"multitask": {}}
     t = time.perf_counter()
     for r in REGIMES:
         for src, dst in DIRECTIONS:
@@ -910,28 +996,43 @@ def run_seed(
                 entry["curve"] = [[c, v, cs[controls[0]]] for c, v, cs in res.curve]
                 entry["finetuned_own"] = ref[target]
                 out["negation"].setdefault(r, {}).setdefault(d, {})[target] = entry
-            # (c) learning by addition: pairs of vectors, task arithmetic
+            # (c) learning by addition: pairs of vectors, task arithmetic and its random control
             pairs = {}
+            own_vecs = tv[r][dst]
             for a_, b_ in itertools.combinations(PAIR_TASKS, 2):
                 res = arithmetic.add(
                     sd,
                     {a_: vecs[a_], b_: vecs[b_]},
                     {a_: tk[a_], b_: tk[b_]},
-                    methods={"task_arithmetic": arithmetic.Method(merge.task_arithmetic)},
-                    grid=grid,
+                    methods=merge_methods(
+                        ("task_arithmetic", "random"), 7919 * seed + 13, cfg.grid_stride
+                    ),
+                    finetuned={a_: own_vecs[a_], b_: own_vecs[b_]},
                 )
-                row = res.rows["task_arithmetic"]
                 pairs[f"{a_}+{b_}"] = {
-                    "scale": row.scale,
-                    "normalized": statistics.fmean(row.scores[k] / ref[k] for k in (a_, b_)),
+                    key: {
+                        "scale": res.rows[m].scale,
+                        "normalized": statistics.fmean(
+                            res.rows[m].scores[k] / ref[k] for k in (a_, b_)
+                        ),
+                    }
+                    for key, m in (("task_arithmetic", "task_arithmetic"), ("random", "random"))
                 }
+                pairs[f"{a_}+{b_}"]["pretrained"] = statistics.fmean(
+                    pre[k] / ref[k] for k in (a_, b_)
+                )
             out["pairs"].setdefault(r, {})[d] = pairs
-            # (c') multi-task addition of the seven vectors, every method
+            # (c') multi-task addition of the seven vectors, every method on the same budget
             res = arithmetic.add(
-                sd, {k: vecs[k] for k in MULTI}, {k: tk[k] for k in MULTI}, grid=grid
+                sd,
+                {k: vecs[k] for k in MULTI},
+                {k: tk[k] for k in MULTI},
+                methods=merge_methods(
+                    (*SINGLE_METHODS, *ORACLE_METHODS, *CONTROL_METHODS), seed, cfg.grid_stride
+                ),
+                finetuned={k: own_vecs[k] for k in MULTI},
             )
             out["multitask"].setdefault(r, {})[d] = summarise_addition(res, ref)
-            objects["multitask"].setdefault(r, {})[d] = res
             # (d) analogies
             an = {}
             for a_, b_, c_, d_ in ANALOGIES:
@@ -971,7 +1072,6 @@ def run_seed(
             own_ft[r],
             partial(vectors, r),
             seed,
-            grid,
         )
         for r in ("joint", "distilled-all")
     }
@@ -990,18 +1090,18 @@ def run_seed(
         )
     timing["total"] = time.perf_counter() - t0
     out["timing"] = timing
-    out["_objects"] = objects
     return out
 
 
 def summarise_addition(res: arithmetic.AdditionResult, ref: Mapping[str, float]) -> dict[str, Any]:
-    """Test accuracy per method, normalised by the target architecture's own fine-tuned model
-    (the library's ``normalized`` divides by the vectors' own models, which across
-    architectures are the transferred vectors)."""
+    """Test accuracy per method (its configuration tuned on validation), normalised by the
+    target architecture's own fine-tuned model."""
     rows = {}
-    for name, row in res.rows.items():
+    for name, (value, row) in tuned(res).items():
         rows[name] = {
             "scale": row.scale,
+            "hyper": value,
+            "validation": None if math.isnan(row.validation) else row.validation,
             "scores": dict(row.scores),
             "normalized": {k: row.scores[k] / ref[k] for k in res.tasks},
             "mean": row.mean,
@@ -1022,7 +1122,6 @@ def modular(
     own_ft: Mapping[str, Mapping[str, float]],
     vectors: Callable[..., dict[str, TaskVector]],
     seed: int,
-    grid: Sequence[float],
 ) -> dict[str, Any]:
     """Dense task vectors against rank-r units (truncated SVD of the dense vector) and LoRA
     modules trained at rank ``cfg.lora_rank``: size, interference, one vector at a time,
@@ -1066,11 +1165,8 @@ def modular(
         with torch.no_grad():
             router_acc[a] = float((routers[a](zs).argmax(1) == ys).float().mean())
     result: dict[str, Any] = {"relative_error": errors, "router_accuracy": router_acc}
-    methods = {
-        "task_arithmetic": arithmetic.Method(merge.task_arithmetic),
-        "ties": arithmetic.default_methods()["ties"],
-        "tall_masks": arithmetic.default_methods()["tall_masks"],
-    }
+    families = ("task_arithmetic", "ties", "tall_masks")
+    methods = merge_methods(families, seed, cfg.grid_stride)
     for key, pool in pools.items():
         rank = None if key == "dense" else int(key.split("_r")[1])
         entry: dict[str, Any] = {
@@ -1082,13 +1178,20 @@ def modular(
             vecs = vectors(src, dst, pool[src])
             sd, tk, ref = base[dst], tasks[dst], own_ft[dst]
             single = statistics.fmean(tk[k].test(vecs[k].apply_to(sd)) / ref[k] for k in MULTI)
-            res = arithmetic.add(sd, vecs, {k: tk[k] for k in MULTI}, methods=methods, grid=grid)
+            res = arithmetic.add(
+                sd,
+                vecs,
+                {k: tk[k] for k in MULTI},
+                methods=methods,
+                finetuned={k: tv[dst][k] for k in MULTI},
+            )
+            best = tuned(res)
             routed = routed_accuracy(models[dst], sd, vecs, routers[dst], feats[dst], sets)
             entry[d] = {
                 "single_normalized": single,
                 **{
-                    m: statistics.fmean(res.rows[m].scores[k] / ref[k] for k in MULTI)
-                    for m in methods
+                    m: statistics.fmean(best[m][1].scores[k] / ref[k] for k in MULTI)
+                    for m in families
                 },
                 "routing": statistics.fmean(routed[k] / ref[k] for k in MULTI),
             }
@@ -1102,25 +1205,37 @@ def modular(
 
 
 def tree_summary(runs: Sequence[Any]) -> Any:
-    """Per leaf, ``[mean, std]`` over the seeds (the same nested structure for every seed)."""
+    """Per leaf, ``[mean, std, half-width of the 95 % t interval]`` over the seeds (the same
+    nested structure for every seed; the half-width is NaN for one seed)."""
     first = runs[0]
     if isinstance(first, Mapping):
         return {k: tree_summary([r[k] for r in runs]) for k in first if not str(k).startswith("_")}
     if isinstance(first, (int, float)) and not isinstance(first, bool):
-        s = report.summarize([float(r) for r in runs])
-        return [s.mean, s.std]
+        return spread([float(r) for r in runs])
     return None
 
 
+def spread(values: Sequence[float]) -> list[float]:
+    """``[mean, std, half-width of the 95 % Student-t interval]`` of per-seed values."""
+    s = report.summarize(list(values))
+    return [s.mean, s.std, s.half_width]
+
+
 def pm(cell: Sequence[float] | None, pct: bool = True, digits: int = 1) -> str:
-    """A ``[mean, std]`` leaf of the summary as ``mean ± std`` (accuracies in %)."""
+    """A summary leaf as ``mean ± half-width`` (accuracies in %); the mean alone for one seed."""
     if cell is None:
         return "n/a"
-    summary = report.Summary(cell[0], cell[1], n=0).scaled(100.0 if pct else 1.0)
-    return format(summary, f".{digits}f")
+    f = 100.0 if pct else 1.0
+    if len(cell) < 3 or math.isnan(cell[2]):
+        return f"{cell[0] * f:.{digits}f}"
+    return f"{cell[0] * f:.{digits}f} ± {cell[2] * f:.{digits}f}"
 
 
-md = report.markdown_table
+def md(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A Markdown pipe table (cells must not contain ``|``)."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
 
 
 def dir_label(d: str) -> str:
@@ -1128,25 +1243,84 @@ def dir_label(d: str) -> str:
     return f"{src.upper()} on {dst.upper()}" if src != dst else f"{src.upper()} (within)"
 
 
-def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str:
-    s = summary
-    parts = ["# Heterogeneous task vectors: tables (mean ± std over seeds, accuracies in %)\n"]
+def seed_values(
+    runs: Sequence[Mapping[str, Any]], get: Callable[[Mapping[str, Any]], float]
+) -> str:
+    return ", ".join(f"{get(run):.3g}" for run in runs)
 
-    parts.append("### Models and the common part\n")
+
+def analogy_ratio(run: Mapping[str, Any], r: str, d: str) -> float:
+    """Gain of the analogies over the pretrained model, as a fraction of the gain of the
+    models fine-tuned on D (sums over the six analogies)."""
+    an = run["analogy"][r][d].values()
+    gain = sum(e["scores"]["analogy"] - e["scores"]["pretrained"] for e in an)
+    return gain / sum(e["scores"]["reference"] - e["scores"]["pretrained"] for e in an)
+
+
+def alone_normalized(run: Mapping[str, Any], r: str, d: str) -> float:
+    """Each of the seven vectors applied alone at scale 1, normalised (mean over tasks)."""
+    dst = d.split("->")[1]
+    ref = run["finetuned"][r][dst]
+    return statistics.fmean(run["single"][r][d][k]["scale1"] / ref[k] for k in MULTI)
+
+
+def pairs_mean(run: Mapping[str, Any], r: str, d: str, key: str) -> float:
+    return statistics.fmean(
+        p[key] if key == "pretrained" else p[key]["normalized"] for p in run["pairs"][r][d].values()
+    )
+
+
+def pairs_worst(run: Mapping[str, Any], r: str, d: str) -> float:
+    return min(p["task_arithmetic"]["normalized"] for p in run["pairs"][r][d].values())
+
+
+GAP_MEASURES = (
+    ("feature_gap_all", "feature gap (all variants)"),
+    ("feature_gap", "feature gap (upright)"),
+    ("weight_gap", "block weight gap"),
+    ("feature_cka", "feature CKA"),
+)
+
+
+def gap_points(run: Mapping[str, Any], measure: str) -> tuple[list[float], list[float]]:
+    """(compatibility measure, carried gain) over the five regimes and two directions."""
+    xs, ys = [], []
+    for r in REGIMES:
+        for d in ("cnn->vit", "vit->cnn"):
+            xs.append(float(run["compatibility"][r][measure]))
+            ys.append(float(run["carried"][r][d]))
+    return xs, ys
+
+
+def spearman(xs: Sequence[float], ys: Sequence[float]) -> float:
+    from scipy import stats
+
+    return float(stats.spearmanr(xs, ys).statistic)
+
+
+def tables(runs: Sequence[Mapping[str, Any]]) -> str:
+    """The Markdown tables of the report, from the per-seed results (as saved in JSON)."""
+    s = tree_summary(runs)
+    n = len(runs)
+    parts = [
+        f"Mean ± half-width of the 95 % Student-t interval over {n} seed(s); accuracies in %.\n"
+    ]
+
+    parts.append("### Pretrained models\n")
     rows = [
         [r, pm(s["pretrain_accuracy"][r]["cnn"]), pm(s["pretrain_accuracy"][r]["vit"])]
         for r in TRAINED
     ]
     parts.append(md(["pretraining", "CNN 20-way test acc.", "ViT 20-way test acc."], rows))
+
+    parts.append("### Compatibility of the common parts and the gain carried across\n")
     rows = []
     for r in REGIMES:
         c = s["compatibility"][r]
         rows.append(
             [
                 r,
-                pm(c["feature_gap"], False, 3),
-                pm(c["feature_gap_all"], False, 3),
-                pm(c["feature_cka"], False, 3),
+                *(pm(c[k], False, 3) for k in ("feature_gap", "feature_gap_all", "feature_cka")),
                 pm(c["weight_gap"], False, 3),
                 pm(c["vector_cosine"], False, 3),
                 pm(s["carried"][r]["cnn->vit"]),
@@ -1169,32 +1343,85 @@ def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str
         )
     )
 
-    parts.append("### One vector at a time: test accuracy of base + tau (scale 1)\n")
+    parts.append("### Does the carried gain follow the feature gap? Rank correlations\n")
+    rows = []
+    for key, label in GAP_MEASURES:
+        per_seed = [spearman(*gap_points(run, key)) for run in runs]
+        xs = [x for run in runs for x in gap_points(run, key)[0]]
+        ys = [y for run in runs for y in gap_points(run, key)[1]]
+        rows.append(
+            [
+                label,
+                pm(spread(per_seed), False, 2),
+                f"{spearman(xs, ys):.2f}",
+                ", ".join(f"{v:.2f}" for v in per_seed),
+            ]
+        )
+    parts.append(
+        md(
+            [
+                "measure",
+                "Spearman rho with the carried gain (per seed, 10 points)",
+                "pooled over seeds",
+                "per seed",
+            ],
+            rows,
+        )
+    )
+
+    parts.append("### Does the carried gain follow the feature gap? Pairs of regimes\n")
+    order = sorted(REGIMES, key=lambda r: s["compatibility"][r]["feature_gap_all"][0])
+    rows = []
+    for i, a in enumerate(order):
+        for b in order[i + 1 :]:
+            gap = spread(
+                [
+                    run["compatibility"][b]["feature_gap_all"]
+                    - run["compatibility"][a]["feature_gap_all"]
+                    for run in runs
+                ]
+            )
+            cells = []
+            for d in ("cnn->vit", "vit->cnn"):
+                diff = spread([run["carried"][a][d] - run["carried"][b][d] for run in runs])
+                if n < 2:
+                    verdict = "n/a"
+                elif diff[0] - diff[2] > 0:
+                    verdict = "yes"
+                elif diff[0] + diff[2] < 0:
+                    verdict = "reversed"
+                else:
+                    verdict = "interval holds 0"
+                cells += [pm(diff), verdict]
+            rows.append([f"{a} vs {b}", pm(gap, False, 3), *cells])
+    parts.append(
+        md(
+            [
+                "smaller gap vs larger gap",
+                "gap difference",
+                "carried difference CNN on ViT",
+                "smaller gap carries more?",
+                "carried difference ViT on CNN",
+                "smaller gap carries more?",
+            ],
+            rows,
+        )
+    )
+
     for r in REGIMES:
+        parts.append(f"### One vector at a time (scale 1): {r}\n")
         rows = [
-            [f"pretrained ({a.upper()})", *(pm(s["pretrained"][r][a][t]) for t in MULTI), ""]
+            [f"pretrained ({a.upper()})", *(pm(s["pretrained"][r][a][t]) for t in MULTI), "-"]
             for a in ARCHS
         ]
         for d, single in s["single"][r].items():
             rows.append(
                 [dir_label(d), *(pm(single[t]["scale1"]) for t in MULTI), pm(s["carried"][r][d])]
             )
-        parts.append(f"#### regime: {r}\n")
         parts.append(md(["vector", *MULTI, "gain carried"], rows))
 
-    parts.append("### Forgetting by negation (scale: largest drop with the control >= 95 %)\n")
     for target, controls in NEGATION:
-        header = [
-            "regime",
-            "direction",
-            "scale",
-            f"{target}: pretrained",
-            "negated",
-            "negated random",
-            f"{controls[0]} (control): pretrained",
-            "negated",
-            "random scale",
-        ]
+        parts.append(f"### Forgetting by negation: {target}\n")
         rows = []
         for r in REGIMES:
             for d, e in s["negation"][r].items():
@@ -1207,54 +1434,165 @@ def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str
                         pm(e["target"]["pretrained"]),
                         pm(e["target"]["edited"]),
                         pm(e["random"][target]["edited"]),
+                        pm(e["random_scale"], False, 2),
                         pm(e["control"][controls[0]]["pretrained"]),
                         pm(e["control"][controls[0]]["edited"]),
-                        pm(e["random_scale"], False, 2),
                     ]
                 )
-        parts.append(md(header, rows))
+        parts.append(
+            md(
+                [
+                    "regime",
+                    "direction",
+                    "scale",
+                    f"{target}: pretrained",
+                    "negated vector",
+                    "negated random vector",
+                    "random scale",
+                    f"{controls[0]} (control): pretrained",
+                    "after the negated vector",
+                ],
+                rows,
+            )
+        )
 
-    parts.append("### Learning by addition: pairs of vectors (task arithmetic), normalised acc.\n")
-    pair_names = list(s["pairs"]["joint"]["cnn->cnn"])
+    parts.append("### Learning by addition: pairs of vectors\n")
     rows = []
     for r in REGIMES:
-        for d, pairs in s["pairs"][r].items():
-            means = [
-                statistics.fmean(run["pairs"][r][d][p]["normalized"] for p in pair_names)
-                for run in runs
-            ]
+        for d in s["pairs"][r]:
             rows.append(
                 [
                     r,
                     dir_label(d),
-                    *(pm(pairs[p]["normalized"]) for p in pair_names),
-                    pm(spread(means)),
+                    pm(spread([pairs_mean(run, r, d, "pretrained") for run in runs])),
+                    pm(spread([pairs_mean(run, r, d, "task_arithmetic") for run in runs])),
+                    pm(spread([pairs_worst(run, r, d) for run in runs])),
+                    pm(spread([pairs_mean(run, r, d, "random") for run in runs])),
                 ]
             )
-    parts.append(md(["regime", "direction", *pair_names, "mean"], rows))
-
-    parts.append(
-        "### Multi-task addition of the 7 vectors: normalised accuracy (mean over tasks)\n"
-    )
-    methods = list(s["multitask"]["joint"]["cnn->cnn"])
-    rows = []
-    for r in REGIMES:
-        for d, res in s["multitask"][r].items():
-            rows.append([r, dir_label(d), *(pm(res[m]["normalized_mean"]) for m in methods)])
     parts.append(
         md(
             [
                 "regime",
                 "direction",
-                *("each vector alone" if m == "finetuned" else m for m in methods),
+                "pretrained",
+                "task arithmetic (mean of 10 pairs)",
+                "worst pair",
+                "random vectors, same norms (control)",
             ],
             rows,
         )
     )
+
+    parts.append("### Multi-task addition: single merged models\n")
+    rows = []
+    for r in REGIMES:
+        for d, res in s["multitask"][r].items():
+            rows.append(
+                [
+                    r,
+                    dir_label(d),
+                    *(
+                        pm(res[m]["normalized_mean"])
+                        for m in ("pretrained", *SINGLE_METHODS, *CONTROL_METHODS)
+                    ),
+                ]
+            )
+    parts.append(
+        md(
+            [
+                "regime",
+                "direction",
+                "pretrained",
+                "weight averaging",
+                "task arithmetic",
+                "TIES",
+                "Consensus",
+                "random vectors (control)",
+            ],
+            rows,
+        )
+    )
+
+    parts.append("### Multi-task addition: oracles that use the task identity\n")
+    rows = []
+    for r in REGIMES:
+        for d, res in s["multitask"][r].items():
+            rows.append(
+                [
+                    r,
+                    dir_label(d),
+                    pm(spread([alone_normalized(run, r, d) for run in runs])),
+                    pm(res["tall_masks"]["normalized_mean"]),
+                ]
+            )
+    parts.append(
+        md(["regime", "direction", "each vector alone (oracle)", "TALL masks (oracle)"], rows)
+    )
+
+    parts.append("### Multi-task addition: configurations chosen on validation, per seed\n")
+    rows = []
+    for r in REGIMES:
+        for d in s["multitask"][r]:
+
+            def chosen(m: str, key: str, r: str = r, d: str = d) -> str:
+                return ", ".join(
+                    "-"
+                    if run["multitask"][r][d][m][key] is None
+                    else f"{run['multitask'][r][d][m][key]:g}"
+                    for run in runs
+                )
+
+            rows.append(
+                [
+                    r,
+                    dir_label(d),
+                    chosen("task_arithmetic", "scale"),
+                    chosen("ties", "hyper"),
+                    chosen("ties", "scale"),
+                    chosen("consensus", "hyper"),
+                    chosen("tall_masks", "hyper"),
+                    chosen("random", "scale"),
+                ]
+            )
+    parts.append(
+        md(
+            [
+                "regime",
+                "direction",
+                "task arithmetic: scale",
+                "TIES: density",
+                "TIES: scale",
+                "Consensus: lambda",
+                "TALL: lambda",
+                "random: scale",
+            ],
+            rows,
+        )
+    )
+
     for r, d in (("joint", "cnn->cnn"), ("joint", "vit->vit"), ("distilled-all", "cnn->vit")):
-        objs = [run["_objects"]["multitask"][r][d] for run in runs]
-        parts.append(f"#### {r} regime, {dir_label(d)}: test accuracy per task (fraction)\n")
-        parts.append(arithmetic.table(objs, spec=".3f"))
+        parts.append(f"### Multi-task addition per task: {r}, {dir_label(d)}\n")
+        res = s["multitask"][r][d]
+        labels = {
+            "pretrained": "pretrained",
+            "finetuned": "fine-tuned, own architecture (reference)",
+            "average": "weight averaging",
+            "task_arithmetic": "task arithmetic",
+            "ties": "TIES",
+            "consensus": "Consensus",
+            "random": "random vectors (control)",
+            "tall_masks": "TALL masks (oracle)",
+        }
+        rows = [[labels[m], *(pm(res[m]["scores"][t]) for t in MULTI)] for m in labels]
+        parts.append(md(["model", *MULTI], rows))
+
+    parts.append("### Task analogies: the gain on D reached, summed over the six analogies\n")
+    rows = []
+    for r in REGIMES:
+        for d in s["analogy"][r]:
+            rows.append([r, dir_label(d), pm(spread([analogy_ratio(run, r, d) for run in runs]))])
+    parts.append(md(["regime", "direction", "fraction of the fine-tuning gain on D"], rows))
 
     parts.append("### Task analogies: test accuracy on D, never trained on\n")
     names = list(s["analogy"]["joint"]["cnn->cnn"])
@@ -1262,14 +1600,14 @@ def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str
     rows = []
     for r in REGIMES:
         for d, an in s["analogy"][r].items():
-            for n in names:
+            for name in names:
                 rows.append(
                     [
                         r,
                         dir_label(d),
-                        n,
-                        *(pm(an[n]["scores"][k]) for k in keys),
-                        pm(an[n]["scales"]["analogy"], False, 2),
+                        name,
+                        *(pm(an[name]["scores"][k]) for k in keys),
+                        pm(an[name]["scales"]["analogy"], False, 2),
                     ]
                 )
     parts.append(
@@ -1289,61 +1627,167 @@ def tables(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]]) -> str
         )
     )
 
-    parts.append("### Modular: task modules as low-rank units, merged or routed\n")
     for r in ("joint", "distilled-all"):
         m = s["modular"][r]
-        rows = []
-        for key, e in m.items():
-            if key in ("relative_error", "router_accuracy"):
-                continue
-            for d in ("cnn->cnn", "vit->vit", "cnn->vit", "vit->cnn"):
+        keys_ = [k for k in m if k not in ("relative_error", "router_accuracy")]
+        for title, cols, labels_ in (
+            (
+                "single merged models",
+                ("task_arithmetic", "ties"),
+                ["task arithmetic", "TIES"],
+            ),
+            (
+                "oracles that use the task identity",
+                ("single_normalized", "tall_masks", "routing"),
+                ["each module alone (oracle)", "TALL masks (oracle)", "top-1 routing (oracle)"],
+            ),
+        ):
+            parts.append(f"### Modular, {r}: {title}\n")
+            rows = []
+            for key in keys_:
+                e = m[key]
+                for d in ("cnn->cnn", "vit->vit", "cnn->vit", "vit->cnn"):
+                    rows.append(
+                        [
+                            key,
+                            dir_label(d),
+                            f"{e['parameters'][0]:.0f}",
+                            pm(e["cosine"], False, 3),
+                            *(pm(e[d][k]) for k in cols),
+                        ]
+                    )
+            parts.append(
+                md(
+                    [
+                        "module",
+                        "direction",
+                        "parameters / module",
+                        "mean abs. cosine",
+                        *labels_,
+                    ],
+                    rows,
+                )
+            )
+    parts.append("### Modular: truncation error and router accuracy\n")
+    rows = []
+    for r in ("joint", "distilled-all"):
+        m = s["modular"][r]
+        rows.append(
+            [
+                r,
+                *(pm(m["relative_error"][k], False, 3) for k in m["relative_error"]),
+                *(pm(m["router_accuracy"][a]) for a in ARCHS),
+            ]
+        )
+    err_keys = list(s["modular"]["joint"]["relative_error"])
+    parts.append(
+        md(
+            [
+                "regime",
+                *(f"relative error {k}" for k in err_keys),
+                "router accuracy CNN",
+                "router accuracy ViT",
+            ],
+            rows,
+        )
+    )
+
+    parts.append("### Appendix: per-seed values\n")
+    rows = []
+    for r in REGIMES:
+        for d in s["negation"][r]:
+            rows.append(
+                [
+                    f"negation, {r}, {dir_label(d)}: MNIST after the negated vector",
+                    seed_values(
+                        runs,
+                        lambda run, r=r, d=d: run["negation"][r][d]["mnist"]["target"]["edited"],
+                    ),
+                ]
+            )
+    for r in REGIMES:
+        for d in ("cnn->vit", "vit->cnn"):
+            rows.append(
+                [
+                    f"gain carried, {r}, {dir_label(d)}",
+                    seed_values(runs, lambda run, r=r, d=d: run["carried"][r][d]),
+                ]
+            )
+    for r in REGIMES:
+        for d in s["pairs"][r]:
+            rows.append(
+                [
+                    f"pairs, {r}, {dir_label(d)}: task arithmetic / random",
+                    seed_values(
+                        runs, lambda run, r=r, d=d: pairs_mean(run, r, d, "task_arithmetic")
+                    )
+                    + " / "
+                    + seed_values(runs, lambda run, r=r, d=d: pairs_mean(run, r, d, "random")),
+                ]
+            )
+    for r in REGIMES:
+        for d in s["multitask"][r]:
+            for meth in ("task_arithmetic", "ties", "random", "tall_masks"):
                 rows.append(
                     [
-                        key,
-                        dir_label(d),
-                        f"{e['parameters'][0]:.0f}",
-                        pm(e["cosine"], False, 3),
-                        *(
-                            pm(e[d][k])
-                            for k in (
-                                "single_normalized",
-                                "task_arithmetic",
-                                "ties",
-                                "tall_masks",
-                                "routing",
-                            )
+                        f"multi-task, {r}, {dir_label(d)}: {meth}",
+                        seed_values(
+                            runs,
+                            lambda run, r=r, d=d, meth=meth: run["multitask"][r][d][meth][
+                                "normalized_mean"
+                            ],
                         ),
                     ]
                 )
-        parts.append(f"#### regime: {r} (normalised accuracy over the 7 tasks)\n")
-        parts.append(
-            md(
+    for r in REGIMES:
+        for d in s["analogy"][r]:
+            rows.append(
                 [
-                    "module",
-                    "direction",
-                    "parameters / module",
-                    "mean |cos|",
-                    "each alone",
-                    "task arithmetic",
-                    "TIES",
-                    "TALL masks",
-                    "top-1 routing",
-                ],
-                rows,
+                    f"analogies, {r}, {dir_label(d)}: fraction of the gain",
+                    seed_values(runs, lambda run, r=r, d=d: analogy_ratio(run, r, d)),
+                ]
             )
-        )
-        errs = ", ".join(f"{k}: {pm(v, False, 3)}" for k, v in m["relative_error"].items())
-        routers = ", ".join(f"{a.upper()}: {pm(v)}" for a, v in m["router_accuracy"].items())
-        parts.append(
-            f"Relative Frobenius error of the truncated SVD per matrix: {errs}. "
-            f"Router accuracy (variant of a test image): {routers}.\n"
-        )
+    parts.append(
+        md(["quantity (fractions)", "seeds " + ", ".join(str(run["seed"]) for run in runs)], rows)
+    )
     return "\n".join(parts)
 
 
-def spread(values: Sequence[float]) -> list[float]:
-    s = report.summarize(list(values))
-    return [s.mean, s.std]
+def markdown_to_rst(text: str) -> str:
+    """The Markdown tables as reStructuredText grid tables between ``.. section: TITLE`` and
+    ``.. end: TITLE`` comments, for ``.. include::`` with ``:start-after:``/``:end-before:``."""
+    out: list[str] = []
+    lines = text.splitlines()
+    i, title = 0, ""
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("### "):
+            title = line[4:].strip()
+            out += [f".. section: {title}", ""]
+            i += 1
+            continue
+        if not line.startswith("|"):
+            out.append(line)
+            i += 1
+            continue
+        block = []
+        while i < len(lines) and lines[i].startswith("|"):
+            block.append([c.strip() for c in lines[i].strip().strip("|").split(" | ")])
+            i += 1
+        header, body = block[0], block[2:]
+        widths = [max(len(row[k]) for row in [header, *body]) for k in range(len(header))]
+
+        def rule(ch: str, widths: list[int] = widths) -> str:
+            return "+" + "+".join(ch * (w + 2) for w in widths) + "+"
+
+        def line_of(row: list[str], widths: list[int] = widths) -> str:
+            return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
+
+        out += [rule("-"), line_of(header), rule("=")]
+        for row in body:
+            out += [line_of(row), rule("-")]
+        out += ["", f".. end: {title}", ""]
+    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def figures(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: Path) -> None:
@@ -1361,13 +1805,6 @@ def figures(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: 
         "vit->cnn": "#c44e52",
     }
 
-    def analogy_ratio(run: Mapping[str, Any], r: str, d: str) -> float:
-        """Gain of the analogies over the pretrained model, as a fraction of the gain of the
-        models fine-tuned on D (sums over the six analogies)."""
-        an = run["analogy"][r][d].values()
-        gain = sum(e["scores"]["analogy"] - e["scores"]["pretrained"] for e in an)
-        return gain / sum(e["scores"]["reference"] - e["scores"]["pretrained"] for e in an)
-
     # 1. the four applications, within vs across architectures, per regime
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.4))
     panels: list[tuple[str, Callable[[str, str], Sequence[float]], tuple[float, float]]] = [
@@ -1378,12 +1815,7 @@ def figures(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: 
         ),
         (
             "addition: pairs of vectors\nnormalised acc. (task arithmetic)",
-            lambda r, d: spread(
-                [
-                    statistics.fmean(v["normalized"] for v in run["pairs"][r][d].values())
-                    for run in runs
-                ]
-            ),
+            lambda r, d: spread([pairs_mean(run, r, d, "task_arithmetic") for run in runs]),
             (0, 1.05),
         ),
         (
@@ -1406,7 +1838,7 @@ def figures(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: 
                     v = get(r, d)
                     xs.append(i + (j - 1.5) * width)
                     ms.append(v[0])
-                    ss.append(v[1])
+                    ss.append(0.0 if math.isnan(v[2]) else v[2])
             ax.bar(xs, ms, width, yerr=ss, color=colours[d], label=dir_label(d), capsize=2)
         ax.set_xticks(range(len(REGIMES)), REGIMES, rotation=20, fontsize=8)
         ax.set_title(title, fontsize=9)
@@ -1532,6 +1964,13 @@ def rounded(obj: Any, digits: int = 5) -> Any:
     return obj
 
 
+def write_tables(runs: Sequence[Mapping[str, Any]], out: Path) -> None:
+    """``tables.md`` and its reStructuredText form ``tables.rst`` (included by the report)."""
+    text = tables(runs)
+    (out / "tables.md").write_text(text, encoding="utf-8")
+    (out / "tables.rst").write_text(markdown_to_rst(text), encoding="utf-8")
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="tiny run, under a minute")
@@ -1547,6 +1986,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     if args.replot:
         saved: dict[str, Any] = json.loads((out / "results.json").read_text())
+        write_tables(saved["runs"], out)
         figures(saved["summary"], saved["runs"], out)
         return saved
     start = time.perf_counter()
@@ -1560,18 +2000,37 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     for seed in cfg.seeds:
         log(f"seed {seed}")
         runs.append(run_seed(cfg, data, seed, log))
-    summary = tree_summary(runs)
     results = {
         "mode": "quick" if args.quick else "full",
-        "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+        "config": {
+            k: (
+                str(v.relative_to(HERE))
+                if isinstance(v, Path) and v.is_relative_to(HERE)
+                else str(v)
+                if isinstance(v, Path)
+                else v
+            )
+            for k, v in asdict(cfg).items()
+        },
+        "tuning": {
+            "task_arithmetic": {"scale": TA_GRID},
+            "ties": {"density": TIES_DENSITIES, "scale": TIES_SCALES},
+            "consensus": {"lambda": MASK_LAMBDAS, "scale": MASK_SCALES, "k": 2},
+            "tall_masks": {"lambda": MASK_LAMBDAS, "scale": MASK_SCALES},
+            "average": {"scale": (1.0,)},
+            "random": {"scale": TA_GRID},
+            "grid_stride": cfg.grid_stride,
+        },
         "common_part": runs[0]["common_part"],
-        "summary": summary,
-        "runs": [{k: v for k, v in run.items() if not k.startswith("_")} for run in runs],
+        "summary": tree_summary(runs),
+        "runs": runs,
         "seconds": time.perf_counter() - start,
+        "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     (out / "results.json").write_text(json.dumps(rounded(results), separators=(",", ":")))
-    (out / "tables.md").write_text(tables(summary, runs))
-    figures(summary, runs, out)
+    saved = json.loads((out / "results.json").read_text())  # tables from the saved numbers
+    write_tables(saved["runs"], out)
+    figures(saved["summary"], saved["runs"], out)
     log(f"done, results in {out}")
     return results
 

@@ -3,12 +3,18 @@ mode and checks what it found."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pytest
+import torch
 
+FOLDER = Path(__file__).resolve().parents[2] / "examples" / "project05_heterogeneous_task_vectors"
 REGIMES = ("independent", "aligned", "joint", "distilled", "distilled-all")
 MULTI = ("mnist", "fashion", "parity", "rot_mnist", "inv_mnist", "rot_fashion", "inv_fashion")
 
@@ -20,6 +26,20 @@ def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, di
     )
 
 
+def _module() -> ModuleType:
+    name = "_example_run_heterogeneous_task_vectors"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        name, FOLDER / "run_heterogeneous_task_vectors.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
     out, data = run
     assert data["mode"] == "quick"
@@ -28,12 +48,28 @@ def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
     for heading in (
         "### Forgetting by negation",
         "### Learning by addition",
-        "### Multi-task addition",
+        "### Multi-task addition: single merged models",
+        "### Multi-task addition: oracles that use the task identity",
         "### Task analogies",
-        "### Modular",
-        "| tall_masks |",
+        "### Modular, joint: oracles that use the task identity",
+        "### Appendix: per-seed values",
+        "TALL masks (oracle)",
+        "random vectors (control)",
     ):
         assert heading in tables, heading
+    # the oracles are not in the table of single merged models
+    single = tables.split("### Multi-task addition: single merged models")[1].split("###")[0]
+    assert "TALL" not in single and "alone" not in single
+    # every section of the reStructuredText form opens and closes, in order
+    rst = (out / "tables.rst").read_text()
+    opened = [
+        line[len(".. section: ") :] for line in rst.splitlines() if line.startswith(".. section: ")
+    ]
+    closed = [line[len(".. end: ") :] for line in rst.splitlines() if line.startswith(".. end: ")]
+    assert opened == closed
+    assert len(opened) == tables.count("### ")
+    # the tables are a function of the saved results
+    assert _module().tables(data["runs"]) == tables
     for name in ("applications", "negation_curves", "transfer_vs_compatibility", "modular"):
         assert (out / f"{name}.png").stat().st_size > 20_000, name
 
@@ -116,3 +152,74 @@ def test_analogies_and_modules_report_real_numbers(run: tuple[Path, dict[str, An
     within = mod["dense"]["cnn->cnn"]
     assert within["single_normalized"] == pytest.approx(1.0)
     assert within["routing"] > within["task_arithmetic"] - 0.05
+
+
+def test_every_merge_gets_the_same_tuning_budget() -> None:
+    module = _module()
+    families = ("average", "task_arithmetic", "ties", "consensus", "tall_masks", "random")
+    methods = module.merge_methods(families, seed=0)
+    budget: dict[str, int] = {}
+    for name, method in methods.items():
+        family = name.partition("@")[0]
+        budget[family] = budget.get(family, 0) + len(method.grid)
+    assert budget == {
+        "average": 1,  # no hyperparameter
+        "task_arithmetic": 20,
+        "ties": 20,  # 4 densities x 5 scales
+        "consensus": 20,
+        "tall_masks": 20,
+        "random": 20,
+    }
+    assert sorted(module.TIES_DENSITIES) == [0.1, 0.2, 0.5, 1.0]
+
+
+def test_tuned_picks_the_best_validation_configuration() -> None:
+    from weightspace import arithmetic
+
+    row = arithmetic.MethodRow
+    res = arithmetic.AdditionResult(
+        {
+            "pretrained": row(None, {"a": 0.5}, {"a": 0.5}),
+            "ties@0.1": row(1.0, {"a": 0.9}, {"a": 0.9}, validation=0.6),
+            "ties@0.5": row(2.0, {"a": 0.7}, {"a": 0.7}, validation=0.8),
+            "ties@1.0": row(0.5, {"a": 0.8}, {"a": 0.8}, validation=0.8),  # tie: first kept
+            "average": row(1.0, {"a": 0.6}, {"a": 0.6}, validation=0.7),
+        },
+        ("a",),
+    )
+    best = _module().tuned(res)
+    assert best["ties"][0] == 0.5 and best["ties"][1].scale == 2.0
+    assert best["average"][0] is None
+    assert set(best) == {"pretrained", "ties", "average"}
+
+
+def test_random_control_matches_every_tensor_norm() -> None:
+    from weightspace import TaskVector
+
+    module = _module()
+    tau = TaskVector({"w": torch.arange(6.0).view(2, 3), "b": torch.tensor([3.0, -4.0])})
+    noise = module.random_like(tau, seed=3)
+    for name in ("w", "b"):
+        assert float(noise[name].norm()) == pytest.approx(float(tau[name].norm()), rel=1e-6)
+    assert abs(tau.cosine(noise)) < 0.99
+    again = module.random_like(tau, seed=3)
+    assert torch.equal(again["w"], noise["w"])
+
+
+def test_quick_mode_never_writes_the_full_results() -> None:
+    module = _module()
+    assert module.QUICK.out == FOLDER / "results" / "quick"
+    assert module.FULL.out == FOLDER / "results"
+    assert len(module.FULL.seeds) >= 5
+
+
+def test_committed_tables_come_from_the_committed_results() -> None:
+    results = FOLDER / "results" / "results.json"
+    saved = json.loads(results.read_text(encoding="utf-8"))
+    assert saved["mode"] == "full"
+    assert len(saved["runs"]) >= 5
+    module = _module()
+    text = module.tables(saved["runs"])
+    assert text == (FOLDER / "results" / "tables.md").read_text(encoding="utf-8")
+    rst = (FOLDER / "results" / "tables.rst").read_text(encoding="utf-8")
+    assert module.markdown_to_rst(text) == rst
