@@ -8,7 +8,7 @@ import pytest
 from weightspace import MissingSourceError, WeightspaceValueError
 from weightspace.data import (
     HARMFUL_SOURCES,
-    Prompt,
+    LabelledPrompt,
     benign_instructions,
     harmful_prompts,
     split_prompts,
@@ -81,8 +81,11 @@ def test_benign_instructions_from_a_small_wordnet_folder(tmp_path: Path) -> None
         benign_instructions(pos="noun")
 
 
-def _prompts() -> list[Prompt]:
-    return [Prompt(f"q{i}", "st"[i // 4], "abc"[i % 3], False, None, str(i // 2)) for i in range(8)]
+def _prompts() -> list[LabelledPrompt]:
+    return [
+        LabelledPrompt(f"q{i}", "st"[i // 4], "abc"[i % 3], False, None, str(i // 2))
+        for i in range(8)
+    ]
 
 
 def test_split_by_category_and_source_keeps_groups_apart() -> None:

