@@ -35,6 +35,7 @@ from weightspace.games._compose import render as render
 from weightspace.games._deck import CARD_NAMES as CARD_NAMES
 from weightspace.games._deck import Deck as Deck
 from weightspace.games._deck import default_deck as default_deck
+from weightspace.games._dixit import BOT_KINDS as BOT_KINDS
 from weightspace.games._dixit import HAND_SIZE as HAND_SIZE
 from weightspace.games._dixit import WINNING_SCORE as WINNING_SCORE
 from weightspace.games._dixit import AbstractBot as AbstractBot
@@ -49,10 +50,12 @@ from weightspace.games._dixit import RandomBot as RandomBot
 from weightspace.games._dixit import StrategistBot as StrategistBot
 from weightspace.games._dixit import dixit_deck as dixit_deck
 from weightspace.games._dixit import literal_hint as literal_hint
+from weightspace.games._dixit import make_bot as make_bot
 from weightspace.games._dixit import play_game as play_game
 from weightspace.games._dixit import read_dixit_games as read_dixit_games
 from weightspace.games._dixit import score_round as score_round
 from weightspace.games._dixit import write_dixit_games as write_dixit_games
+from weightspace.games._dixit_web import DixitRoom as DixitRoom
 from weightspace.games._evaluate import RetrievalScore as RetrievalScore
 from weightspace.games._evaluate import caption_retrieval as caption_retrieval
 from weightspace.games._evaluate import zero_shot_accuracy as zero_shot_accuracy
@@ -87,6 +90,7 @@ from weightspace.games._web import read_guesses as read_guesses
 from weightspace.games._web import serve_imagine as serve_imagine
 
 __all__ = [
+    "BOT_KINDS",
     "CARD_NAMES",
     "CONCEPTS",
     "HAND_SIZE",
@@ -100,6 +104,7 @@ __all__ = [
     "Deck",
     "DixitBot",
     "DixitGame",
+    "DixitRoom",
     "DixitRound",
     "EmbeddingScorer",
     "Eyes",
@@ -127,6 +132,7 @@ __all__ = [
     "dixit_deck",
     "guess",
     "literal_hint",
+    "make_bot",
     "placement",
     "play_game",
     "random_compositions",

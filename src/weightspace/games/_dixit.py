@@ -44,6 +44,7 @@ from weightspace.games._scorers import EmbeddingScorer, ImageTextScorer
 from weightspace.games._stamps import StampImages
 
 __all__ = [
+    "BOT_KINDS",
     "HAND_SIZE",
     "WINNING_SCORE",
     "AbstractBot",
@@ -58,6 +59,7 @@ __all__ = [
     "StrategistBot",
     "dixit_deck",
     "literal_hint",
+    "make_bot",
     "play_game",
     "read_dixit_games",
     "score_round",
@@ -596,6 +598,47 @@ class StrategistBot(LiteralBot):
         expected = self.expected_points(hand, players, candidates, seed)
         self.last_plan = [(c, h, float(e)) for (c, h), e in zip(candidates, expected, strict=True)]
         return candidates[int(expected.argmax())]
+
+
+BOT_KINDS = ("random", "literal", "abstract", "strategist")
+"""The bots by rising strength, as :func:`make_bot` names them."""
+
+
+def make_bot(
+    kind: str,
+    eyes: Eyes,
+    hints: Sequence[str],
+    *,
+    writer: HintWriter | None = None,
+    models: Sequence[Eyes] = (),
+    simulations: int = 128,
+) -> DixitBot:
+    """Build a bot of :data:`BOT_KINDS` by name.
+
+    Args:
+        kind: ``"random"``, ``"literal"``, ``"abstract"`` or ``"strategist"``.
+        eyes: What it sees (ignored by the random bot).
+        hints: The literal hints of the deck's cards (index = card id).
+        writer: Writes evocative hints (abstract and strategist bots).
+        models: The scorers a strategist models the other players with.
+        simulations: Tables a strategist simulates per decision.
+
+    Returns:
+        The bot, labelled ``"<kind>/<scorer>"`` (``"random"`` for the random bot).
+
+    Raises:
+        WeightspaceValueError: if ``kind`` is unknown.
+    """
+    label = f"{kind}/{eyes.name}"
+    if kind == "random":
+        return RandomBot(hints)
+    if kind == "literal":
+        return LiteralBot(eyes, hints, name=label)
+    if kind == "abstract":
+        return AbstractBot(eyes, hints, writer, name=label)
+    if kind == "strategist":
+        return StrategistBot(eyes, hints, writer, models, simulations, name=label)
+    raise WeightspaceValueError(f"`kind` must be one of {list(BOT_KINDS)}, got {kind!r}")
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from weightspace._errors import WeightspaceValueError
+from weightspace.games._dixit_web import add_dixit_command
 from weightspace.games._imagine import ImagineGame, read_games
 from weightspace.games._server import GameServer, append_record, read_records, run_server
 
@@ -321,3 +322,4 @@ def add_play_command(sub: Any) -> None:
     imagine.add_argument("--host", default="127.0.0.1", help="address to listen on")
     imagine.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     imagine.set_defaults(func=_cmd_play)
+    add_dixit_command(games_sub)
