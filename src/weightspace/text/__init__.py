@@ -20,6 +20,14 @@ encoder.
   tokenizer; trained with :func:`decoder_loss` through :mod:`weightspace.train`, read out
   with :meth:`EmbeddingDecoder.generate`, and corrected by :func:`invert` (sample, re-embed
   and rerank, in steps).
+* Causal LMs (any transformers causal LM, PEFT model or
+  :class:`weightspace.models.ChatModel`): a corpus as :class:`TokenBlocks` (:func:`pack_texts`
+  for training, :func:`chunk_texts` per text, :func:`sft_blocks` for prompt/response pairs
+  with the loss on the responses only), :func:`causal_lm_loss`, LoRA (:func:`add_lora`, PEFT)
+  or full fine-tuning on :class:`weightspace.train.Trainer` with :func:`finetune_lm` (its
+  adapter is a :class:`weightspace.TaskVector`), :func:`evaluate_lm` (perplexity, bits per
+  character and per byte: :class:`LMEvaluation`), :func:`fertility` and deterministic batched
+  chat replies with :func:`generate`.
 * Refusal judges (project 15): :func:`keyword_refusal` and :func:`attack_success` (Wei et
   al.'s substring rule, :data:`REFUSAL_SUBSTRINGS`) and :class:`RefusalClassifier`
   (logistic regression on sentence embeddings).
@@ -39,6 +47,19 @@ Example:
 
 from __future__ import annotations
 
+from weightspace.text._causal import IGNORE_INDEX as IGNORE_INDEX
+from weightspace.text._causal import FinetunedLM as FinetunedLM
+from weightspace.text._causal import Message as Message
+from weightspace.text._causal import Prompt as Prompt
+from weightspace.text._causal import TokenBlocks as TokenBlocks
+from weightspace.text._causal import add_lora as add_lora
+from weightspace.text._causal import causal_lm_loss as causal_lm_loss
+from weightspace.text._causal import char_tokenizer as char_tokenizer
+from weightspace.text._causal import chunk_texts as chunk_texts
+from weightspace.text._causal import finetune_lm as finetune_lm
+from weightspace.text._causal import pack_texts as pack_texts
+from weightspace.text._causal import prompt_ids as prompt_ids
+from weightspace.text._causal import sft_blocks as sft_blocks
 from weightspace.text._corpus import Sentence as Sentence
 from weightspace.text._corpus import fortunes as fortunes
 from weightspace.text._corpus import split_by_document as split_by_document
@@ -50,6 +71,12 @@ from weightspace.text._decoder import decoder_loss as decoder_loss
 from weightspace.text._decoder import invert as invert
 from weightspace.text._entropy import HuffmanCoder as HuffmanCoder
 from weightspace.text._lm import lm_code_lengths as lm_code_lengths
+from weightspace.text._lm_eval import LMEvaluation as LMEvaluation
+from weightspace.text._lm_eval import bits_per_byte as bits_per_byte
+from weightspace.text._lm_eval import evaluate_lm as evaluate_lm
+from weightspace.text._lm_eval import fertility as fertility
+from weightspace.text._lm_eval import generate as generate
+from weightspace.text._lm_eval import perplexity as perplexity
 from weightspace.text._metrics import Compressor as Compressor
 from weightspace.text._metrics import bits_per_character as bits_per_character
 from weightspace.text._metrics import bleu as bleu
@@ -68,29 +95,48 @@ from weightspace.text._refusal import attack_success as attack_success
 from weightspace.text._refusal import keyword_refusal as keyword_refusal
 
 __all__ = [
+    "IGNORE_INDEX",
     "REFUSAL_SUBSTRINGS",
     "Compressor",
     "EmbeddingDecoder",
     "EmbeddingQuantizer",
+    "FinetunedLM",
     "HuffmanCoder",
     "Inversion",
+    "LMEvaluation",
+    "Message",
     "PCAQuantizer",
     "ProductQuantizer",
+    "Prompt",
     "RefusalClassifier",
     "ScalarQuantizer",
     "Sentence",
+    "TokenBlocks",
     "Vocabulary",
+    "add_lora",
     "attack_success",
+    "bits_per_byte",
     "bits_per_character",
     "bleu",
+    "causal_lm_loss",
+    "char_tokenizer",
     "chrf",
+    "chunk_texts",
     "compressed_bits",
     "decoder_loss",
+    "evaluate_lm",
     "exact_match",
+    "fertility",
+    "finetune_lm",
     "fortunes",
+    "generate",
     "invert",
     "keyword_refusal",
     "lm_code_lengths",
+    "pack_texts",
+    "perplexity",
+    "prompt_ids",
+    "sft_blocks",
     "split_by_document",
     "token_f1",
     "wordnet_glosses",
