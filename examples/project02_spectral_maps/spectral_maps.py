@@ -7,7 +7,7 @@ of trained CNN weights (Guth & Ménard, ICLR 2024 Re-Align workshop). The report
 :doc:`/reports/project02_spectral_maps`, is built from this script's full-mode results.
 
 Run ``python examples/project02_spectral_maps/spectral_maps.py`` (full mode, several minutes
-on two CPU cores; writes ``results/``) or with ``--quick`` (seconds; writes to ``--out``).
+on two CPU cores; writes ``results/``) or with ``--quick`` (seconds; writes ``results/quick/``).
 
 Four experiments, all through ``weightspace.spectral``:
 
@@ -516,14 +516,16 @@ def figures(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="seconds-long run (tests)")
-    parser.add_argument("--out", type=Path, default=HERE / "results")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="default: results/ (quick: results/quick/)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     t0 = time.perf_counter()
     quick = args.quick
     seeds = [0, 1] if quick else [0, 1, 2]
     n_train, epochs = (600, 1) if quick else (6000, 2)
-    out: Path = args.out
+    out: Path = args.out or (HERE / "results" / "quick" if quick else HERE / "results")
     out.mkdir(parents=True, exist_ok=True)
 
     # 1. meshes

@@ -30,7 +30,7 @@ commands from three others, without training on them.
 
 Run ``python audio_task_vectors.py`` for the full study (three seeds, one thread: 13 minutes on
 a busy two-core machine; it writes ``results/``) or ``python audio_task_vectors.py --quick``
-for a smoke run.
+for a smoke run (it writes ``results/quick/``, never the full results).
 """
 
 from __future__ import annotations
@@ -125,6 +125,7 @@ QUICK = Config(
     shots=3,
     finetune_steps=40,
     grid=(0.0, 0.25, 0.5, 0.75, 1.0),
+    out=HERE / "results" / "quick",  # never over the committed full-mode results
 )
 
 Pair = tuple[Tensor, Tensor]

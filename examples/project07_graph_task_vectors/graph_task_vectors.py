@@ -24,7 +24,7 @@ NCI, and measured pIC50 on a ChEMBL assay. Then, through :mod:`weightspace.arith
 
 Run ``python graph_task_vectors.py`` for the full study (all molecules, three seeds, about
 10 minutes on one core; writes ``results/``) or ``python graph_task_vectors.py --quick`` for
-a smoke run of a few hundred molecules and one seed.
+a smoke run of a few hundred molecules and one seed (it writes ``results/quick/``).
 """
 
 from __future__ import annotations
@@ -137,6 +137,7 @@ QUICK = Config(
     grid=(0.0, 0.25, 0.5, 0.75, 1.0),
     negation_grid=(0.0, 0.5, 1.0, 1.5, 2.0),
     finetune_lr=2e-4,
+    out=HERE / "results" / "quick",  # never over the committed full-mode results
 )
 
 
