@@ -301,7 +301,8 @@ def test_mergekit_ties_semantics_difference_is_logged(
         ("tokenizer_source: union\n", "mergekit key `tokenizer_source` is not supported"),
         ("foo: 1\n", "unknown key(s) 'foo'"),
         ("parameters: {weight: [0.2, 0.5]}\n", "`parameters.weight` is a gradient"),
-        ("parameters: {epsilon: 0.1}\n", "unknown key(s) 'epsilon'"),
+        ("parameters: {kappa: 0.1}\n", "unknown key(s) 'kappa'"),
+        ("parameters: {epsilon: 0.1}\n", "`parameters.epsilon` is not a parameter of mergekit's"),
     ],
 )
 def test_mergekit_unsupported_keys(ckpts, extra, message) -> None:  # type: ignore[no-untyped-def]
@@ -315,8 +316,8 @@ def test_mergekit_unsupported_keys(ckpts, extra, message) -> None:  # type: igno
 
 
 def test_mergekit_unknown_method_and_model_gradient(ckpts: dict[str, Path]) -> None:
-    with pytest.raises(WeightspaceValueError, match=r"`merge_method` 'slerp' is not supported"):
-        MergeConfig.from_yaml(f"merge_method: slerp\nbase_model: {ckpts['base']}\nmodels: []")
+    with pytest.raises(WeightspaceValueError, match=r"`merge_method` 'nuslerp' is not supported"):
+        MergeConfig.from_yaml(f"merge_method: nuslerp\nbase_model: {ckpts['base']}\nmodels: []")
     mk = (
         f"merge_method: ties\nbase_model: {ckpts['base']}\nmodels:\n"
         f"{mk_models(ckpts, ['weight: [{filter: mlp, value: 0.2}]'])}\n"
@@ -578,7 +579,7 @@ def test_existing_output_needs_overwrite(ckpts: dict[str, Path], tmp_path: Path)
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ("method: slerp\n", "`method` must be one of 'task_arithmetic', 'average'"),
+        ("method: nuslerp\n", "`method` must be one of 'task_arithmetic', 'average'"),
         (
             "method: ties\nparameters: {density: 0.5, lambda: 1}\n",
             "unknown `parameters` for method 'ties': 'lambda'; valid names are 'scale', "

@@ -2,9 +2,11 @@
 
 Each case writes a config, runs the command line on a fixed set of small checkpoints and
 hashes what it wrote. The digests in ``GOLDEN`` were computed with the code of commit
-``deb29f5`` (before ``merge/_config.py`` was split by responsibility) by running this file as
-a script (``PYTHONHASHSEED=0 .venv/bin/python tests/merge/test_merge_golden.py``), which
-prints the table; any change to what ``weightspace merge`` writes fails this test.
+``deb29f5`` (before ``merge/_config.py`` was split by responsibility), those of ``slerp``,
+``model_stock``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della`` and ``della_linear`` when
+these methods were added, by running this file as a script
+(``PYTHONHASHSEED=0 .venv/bin/python tests/merge/test_merge_golden.py``), which prints the
+table; any change to what ``weightspace merge`` writes fails this test.
 
 A digest covers every byte of every file written, except two things that depend on the
 machine rather than on the merge: the fixture folder, removed from the input paths recorded in
@@ -110,6 +112,31 @@ CASES: dict[str, tuple[str, bool]] = {
         "parameters: {lambda: 0.9}\nrandom_seed: 4\ndtype: float16\n",
         False,
     ),
+    "slerp": (
+        _BASE + "models: [ft0.safetensors]\nmethod: slerp\n"
+        "parameters:\n  t: [{filter: q, value: 0.3}, {value: [0.2, 0.9]}]\n",
+        False,
+    ),
+    "model_stock": (_BASE + _MODELS + "method: model_stock\n", False),
+    "breadcrumbs": (
+        _BASE + _WEIGHTED + "method: breadcrumbs\n"
+        "parameters: {density: 0.6, gamma: 0.05, scale: 0.9}\n",
+        False,
+    ),
+    "breadcrumbs_ties": (
+        _BASE + _MODELS + "method: breadcrumbs_ties\n"
+        "parameters: {density: 0.5, gamma: 0.02, normalize: true, rescale: true}\n",
+        False,
+    ),
+    "della": (
+        _BASE + _MODELS + "method: della\nparameters: {density: 0.5, epsilon: 0.1, seed: 7}\n",
+        False,
+    ),
+    "della_linear": (
+        _BASE + _WEIGHTED + "method: della_linear\n"
+        "parameters: {density: 0.6, epsilon: 0.2, seed: 1}\n",
+        False,
+    ),
     "mergekit_linear": (
         "merge_method: linear\nmodels:\n"
         "  - model: base.safetensors\n    parameters: {weight: 1.0}\n"
@@ -121,13 +148,19 @@ CASES: dict[str, tuple[str, bool]] = {
 #: The digests of the outputs of ``CASES`` (see the module notes for how they were obtained).
 GOLDEN: dict[str, str] = {
     "average": "ba64196fd025835fef31d99e0c84de92990330d93cfe10d35a2196ced411781a",
+    "breadcrumbs": "545a9c72608e327918a3ce05aee858c5e4b6fa66ac02e0932cce304c4fe32fa0",
+    "breadcrumbs_ties": "94e02ae9e1014c9b253ea649399e3baf32544c3973c64f994ba31c17d2232736",
     "consensus": "398c46b3b8cbf725eafdd6fe5b02e716c666855cd16a9fc1c2044fd7e400750a",
     "dare": "c966cba97ea82b525918f9202d7668d54e79a4bf168993ab31b72a3bc94a6e1b",
     "dare_seeds": "679d8e88d9331af69c430a06853f2c581b57e251e9e9fb68509c1cd9ddfa8fbc",
     "dare_ties": "aefeec680025326e8da46acc2270124473f7ac683c5d41bc82fd3d9ecf53d2bb",
+    "della": "a83a9988329a36b90da4d2ef7f3f7738fece8a7e2f3d415f3b5a0f96a6cbe408",
+    "della_linear": "32bb1952697c5a869f4389c4a6f9423ee3465e88f0a7590d36615d44df8863e4",
     "magnitude_prune": "c0af84b327f7092eb96b1a1950dd5a1df486b3d4ac7acec8e6d49d6bd4942bda",
     "mergekit_dare_ties": "016f4afad99749ed6c25febdfe5c3832acb07b5d1d1375fefc7198df3cefb80d",
     "mergekit_linear": "3063f8f5cdaa9fb4c33ff6e53cb5ceadc93b8c1f3ec4c4566a0d7e29e1f0ba0a",
+    "model_stock": "d0b653f35f8dbf1327f880fbf39f90c34211676a4b311eb4ab8f9ca130f5e416",
+    "slerp": "5cf94fda2b06ff850b54e6b5d654f511fc3837fb235a871f276c93e9bf3b9660",
     "task_arithmetic": "e1ad14944c5e70b6d9be19201ce28c000128910510d24b647f2613cab8a96b6f",
     "task_arithmetic_one": "4575f2323564a8edba51a12a307d1b6362234a7dbc01925c32155de1b8a49b48",
     "ties": "7d9154689ebf8db88249bdce4196c6fad4942baf72daa2f0c23f6e7e004b818e",

@@ -139,13 +139,25 @@ class MergeConfig:
     ``dare_ties``        as ``dare``, and ``majority``          as ``dare``
     ``magnitude_prune``  ``scale``, ``density``                 ``weight``, ``density``
     ``consensus``        ``scale``, ``k``, ``lambdas``          none
+    ``slerp``            ``t`` (a number, a gradient list, or   none (exactly one model)
+                         ``{filter, value}`` entries)
+    ``model_stock``      ``filter_wise``                        none (two or more models)
+    ``breadcrumbs``,     ``scale``, ``density``, ``gamma``,     ``weight``, ``density``
+    ``breadcrumbs_ties`` ``rescale``, ``normalize``
+    ``della``,           ``scale``, ``density``, ``epsilon``,   ``weight``, ``density``,
+    ``della_linear``     ``seed``, ``rescale``, ``normalize``   ``seed``
     ===================  =====================================  ==========================
 
     ``magnitude_prune`` prunes each task vector to its density, then adds them up as task
     arithmetic does. For ``dare``/``dare_ties`` a per-model ``density`` is the keep
     probability ``1 - drop_rate`` (all models must then agree); ``seed`` defaults to 0.
     Different per-model densities in ``ties`` prune each vector first, then run TIES
-    without a further trim. ``average`` is :func:`weightspace.merge.mean`. Everything else
+    without a further trim. ``average`` is :func:`weightspace.merge.mean`. ``slerp``,
+    ``model_stock``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della`` and ``della_linear``
+    follow mergekit 0.1 (``scale`` is its ``lambda``; ``density`` defaults to 1, ``gamma`` to
+    0.01, ``epsilon`` to 0.15; ``normalize`` defaults to true for ``della`` only, ``rescale``
+    to true for the two DELLA methods) and are computed from whole tensors, on the lazy path
+    (see the "Scaling out" page of the documentation). Everything else
     follows the function of the same name in :mod:`weightspace.merge`; each method's settings
     are checked when the config is built, so a bad value fails here, naming its key.
 
@@ -345,6 +357,14 @@ class MergeConfig:
         ties              ``ties``; ``density`` per model (default 1)
         dare_linear       ``dare``, ``drop_rate = 1 - density``
         dare_ties         ``dare_ties``, ``drop_rate = 1 - density``
+        slerp             ``slerp`` of the base (``t = 0``) and the one other model, ``t``
+                          with mergekit's gradients and ``filter`` entries
+        model_stock       ``model_stock``, ``filter_wise`` as given
+        breadcrumbs,      the method of the same name, with mergekit's ``weight``,
+        breadcrumbs_ties  ``density``, ``gamma``, ``normalize``, ``rescale``, ``lambda``
+        della,            the method of the same name, with mergekit's ``weight``,
+        della_linear      ``density``, ``epsilon``, ``normalize``, ``rescale``, ``lambda``;
+                          ``random_seed`` becomes ``seed``
         ================  ====================================================================
 
         ``lambda`` becomes ``scale``; ``normalize: true`` divides ``scale`` by the sum of the
@@ -373,11 +393,15 @@ class MergeConfig:
         * **DARE masks** are drawn from weightspace's seeded per-tensor generators, not
           torch's global generator, so the dropped entries differ from mergekit's (the
           distribution is the same). DARE needs one density for all models here.
+        * **DELLA masks** are drawn from weightspace's seeded generators with mergekit's
+          law (keep probability rising linearly with the magnitude rank in each row), so
+          the kept entries differ from mergekit's; the rescaling (the L1 norm of each task
+          vector kept) is mergekit's.
         * **Not supported** (an error names the key): ``slices``, ``tokenizer_source`` and
           the other tokenizer options, ``modules``, other merge methods, gradient or
-          per-filter parameter lists (``weight: [0.2, 0.5]``), Hugging Face hub names (paths
-          must be local checkpoints). ``int8_mask`` only changes mergekit's memory use, so
-          it is accepted and ignored.
+          per-filter lists for parameters other than slerp's ``t`` (``weight: [0.2, 0.5]``),
+          Hugging Face hub names (paths must be local checkpoints). ``int8_mask`` only
+          changes mergekit's memory use, so it is accepted and ignored.
 
         Args:
             source: A path to a ``.yaml``/``.yml`` file, or YAML text.

@@ -1,7 +1,9 @@
 """mergekit's YAML configs, translated into weightspace's (see ``MergeConfig.from_yaml``).
 
 Only the methods both libraries have are read (``task_arithmetic``, ``linear``, ``ties``,
-``dare_linear``, ``dare_ties``); every other key is refused with a message that names it,
+``dare_linear``, ``dare_ties``, ``slerp``, ``model_stock``, ``breadcrumbs``,
+``breadcrumbs_ties``, ``della``, ``della_linear``); every other key is refused with a message
+that names it,
 and the documented differences from mergekit are in the docstring of
 :meth:`weightspace.merge.MergeConfig.from_yaml`.
 """
@@ -21,7 +23,21 @@ __all__ = ["from_mergekit"]
 
 logger = logging.getLogger(__name__)
 
-_MK_METHODS = ("task_arithmetic", "linear", "ties", "dare_linear", "dare_ties")
+_MK_METHODS = (
+    "task_arithmetic",
+    "linear",
+    "ties",
+    "dare_linear",
+    "dare_ties",
+    "slerp",
+    "model_stock",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
+)
+#: mergekit methods with its own generalized-task-arithmetic semantics, kept as they are.
+_MK_GTA = ("breadcrumbs", "breadcrumbs_ties", "della", "della_linear")
 _MK_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype")
 _MK_IGNORED = ("name", "random_seed")
 _MK_UNSUPPORTED = {
@@ -31,14 +47,29 @@ _MK_UNSUPPORTED = {
     "chat_template": "chat templates are not handled; copy them yourself",
     "modules": "per-module definitions (`modules`) are not supported",
 }
-_MK_GLOBAL_PARAMS = ("weight", "density", "normalize", "lambda", "rescale", "int8_mask")
-_MK_MODEL_PARAMS = ("weight", "density")
+_MK_GLOBAL_PARAMS = (
+    "weight",
+    "density",
+    "normalize",
+    "lambda",
+    "rescale",
+    "int8_mask",
+    "t",
+    "filter_wise",
+    "gamma",
+    "epsilon",
+)
+_MK_MODEL_PARAMS = ("weight", "density", "gamma", "epsilon")
 _MK_NORMALIZE_DEFAULT = {
     "task_arithmetic": False,
     "linear": True,
     "ties": True,
     "dare_linear": False,
     "dare_ties": False,
+    "breadcrumbs": False,
+    "breadcrumbs_ties": False,
+    "della": True,
+    "della_linear": False,
 }
 
 
@@ -88,6 +119,14 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
     if not isinstance(params, Mapping):
         raise WeightspaceValueError(f"`parameters` must be a mapping, got {params!r}")
     check_keys(params, _MK_GLOBAL_PARAMS, "the mergekit `parameters`")
+    if method in ("slerp", "model_stock"):
+        return _interpolating(method, data, params, folder)
+    for key in ("t", "filter_wise", "gamma", "epsilon"):
+        used = {"gamma": ("breadcrumbs", "breadcrumbs_ties"), "epsilon": ("della", "della_linear")}
+        if key in params and method not in used.get(key, ()):
+            raise WeightspaceValueError(
+                f"`parameters.{key}` is not a parameter of mergekit's {method}"
+            )
     normalize = _mk_bool(
         params.get("normalize", _MK_NORMALIZE_DEFAULT[method]), "parameters.normalize"
     )
@@ -96,7 +135,7 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
     default_density = _mk_scalar(params.get("density", 1.0), "parameters.density")
     if "int8_mask" in params:
         _mk_bool(params["int8_mask"], "parameters.int8_mask")
-    if "rescale" in params and method not in ("dare_linear", "dare_ties"):
+    if "rescale" in params and method not in ("dare_linear", "dare_ties", *_MK_GTA):
         raise WeightspaceValueError(
             f"`parameters.rescale` is only used by dare_linear and dare_ties, not {method!r}"
         )
@@ -115,6 +154,7 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
             "from); add it"
         )
     entries: list[tuple[str, Path, float, float]] = []
+    extra: dict[str, set[float]] = {"gamma": set(), "epsilon": set()}
     for i, entry in enumerate(raw_models):
         if not isinstance(entry, Mapping) or "model" not in entry:
             raise WeightspaceValueError(
@@ -131,6 +171,9 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
             continue  # mergekit leaves the base model out of the task vectors
         weight = _mk_scalar(mp.get("weight", default_weight), f"models[{i}].parameters.weight")
         density = _mk_scalar(mp.get("density", default_density), f"models[{i}].parameters.density")
+        for name in extra:
+            if name in mp:
+                extra[name].add(_mk_scalar(mp[name], f"models[{i}].parameters.{name}"))
         entries.append((key, path, weight, density))
     if not entries:
         raise WeightspaceValueError(
@@ -155,6 +198,45 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
         )
 
     parameters: dict[str, Any]
+    if method in _MK_GTA:
+        given = [d for *_, d in entries]
+        parameters = {
+            "scale": lam,
+            "normalize": normalize,
+            "rescale": _mk_bool(
+                params.get("rescale", method.startswith("della")), "parameters.rescale"
+            ),
+        }
+        name = "gamma" if method.startswith("breadcrumbs") else "epsilon"
+        values = extra[name] | (
+            {_mk_scalar(params[name], f"parameters.{name}")} if name in params else set()
+        )
+        if len(values) > 1:
+            raise WeightspaceValueError(
+                f"mergekit's {method} with different `{name}` per model ({sorted(values)}) is "
+                "not supported; give one value under `parameters`"
+            )
+        if values:
+            parameters[name] = values.pop()
+        if method.startswith("della"):
+            parameters["seed"] = seed
+        uniform = len(set(given)) == 1
+        return {
+            "base": base,
+            "models": tuple(
+                {
+                    "path": path,
+                    "weight": w,
+                    "density": None if uniform else d,
+                    "source_key": key,
+                }
+                for key, path, w, d in entries
+            ),
+            "method": method,
+            "parameters": {**parameters, **({"density": given[0]} if uniform else {})},
+            "dtype": out_dtype,
+            "source_format": "mergekit",
+        }
     if method in ("task_arithmetic", "linear"):
         if method == "linear" and not normalize and abs(total - 1.0) > 1e-6:
             raise WeightspaceValueError(
@@ -208,5 +290,47 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
         "method": new_method,
         "parameters": parameters,
         "dtype": out_dtype,
+        "source_format": "mergekit",
+    }
+
+
+def _interpolating(
+    method: str, data: Mapping[str, Any], params: Mapping[str, Any], folder: Path | None
+) -> dict[str, Any]:
+    """Mergekit's ``slerp`` (the base and one model) and ``model_stock`` (two or more)."""
+    allowed = ("t",) if method == "slerp" else ("filter_wise",)
+    check_keys(params, allowed, f"the mergekit `parameters` of {method}")
+    base_raw = data.get("base_model")
+    if base_raw is None:
+        raise WeightspaceValueError(
+            f"mergekit's {method} needs `base_model` (for slerp: the model at t = 0); add it"
+        )
+    raw_models = data.get("models")
+    if not isinstance(raw_models, list) or not raw_models:
+        raise WeightspaceValueError(
+            f"`models` must be a non-empty list of `- model: PATH` entries, got {raw_models!r}"
+        )
+    models = []
+    for i, entry in enumerate(raw_models):
+        if not isinstance(entry, Mapping) or "model" not in entry:
+            raise WeightspaceValueError(
+                f"`models[{i}]` must be a mapping with `model: PATH`, got {entry!r}"
+            )
+        check_keys(entry, ("model", "parameters"), f"`models[{i}]`")
+        if entry.get("parameters"):
+            raise WeightspaceValueError(
+                f"`models[{i}].parameters`: mergekit's {method} takes no per-model parameters"
+            )
+        if entry["model"] == base_raw:
+            continue
+        key = f"models[{i}].model"
+        models.append({"path": resolve_path(entry["model"], key, folder), "source_key": key})
+    parameters = {k: params[k] for k in allowed if k in params}
+    return {
+        "base": resolve_path(base_raw, "base_model", folder),
+        "models": tuple(models),
+        "method": method,
+        "parameters": parameters,
+        "dtype": data.get("out_dtype", data.get("dtype")),
         "source_format": "mergekit",
     }

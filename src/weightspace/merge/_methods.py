@@ -15,6 +15,10 @@ and the three ways of running a merge work from that description alone:
 * the distributed merge (:mod:`weightspace.merge._distributed`), which runs that engine on
   each rank's share of the tensors.
 
+The methods whose combine step needs a statistic of whole tensors (``slerp``,
+``model_stock``) or whose sparsify step ranks whole tensors (``breadcrumbs``, ``della``) are
+computed tensor by tensor from full tensors (:mod:`weightspace.merge._whole`), on every path.
+
 A new method that combines existing steps is one new row of :data:`METHODS`.
 """
 
@@ -48,9 +52,11 @@ from weightspace.merge._validate import (
     check_seed,
     check_weights,
 )
+from weightspace.merge._whole import check_setting
 
 __all__ = [
     "METHODS",
+    "WHOLE_COMBINES",
     "Method",
     "MethodSpec",
     "ModelSettings",
@@ -60,15 +66,32 @@ __all__ = [
 ]
 
 Method = Literal[
-    "task_arithmetic", "average", "ties", "dare", "dare_ties", "magnitude_prune", "consensus"
+    "task_arithmetic",
+    "average",
+    "ties",
+    "dare",
+    "dare_ties",
+    "magnitude_prune",
+    "consensus",
+    "slerp",
+    "model_stock",
+    "breadcrumbs",
+    "breadcrumbs_ties",
+    "della",
+    "della_linear",
 ]
 """The merge methods a config can name (see :mod:`weightspace.merge`)."""
 
-Sparsify = Literal["none", "trim", "dare"]
-"""What is done to each task vector first: nothing, the magnitude trim, the DARE drop."""
+Sparsify = Literal["none", "trim", "dare", "outliers", "della"]
+"""What is done to each task vector first: nothing, the magnitude trim, the DARE drop, the
+Breadcrumbs trim (largest and smallest entries dropped), the DELLA rank-dependent drop."""
 
-Combine = Literal["sum", "mean", "ties", "consensus"]
-"""How the task vectors are combined (before the product by ``scale``)."""
+Combine = Literal["sum", "mean", "ties", "consensus", "slerp", "model_stock", "gta", "gta_ties"]
+"""How the task vectors are combined (before the product by ``scale``); ``gta`` and
+``gta_ties`` are mergekit's generalized task arithmetic without and with its sign election."""
+
+#: Combine steps computed from whole tensors by :mod:`weightspace.merge._whole`.
+WHOLE_COMBINES = ("slerp", "model_stock", "gta", "gta_ties")
 
 
 @dataclass(frozen=True)
@@ -105,6 +128,32 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
         ),
         "magnitude_prune": MethodSpec(("scale", "density"), ("weight", "density"), "trim", "sum"),
         "consensus": MethodSpec(("scale", "k", "lambdas"), (), "none", "consensus"),
+        "slerp": MethodSpec(("t",), (), "none", "slerp"),
+        "model_stock": MethodSpec(("filter_wise",), (), "none", "model_stock"),
+        "breadcrumbs": MethodSpec(
+            ("scale", "density", "gamma", "rescale", "normalize"),
+            ("weight", "density"),
+            "outliers",
+            "gta",
+        ),
+        "breadcrumbs_ties": MethodSpec(
+            ("scale", "density", "gamma", "rescale", "normalize"),
+            ("weight", "density"),
+            "outliers",
+            "gta_ties",
+        ),
+        "della": MethodSpec(
+            ("scale", "density", "epsilon", "seed", "rescale", "normalize"),
+            ("weight", "density", "seed"),
+            "della",
+            "gta_ties",
+        ),
+        "della_linear": MethodSpec(
+            ("scale", "density", "epsilon", "seed", "rescale", "normalize"),
+            ("weight", "density", "seed"),
+            "della",
+            "gta",
+        ),
     }
 )
 assert tuple(METHODS) == get_args(Method)
@@ -143,6 +192,12 @@ class ResolvedMethod:
         majority: ``combine == "ties"``: the sign-election rule.
         k: ``combine == "consensus"``: masks a weight must be in.
         lambdas: ``combine == "consensus"``: the TALL-mask thresholds, one per task.
+        t: ``combine == "slerp"``: the interpolation factor (a number, a gradient over the
+            layers, or filtered entries; see :mod:`weightspace.merge._whole`).
+        filter_wise: ``combine == "model_stock"``: one ratio per row.
+        gamma: ``sparsify == "outliers"``: the fraction of largest entries dropped.
+        epsilon: ``sparsify == "della"``: the spread of the keep probabilities.
+        normalize: ``gta``/``gta_ties``: divide by the sum of the (agreeing) weights.
     """
 
     method: str
@@ -156,6 +211,11 @@ class ResolvedMethod:
     majority: Majority = "total"
     k: int = 2
     lambdas: tuple[float, ...] = ()
+    t: Any = 0.5
+    filter_wise: bool = False
+    gamma: float = 0.01
+    epsilon: float = 0.15
+    normalize: bool = False
 
     @property
     def spec(self) -> MethodSpec:
@@ -171,6 +231,75 @@ class ResolvedMethod:
     def combine(self) -> Combine:
         """The second step."""
         return self.spec.combine
+
+    @property
+    def whole(self) -> bool:
+        """Whether the method is computed from whole tensors (:mod:`weightspace.merge._whole`)."""
+        return self.combine in WHOLE_COMBINES
+
+
+def _flag(parameters: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = parameters.get(key, default)
+    if not isinstance(value, bool):
+        raise WeightspaceValueError(f"`parameters.{key}` must be true or false, got {value!r}")
+    return value
+
+
+def _fraction(parameters: Mapping[str, Any], key: str, default: float) -> float:
+    value = parameters.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+        raise WeightspaceValueError(f"`parameters.{key}` must lie in [0, 1), got {value!r}")
+    return float(value)
+
+
+def _whole_settings(
+    method: str, spec: MethodSpec, parameters: Mapping[str, Any], models: Sequence[ModelSettings]
+) -> dict[str, Any]:
+    """The settings of the whole-tensor methods (see :mod:`weightspace.merge._whole`)."""
+    p = parameters
+    n = len(models)
+    if spec.combine == "slerp":
+        if n != 1:
+            raise WeightspaceValueError(
+                f"slerp interpolates between the base and exactly one model, got {n} models"
+            )
+        if "t" not in p:
+            raise WeightspaceValueError(
+                "slerp needs `parameters.t` (0: the base, 1: the model; a list is a gradient "
+                "over the layers)"
+            )
+        return {"t": check_setting(p["t"], "parameters.t")}
+    if spec.combine == "model_stock":
+        if n < 2:
+            raise WeightspaceValueError(f"model_stock needs at least 2 models, got {n}")
+        return {"filter_wise": _flag(p, "filter_wise", False)}
+    densities = _densities(method, p, models, required=False)
+    settings: dict[str, Any] = {
+        "densities": None if densities is None else tuple(check_density(d) for d in densities),
+        "normalize": _flag(p, "normalize", method == "della"),
+        "rescale": _flag(p, "rescale", spec.sparsify == "della"),
+    }
+    if spec.sparsify == "outliers":
+        settings["gamma"] = _fraction(p, "gamma", 0.01)
+    else:
+        epsilon = _fraction(p, "epsilon", 0.15)
+        for d in densities or [1.0]:
+            if d < 1.0 and not (d - epsilon > 0.0 and d + epsilon < 1.0):
+                raise WeightspaceValueError(
+                    f"`epsilon` {epsilon} must leave density +- epsilon inside (0, 1), "
+                    f"got density {d}; lower epsilon"
+                )
+        settings["epsilon"] = epsilon
+        seeds = [m.seed for m in models]
+        if any(s is not None for s in seeds):
+            if "seed" in p or any(s is None for s in seeds):
+                raise WeightspaceValueError(
+                    "give `seed` either under `parameters` or to every model, not both"
+                )
+            settings["seed"] = check_seed(tuple(s for s in seeds if s is not None), n)
+        else:
+            settings["seed"] = check_seed(p.get("seed", 0), n)
+    return settings
 
 
 def _densities(
@@ -267,7 +396,9 @@ def resolve_method(
     p = parameters
     try:
         settings: dict[str, Any] = {}
-        if spec.sparsify == "trim":
+        if spec.combine in WHOLE_COMBINES:
+            settings = _whole_settings(method, spec, p, models)
+        elif spec.sparsify == "trim":
             densities = _densities(method, p, models, required=True)
             assert densities is not None
             settings["densities"] = tuple(check_density(d) for d in densities)
@@ -303,6 +434,8 @@ def lazy_merge(resolved: ResolvedMethod, vectors: Sequence[TaskVector]) -> TaskV
     """
     r = resolved
     scale, w = r.scale, r.weights
+    if r.whole:
+        raise ValueError(f"{r.method} is computed from whole tensors, not by lazy_merge")
     if r.combine == "mean":
         return mean(vectors)
     if r.combine == "consensus":

@@ -24,6 +24,7 @@ from weightspace.merge._config import MergeConfig
 from weightspace.merge._engine import Engine, FastOutput
 from weightspace.merge._methods import lazy_merge
 from weightspace.merge._views import InputView, OutputView, SubsetView
+from weightspace.merge._whole import WholeMerge
 from weightspace.select import parameters
 
 __all__ = [
@@ -208,6 +209,22 @@ def build_target(config: MergeConfig, prep: Prepared) -> tuple[Mapping[str, Any]
         prep.base, prep.names, base_label, check_finite=config.check_finite, cache_last=True
     )
     merged: TaskVector | None = None
+    resolved = config._resolved
+    if prep.selected and resolved.whole:
+        base_view = SubsetView(base_all, prep.selected)
+        views = [
+            InputView(
+                sd,
+                prep.selected,
+                f"`{spec.source_key}`",
+                check_finite=config.check_finite,
+                cache_last=False,
+            )
+            for spec, sd in zip(config.models, prep.models, strict=True)
+        ]
+        whole = WholeMerge(resolved, base_view, views, prep.selected)
+        mapping = OutputView(base_all, None, config.output_dtype, whole, prep.selected)
+        return mapping, None
     if prep.selected:
         # The selected part of the base shares base_all's cache: the reads of one tensor by
         # every task vector and by the output hit the file once.

@@ -8,7 +8,7 @@ caching the last one, so that every task vector's read of the base hits the file
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
@@ -107,18 +107,31 @@ class SubsetView(_NamedView):
 
 
 class OutputView(Mapping[str, torch.Tensor]):
-    """``name -> base + merged delta`` (or the base tensor), computed on lookup."""
+    """``name -> base + merged delta`` (or the base tensor), computed on lookup.
+
+    A whole-tensor method (:mod:`weightspace.merge._whole`) gives its output tensors through
+    ``direct`` (in float32, or float64), which are rounded once to the output dtype.
+    """
 
     def __init__(
-        self, base: InputView, merged: TaskVector | None, out_dtype: torch.dtype | None
+        self,
+        base: InputView,
+        merged: TaskVector | None,
+        out_dtype: torch.dtype | None,
+        direct: Callable[[str], torch.Tensor] | None = None,
+        direct_names: Sequence[str] = (),
     ) -> None:
         self._base = base
         self._merged = merged
         self._out = out_dtype
+        self._direct = direct
+        self._direct_names = set(direct_names)
 
     def __getitem__(self, name: str) -> torch.Tensor:
-        b = self._base[name]
         dtype = self.dtype(name)
+        if self._direct is not None and name in self._direct_names:
+            return self._direct(name).to(dtype)
+        b = self._base[name]
         if self._merged is not None and name in self._merged:
             acc = torch.float64 if b.dtype == torch.float64 else torch.float32
             delta = self._merged[name].to(acc)
