@@ -26,6 +26,8 @@ extensions = [
     "sphinx.ext.napoleon",
     "sphinx.ext.intersphinx",
     "sphinx.ext.mathjax",
+    # MathJax 3 from the wheel, copied into _static/mathjax: formulas render offline.
+    "sphinx-mathjax-offline",
     "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
     "sphinx_gallery.gen_gallery",
