@@ -50,7 +50,7 @@ def test_writes_tables_figures_and_sounds(run: tuple[Path, dict[str, Any]]) -> N
     for method in METHODS:
         assert f"| 5 | {method} |" in text
     assert "| all | matcher fit (oracle) |" in text
-    assert (out / "spectrograms.png").stat().st_size > 10_000
+    assert (out / "spectrograms.jpg").stat().st_size > 10_000
     assert (out / "regimes.png").stat().st_size > 10_000
     flacs = sorted(p.name for p in out.glob("*.flac"))
     # Harpsichord, cello (middle C in quick mode) and trumpet: recording, fit and three
