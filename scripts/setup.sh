@@ -12,7 +12,7 @@ cd "$(dirname "$0")/.."
 
 PYTHON=${PYTHON:-python3.11}
 command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
-DEBIAN_PACKAGES=(espeak-ng flite dataset-fashion-mnist tuxpaint-stamps-default sonic-pi-samples fluidsynth fluid-soundfont-gm chromium chromium-driver wordnet-base fortunes)
+DEBIAN_PACKAGES=(espeak-ng flite dataset-fashion-mnist tuxpaint-stamps-default sonic-pi-samples fluidsynth fluid-soundfont-gm chromium chromium-driver wordnet-base fortunes fortunes-it)
 
 missing=()
 for pkg in "${DEBIAN_PACKAGES[@]}"; do

@@ -1,0 +1,138 @@
+"""Runs the project-11 example (Italian dialects, LoRA adapters as task vectors) in quick mode."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("peft")
+pytest.importorskip("tokenizers")
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project11_italian_dialects"
+DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "itdi2022"
+if not (DATA / "dev.tsv").is_file():
+    pytest.skip(
+        f"needs the ITDI 2022 folder at {DATA} (research-only data, kept outside the repository)",
+        allow_module_level=True,
+    )
+if not Path("/usr/share/games/fortunes/it/italia").is_file():
+    pytest.skip("needs Debian fortunes-it", allow_module_level=True)
+if not Path("/usr/share/games/fortunes/wisdom").is_file():
+    pytest.skip("needs Debian fortunes", allow_module_level=True)
+
+SETS = ("VEC", "FUR-ITDI", "FUR-wiki", "IT", "EN")
+
+
+def _module() -> ModuleType:
+    path = EXAMPLE / "italian_dialects.py"
+    spec = importlib.util.spec_from_file_location("_example_italian_dialects", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    return run_quick("project11_italian_dialects/italian_dialects.py", timeout=600)
+
+
+def test_data_card_splits_are_fixed(run: tuple[Path, dict[str, Any]]) -> None:
+    data = run[1]
+    assert data["mode"] == "quick"
+    card = {row[0]: row[1:] for row in data["card"]}
+    assert card["VEC (ITDI dev+test, by sentence)"] == [1899, 238, 238]  # 2,375 sentences
+    assert card["FUR (ITDI, out of domain)"] == [0, 0, 1999]
+    assert sum(card["FUR Wikipedia articles (by article)"]) == 60  # quick: first 60 articles
+    # no evaluation text is a training text
+    module = _module()
+    corpora = module.load_corpora(DATA, module.QUICK)
+    for name, train in (("VEC", "VEC"), ("FUR-wiki", "FUR"), ("IT", "IT")):
+        assert not set(corpora["evals"][name]) & set(corpora["train"][train]), name
+
+
+def test_scores_are_bits_over_characters(run: tuple[Path, dict[str, Any]]) -> None:
+    data = run[1]
+    for name in SETS:
+        texts = data["eval_texts"][name]
+        assert len(texts) == data["config"]["eval_texts"][name]
+        scores = data["vanilla"][name]
+        bits = sum(scores["text_bits"])
+        assert scores["bpc"] == pytest.approx(bits / sum(map(len, texts)), rel=1e-9)
+        assert scores["bpb"] == pytest.approx(
+            bits / sum(len(t.encode("utf-8")) for t in texts), rel=1e-9
+        )
+        lo, hi = data["intervals"]["vanilla"][name]
+        assert lo <= scores["bpc"] <= hi
+
+
+def test_runs_train_what_they_say(run: tuple[Path, dict[str, Any]]) -> None:
+    data = run[1]
+    runs = data["runs"]
+    cfg = data["config"]
+    # the tiny stand-in: 2 layers, width 32; LoRA r on q_proj and v_proj: 2 * 2 * r * (32 + 32)
+    assert runs["VEC r16 qv"][0]["trainable"] == 2 * 2 * 16 * 64
+    assert runs["VEC r4 qv"][0]["trainable"] == 2 * 2 * 4 * 64
+    assert runs["VEC full"][0]["trainable"] == data["base_params"]
+    for per_seed in runs.values():
+        r = per_seed[0]
+        assert len(r["losses"]) == cfg["steps"]
+        assert r["tokens"] == cfg["steps"] * cfg["batch_size"] * cfg["block_size"]
+    for _, _, cosine in data["cosines"]:
+        assert -1.0 <= cosine <= 1.0
+    assert set(data["merges"]) == {
+        "task arithmetic VEC + FUR",
+        "TIES VEC, FUR (density 0.5)",
+        "negated FUR (base - FUR)",
+        "FUR - IT + VEC",
+    }
+    scratch = data["scratch"]
+    assert scratch["flops"] == 6 * scratch["params"] * scratch["tokens"]
+    assert math.isfinite(scratch["eval"]["VEC"]["bpc"])
+
+
+def test_tables_and_generations(run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = run
+    md = (out / "tables.md").read_text(encoding="utf-8")
+    module = _module()
+    assert md == module.tables(data)
+    for title in (
+        "Data card",
+        "Bits per character (bootstrap 95 % interval over texts)",
+        "Adapters as task vectors: merges (bits per character)",
+        "From scratch vs fine-tuned (Venetian, equal training compute)",
+        "Generations scored by the automatic rubric",
+    ):
+        assert f"### {title}" in md
+        assert f".. table-start: {title}" in (out / "tables.rst").read_text(encoding="utf-8")
+    assert len(data["generations"]["vanilla"]) == len(module.PROMPTS)
+
+
+def test_rubric_and_cleaning_rules() -> None:
+    module = _module()
+    marks = {"VEC": {"xe", "ghe"}, "FUR": {"al", "je"}}
+    scores = module.rubric("El mar xe bel, ghe xe la laguna", marks, {"la", "mar", "bel"})
+    assert scores["words"] == 8
+    assert scores["VEC markers %"] == pytest.approx(100 * 3 / 8)
+    assert scores["FUR markers %"] == 0
+    assert scores["Italian %"] == pytest.approx(100 * 3 / 8)
+    assert scores["distinct bigrams %"] == 100
+    raw = (
+        "{{Stub}}\n'''Çarvignan''' ([[Lenghe taliane|talian]] ''Cervignano'') al è un comun "
+        "inte provincie di [[Udin]]<ref>source</ref>, bagnât dal flum [[Ausa]] e al è grant.\n"
+        "==Storie==\n[[File:X.jpg|thumb|a [[b]] c]]\n* a list item that is long enough to keep "
+        "but starts with a list marker so it goes\n"
+    )
+    assert module.clean_wikitext(raw) == [
+        "Çarvignan (talian Cervignano) al è un comun inte provincie di Udin, bagnât dal flum "
+        "Ausa e al è grant."
+    ]
