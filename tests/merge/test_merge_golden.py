@@ -3,8 +3,8 @@
 Each case writes a config, runs the command line on a fixed set of small checkpoints and
 hashes what it wrote. The digests in ``GOLDEN`` were computed with the code of commit
 ``deb29f5`` (before ``merge/_config.py`` was split by responsibility), those of ``slerp``,
-``model_stock``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della`` and ``della_linear`` when
-these methods were added, by running this file as a script
+``model_stock``, ``breadcrumbs``, ``breadcrumbs_ties``, ``della``, ``della_linear`` and
+``passthrough`` when these methods were added, by running this file as a script
 (``PYTHONHASHSEED=0 .venv/bin/python tests/merge/test_merge_golden.py``), which prints the
 table; any change to what ``weightspace merge`` writes fails this test.
 
@@ -137,6 +137,12 @@ CASES: dict[str, tuple[str, bool]] = {
         "parameters: {density: 0.6, epsilon: 0.2, seed: 1}\n",
         False,
     ),
+    "passthrough": (
+        _BASE + "models: [ft0.safetensors, ft1]\nmethod: passthrough\n"
+        "parameters: {slices: [{model: 0, layers: [0, 1]}, {model: 1, layers: [0, 1]}]}\n"
+        "dtype: bfloat16\n",
+        False,
+    ),
     "mergekit_linear": (
         "merge_method: linear\nmodels:\n"
         "  - model: base.safetensors\n    parameters: {weight: 1.0}\n"
@@ -158,6 +164,7 @@ GOLDEN: dict[str, str] = {
     "della_linear": "32bb1952697c5a869f4389c4a6f9423ee3465e88f0a7590d36615d44df8863e4",
     "magnitude_prune": "c0af84b327f7092eb96b1a1950dd5a1df486b3d4ac7acec8e6d49d6bd4942bda",
     "mergekit_dare_ties": "016f4afad99749ed6c25febdfe5c3832acb07b5d1d1375fefc7198df3cefb80d",
+    "passthrough": "cc4f688141f3a8b6b14699a11b88f379c0e4e5ee9b8c8225c36faf5e67ced38c",
     "mergekit_linear": "3063f8f5cdaa9fb4c33ff6e53cb5ceadc93b8c1f3ec4c4566a0d7e29e1f0ba0a",
     "model_stock": "d0b653f35f8dbf1327f880fbf39f90c34211676a4b311eb4ab8f9ca130f5e416",
     "slerp": "5cf94fda2b06ff850b54e6b5d654f511fc3837fb235a871f276c93e9bf3b9660",

@@ -223,3 +223,25 @@ def test_torchrun_folder_equals_serial(
         assert torch.equal(a[name], b[name]) and a[name].dtype == b[name].dtype, name
     assert transformers.AutoModelForCausalLM.from_pretrained(out) is not None
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_stacked_layers_load_with_transformers(models: Path, tmp_path: Path) -> None:
+    config = tmp_path / "stack.yml"
+    config.write_text(
+        "merge_method: passthrough\nbase_model: base\nslices:\n"
+        "  - sources: [{model: ft0, layer_range: [0, 2]}]\n"
+        "  - sources: [{model: ft1, layer_range: [1, 2]}]\n",
+        encoding="utf-8",
+    )
+    (tmp_path / "base").symlink_to(models / "base")
+    (tmp_path / "ft0").symlink_to(models / "ft0")
+    (tmp_path / "ft1").symlink_to(models / "ft1")
+    out = tmp_path / "stacked"
+    assert main(["merge", str(config), "-o", str(out), "--no-progress"]) == 0
+    model = transformers.AutoModelForCausalLM.from_pretrained(out)
+    assert model.config.num_hidden_layers == 3
+    ft1 = open_state_dict(models / "ft1")
+    state = model.state_dict()
+    assert torch.equal(state["model.layers.2.mlp.up_proj.weight"],
+                       ft1["model.layers.1.mlp.up_proj.weight"])  # fmt: skip
+    assert torch.equal(state["lm_head.weight"], ft1["lm_head.weight"])

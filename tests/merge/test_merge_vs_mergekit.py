@@ -147,3 +147,19 @@ def test_della_follows_the_same_law(models: Path, tmp_path: Path, method: str) -
         total += delta.numel()
     assert abs(kept["ours"] / total - 0.4) < 0.01
     assert abs(kept["mergekit"] / total - 0.4) < 0.01
+
+
+def test_passthrough_slices(models: Path, tmp_path: Path) -> None:
+    body = fix_paths(
+        "merge_method: passthrough\nslices:\n"
+        "  - sources:\n      - model: MODELS/ft0\n        layer_range: [0, 3]\n"
+        "  - sources:\n      - model: MODELS/ft1\n        layer_range: [1, 5]\n"
+        "dtype: float32\n",
+        models,
+    )
+    ours, theirs = both(models, tmp_path, "passthrough", body)
+    assert len([n for n in ours if n.endswith("mlp.up_proj.weight")]) == 7
+    for name, value in theirs.items():
+        assert torch.equal(ours[name], value), name
+    config = (tmp_path / "passthrough-ours" / "config.json").read_text(encoding="utf-8")
+    assert '"num_hidden_layers": 7' in config

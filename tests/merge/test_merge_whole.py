@@ -220,3 +220,57 @@ def test_slerp_needs_exactly_one_model() -> None:
     text = "base: b.safetensors\nmodels: [a.safetensors, c.safetensors]\nmethod: slerp\n"
     with pytest.raises(WeightspaceValueError, match="exactly one model, got 2"):
         MergeConfig.from_yaml(text + "parameters: {t: 0.5}\n")
+
+
+def _layered(seed: int, layers: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    sd = {"model.embed_tokens.weight": torch.randn(8, 4, generator=g)}
+    for i in range(layers):
+        sd[f"model.layers.{i}.mlp.weight"] = torch.randn(4, 4, generator=g)
+        sd[f"model.layers.{i}.norm.weight"] = torch.randn(4, generator=g)
+    sd["model.norm.weight"] = torch.randn(4, generator=g)
+    sd["lm_head.weight"] = torch.randn(8, 4, generator=g)
+    return sd
+
+
+def test_passthrough_stacks_layers(tmp_path: Path) -> None:
+    a, b = _layered(0, 4), _layered(1, 4)
+    save_state_dict(a, tmp_path / "a" / "model.safetensors")
+    save_state_dict(b, tmp_path / "b" / "model.safetensors")
+    (tmp_path / "a" / "config.json").write_text('{"num_hidden_layers": 4}', encoding="utf-8")
+    config = MergeConfig.from_yaml(
+        f"merge_method: passthrough\nslices:\n"
+        f"  - sources: [{{model: {tmp_path / 'a'}, layer_range: [0, 3]}}]\n"
+        f"  - sources: [{{model: {tmp_path / 'b'}, layer_range: [1, 4]}}]\n"
+    )
+    out = run_merge(config, tmp_path / "out", progress=False).output
+    sd = open_state_dict(out)
+    # layers 0-2 of a, then layers 1-3 of b as layers 3-5
+    expected = {f"model.layers.{i}.{p}": a[f"model.layers.{i}.{p}"] for i in range(3)
+                for p in ("mlp.weight", "norm.weight")}  # fmt: skip
+    expected.update({f"model.layers.{i + 2}.{p}": b[f"model.layers.{i}.{p}"] for i in (1, 2, 3)
+                     for p in ("mlp.weight", "norm.weight")})  # fmt: skip
+    expected["model.embed_tokens.weight"] = a["model.embed_tokens.weight"]  # the first slice's
+    expected["model.norm.weight"] = b["model.norm.weight"]  # the last slice's
+    expected["lm_head.weight"] = b["lm_head.weight"]
+    assert sorted(sd) == sorted(expected)
+    assert all(torch.equal(sd[n], t) for n, t in expected.items())
+    assert (out / "config.json").read_text(encoding="utf-8") == '{\n  "num_hidden_layers": 6\n}\n'
+
+
+@pytest.mark.parametrize(
+    ("slices", "message"),
+    [
+        ("[{model: 0, layers: [2, 9]}]", "takes layers 2 to 8"),
+        ("[{model: 3, layers: [0, 1]}]", "0 <= INDEX < 1"),
+        ("[]", "needs `parameters.slices`"),
+    ],
+)
+def test_passthrough_bad_slices(tmp_path: Path, slices: str, message: str) -> None:
+    save_state_dict(_layered(0, 4), tmp_path / "a.safetensors")
+    text = (
+        f"base: {tmp_path / 'a.safetensors'}\nmodels: [{tmp_path / 'a.safetensors'}]\n"
+        f"method: passthrough\nparameters: {{slices: {slices}}}\n"
+    )
+    with pytest.raises(WeightspaceValueError, match=re.escape(message)):
+        run_merge(MergeConfig.from_yaml(text), tmp_path / "o.safetensors", progress=False)

@@ -219,6 +219,11 @@ def _run(
                 f"the output {str(output)!r} must be a folder: a distributed merge writes a "
                 "sharded checkpoint (shards and model.safetensors.index.json); drop the suffix"
             )
+        if config.method == "passthrough":
+            raise WeightspaceValueError(
+                "passthrough only copies tensors: run it without torchrun (a serial merge "
+                "reads each input byte once and is as fast)"
+            )
         prep = prepare(config)
         check_output(final, config, prep, overwrite)
         mapping, engine = build_target(config, prep)

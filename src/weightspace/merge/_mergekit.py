@@ -35,13 +35,13 @@ _MK_METHODS = (
     "breadcrumbs_ties",
     "della",
     "della_linear",
+    "passthrough",
 )
 #: mergekit methods with its own generalized-task-arithmetic semantics, kept as they are.
 _MK_GTA = ("breadcrumbs", "breadcrumbs_ties", "della", "della_linear")
 _MK_KEYS = ("merge_method", "base_model", "models", "parameters", "dtype", "out_dtype")
 _MK_IGNORED = ("name", "random_seed")
 _MK_UNSUPPORTED = {
-    "slices": "layer slicing (`slices`) is not supported; merge whole models",
     "tokenizer_source": "tokenizers are not merged; copy the tokenizer files yourself",
     "tokenizer": "tokenizers are not merged; copy the tokenizer files yourself",
     "chat_template": "chat templates are not handled; copy them yourself",
@@ -107,6 +107,8 @@ def from_mergekit(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any
             raise WeightspaceValueError(
                 f"mergekit key `{key}` is not supported by weightspace: {why}"
             )
+    if "slices" in data or data.get("merge_method") == "passthrough":
+        return _passthrough(data, folder)
     check_keys(data, (*_MK_KEYS, *_MK_IGNORED), "the mergekit config")
     method = data.get("merge_method")
     if method not in _MK_METHODS:
@@ -331,6 +333,62 @@ def _interpolating(
         "models": tuple(models),
         "method": method,
         "parameters": parameters,
+        "dtype": data.get("out_dtype", data.get("dtype")),
+        "source_format": "mergekit",
+    }
+
+
+def _passthrough(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any]:
+    """Translate mergekit's ``passthrough`` with ``slices`` of one source each (stacking)."""
+    check_keys(data, ("merge_method", "base_model", "slices", "dtype", "out_dtype", *_MK_IGNORED),
+               "the mergekit passthrough config")  # fmt: skip
+    if data.get("merge_method") != "passthrough":
+        raise WeightspaceValueError(
+            f"mergekit `slices` are supported with `merge_method: passthrough` (layer "
+            f"stacking) only, got {data.get('merge_method')!r}; merge whole models with `models:`"
+        )
+    raw = data.get("slices")
+    if not isinstance(raw, list) or not raw:
+        raise WeightspaceValueError(
+            "mergekit's passthrough needs `slices`: a list of `- sources: [{model: PATH, "
+            f"layer_range: [START, STOP]}}]` entries, got {raw!r}"
+        )
+    paths: list[str] = []
+    slices = []
+    for i, entry in enumerate(raw):
+        if not isinstance(entry, Mapping):
+            raise WeightspaceValueError(f"`slices[{i}]` must be a mapping with `sources`")
+        check_keys(entry, ("sources",), f"`slices[{i}]`")
+        sources = entry.get("sources")
+        if not isinstance(sources, list) or len(sources) != 1:
+            raise WeightspaceValueError(
+                f"`slices[{i}].sources` must list exactly one source for passthrough, got "
+                f"{sources!r}"
+            )
+        src = sources[0]
+        if not isinstance(src, Mapping) or "model" not in src or "layer_range" not in src:
+            raise WeightspaceValueError(
+                f"`slices[{i}].sources[0]` must be `{{model: PATH, layer_range: [START, "
+                f"STOP]}}`, got {src!r}"
+            )
+        check_keys(src, ("model", "layer_range"), f"`slices[{i}].sources[0]`")
+        resolve_path(src["model"], f"slices[{i}].sources[0].model", folder)
+        if src["model"] not in paths:
+            paths.append(src["model"])
+        slices.append({"model": paths.index(src["model"]), "layers": src["layer_range"]})
+    base_raw = data.get("base_model", paths[0])
+    models = tuple(
+        {
+            "path": resolve_path(p, f"slices (model {p!r})", folder),
+            "source_key": f"slices (model {p!r})",
+        }
+        for p in paths
+    )
+    return {
+        "base": resolve_path(base_raw, "base_model", folder),
+        "models": models,
+        "method": "passthrough",
+        "parameters": {"slices": slices},
         "dtype": data.get("out_dtype", data.get("dtype")),
         "source_format": "mergekit",
     }

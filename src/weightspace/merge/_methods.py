@@ -79,6 +79,7 @@ Method = Literal[
     "breadcrumbs_ties",
     "della",
     "della_linear",
+    "passthrough",
 ]
 """The merge methods a config can name (see :mod:`weightspace.merge`)."""
 
@@ -86,7 +87,9 @@ Sparsify = Literal["none", "trim", "dare", "outliers", "della"]
 """What is done to each task vector first: nothing, the magnitude trim, the DARE drop, the
 Breadcrumbs trim (largest and smallest entries dropped), the DELLA rank-dependent drop."""
 
-Combine = Literal["sum", "mean", "ties", "consensus", "slerp", "model_stock", "gta", "gta_ties"]
+Combine = Literal[
+    "sum", "mean", "ties", "consensus", "slerp", "model_stock", "gta", "gta_ties", "passthrough"
+]
 """How the task vectors are combined (before the product by ``scale``); ``gta`` and
 ``gta_ties`` are mergekit's generalized task arithmetic without and with its sign election."""
 
@@ -154,6 +157,7 @@ METHODS: Mapping[str, MethodSpec] = MappingProxyType(
             "della",
             "gta",
         ),
+        "passthrough": MethodSpec(("slices",), (), "none", "passthrough"),
     }
 )
 assert tuple(METHODS) == get_args(Method)
@@ -198,6 +202,8 @@ class ResolvedMethod:
         gamma: ``sparsify == "outliers"``: the fraction of largest entries dropped.
         epsilon: ``sparsify == "della"``: the spread of the keep probabilities.
         normalize: ``gta``/``gta_ties``: divide by the sum of the (agreeing) weights.
+        slices: ``combine == "passthrough"``: the output's layers, as ``(model, start, stop)``
+            ranges of the models' layers, stacked in order.
     """
 
     method: str
@@ -216,6 +222,7 @@ class ResolvedMethod:
     gamma: float = 0.01
     epsilon: float = 0.15
     normalize: bool = False
+    slices: tuple[tuple[int, int, int], ...] = ()
 
     @property
     def spec(self) -> MethodSpec:
@@ -250,6 +257,39 @@ def _fraction(parameters: Mapping[str, Any], key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
         raise WeightspaceValueError(f"`parameters.{key}` must lie in [0, 1), got {value!r}")
     return float(value)
+
+
+def _slices(value: object, n_models: int) -> tuple[tuple[int, int, int], ...]:
+    """``parameters.slices`` of passthrough: ``[{model: I, layers: [START, STOP]}, ...]``."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise WeightspaceValueError(
+            "passthrough needs `parameters.slices`, a list of `{model: INDEX, layers: [START, "
+            f"STOP]}}` entries (the layers of models[INDEX] stacked in order), got {value!r}"
+        )
+    out = []
+    for i, entry in enumerate(value):
+        ok = isinstance(entry, Mapping) and set(entry) == {"model", "layers"}
+        model = entry.get("model") if isinstance(entry, Mapping) else None
+        layers = entry.get("layers") if isinstance(entry, Mapping) else None
+        ok = (
+            ok
+            and isinstance(model, int)
+            and not isinstance(model, bool)
+            and 0 <= model < n_models
+            and isinstance(layers, (list, tuple))
+            and len(layers) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in layers)
+            and 0 <= layers[0] < layers[1]
+        )
+        if not ok:
+            raise WeightspaceValueError(
+                f"`parameters.slices[{i}]` must be `{{model: INDEX, layers: [START, STOP]}}` "
+                f"with 0 <= INDEX < {n_models} and 0 <= START < STOP, got {entry!r}"
+            )
+        assert isinstance(model, int)
+        assert isinstance(layers, (list, tuple))
+        out.append((model, int(layers[0]), int(layers[1])))
+    return tuple(out)
 
 
 def _whole_settings(
@@ -396,7 +436,9 @@ def resolve_method(
     p = parameters
     try:
         settings: dict[str, Any] = {}
-        if spec.combine in WHOLE_COMBINES:
+        if spec.combine == "passthrough":
+            settings["slices"] = _slices(p.get("slices"), n)
+        elif spec.combine in WHOLE_COMBINES:
             settings = _whole_settings(method, spec, p, models)
         elif spec.sparsify == "trim":
             densities = _densities(method, p, models, required=True)
@@ -434,8 +476,8 @@ def lazy_merge(resolved: ResolvedMethod, vectors: Sequence[TaskVector]) -> TaskV
     """
     r = resolved
     scale, w = r.scale, r.weights
-    if r.whole:
-        raise ValueError(f"{r.method} is computed from whole tensors, not by lazy_merge")
+    if r.whole or r.combine == "passthrough":
+        raise ValueError(f"{r.method} is not a task-vector merge; lazy_merge does not run it")
     if r.combine == "mean":
         return mean(vectors)
     if r.combine == "consensus":

@@ -23,6 +23,7 @@ from weightspace.merge import _engine
 from weightspace.merge._config import MergeConfig
 from weightspace.merge._engine import Engine, FastOutput
 from weightspace.merge._methods import lazy_merge
+from weightspace.merge._passthrough import PassthroughView, stacked_layers
 from weightspace.merge._views import InputView, OutputView, SubsetView
 from weightspace.merge._whole import WholeMerge
 from weightspace.select import parameters
@@ -71,12 +72,16 @@ class Prepared:
         models: The fine-tuned checkpoints.
         names: Every output tensor (the base's names, in its order).
         selected: The names that get a merged delta.
+        sources: ``passthrough``: where each output tensor comes from.
+        layers: ``passthrough``: the output's number of layers.
     """
 
     base: LazyStateDict
     models: list[LazyStateDict]
     names: list[str]
     selected: list[str]
+    sources: dict[str, tuple[LazyStateDict, str]] | None = None
+    layers: int | None = None
 
 
 def _open(path: Path, key: str) -> LazyStateDict:
@@ -99,6 +104,9 @@ def prepare(config: MergeConfig) -> Prepared:
     """Open the inputs lazily and check names, shapes and dtypes (headers only)."""
     base = _open(config.base, config._base_key)
     models = [_open(m.path, m.source_key) for m in config.models]
+    if config.method == "passthrough":
+        sources, layers = stacked_layers(config, models)
+        return Prepared(base, models, list(sources), [], sources, layers)
     names = list(base)
     floating = [n for n in names if base.dtype(n).is_floating_point]
     if config.select is None and config.exclude is None:
@@ -204,6 +212,8 @@ def merge_metadata(config: MergeConfig) -> dict[str, str]:
 
 def build_target(config: MergeConfig, prep: Prepared) -> tuple[Mapping[str, Any], Engine | None]:
     """The lazy output mapping of a merge (fused where possible) and its engine."""
+    if prep.sources is not None:
+        return PassthroughView(prep.sources, config.output_dtype), None
     base_label = f"`{config._base_key}`"
     base_all = InputView(
         prep.base, prep.names, base_label, check_finite=config.check_finite, cache_last=True
@@ -257,7 +267,9 @@ def _model_folder(path: Path) -> Path:
     return path if path.is_dir() else path.parent
 
 
-def model_folder_files(config: MergeConfig, copy_tokenizer: bool) -> dict[str, bytes | Path]:
+def model_folder_files(
+    config: MergeConfig, copy_tokenizer: bool, layers: int | None = None
+) -> dict[str, bytes | Path]:
     """The files of the base model's folder that a folder output gets beside its shards.
 
     ``config.json`` (with ``torch_dtype``, and ``dtype`` where the file has it, set to the
@@ -268,6 +280,8 @@ def model_folder_files(config: MergeConfig, copy_tokenizer: bool) -> dict[str, b
     Args:
         config: The merge config.
         copy_tokenizer: Copy the tokenizer files too.
+        layers: The output's number of layers, when it differs from the base's (written as
+            ``num_hidden_layers``).
 
     Returns:
         ``file name -> content`` (bytes) or the file to copy.
@@ -279,7 +293,7 @@ def model_folder_files(config: MergeConfig, copy_tokenizer: bool) -> dict[str, b
     files: dict[str, bytes | Path] = {}
     cfg = folder / "config.json"
     if cfg.is_file():
-        if config.dtype is None:
+        if config.dtype is None and layers is None:
             files["config.json"] = cfg
         else:
             try:
@@ -294,9 +308,12 @@ def model_folder_files(config: MergeConfig, copy_tokenizer: bool) -> dict[str, b
                     f"the base model's {str(cfg)!r} must hold a JSON object, got "
                     f"{type(data).__name__}"
                 )
-            data["torch_dtype"] = config.dtype
-            if "dtype" in data:
-                data["dtype"] = config.dtype
+            if config.dtype is not None:
+                data["torch_dtype"] = config.dtype
+                if "dtype" in data:
+                    data["dtype"] = config.dtype
+            if layers is not None:
+                data["num_hidden_layers"] = layers
             text = json.dumps(data, indent=2, sort_keys=True) + "\n"
             files["config.json"] = text.encode("utf-8")
     names = ["generation_config.json", *(TOKENIZER_FILES if copy_tokenizer else ())]

@@ -13,7 +13,7 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from weightspace._errors import WeightspaceError, WeightspaceValueError
 from weightspace.io import parse_size
@@ -90,18 +90,24 @@ def plan_merge(
     out = Path(os.path.abspath(Path(output).expanduser()))
     check_output(out, config, prep, overwrite=True)
     shard_size = _shard_size(config, out, max_shard_size)
-    out_dtype = config.output_dtype
     base = prep.base
     selected = set(prep.selected)
-    in_bytes = sum(base.nbytes(n) for n in prep.names) + sum(
-        sd.nbytes(n) for sd in prep.models for n in prep.names if n in selected
-    )
+    target: Any = build_target(config, prep)[0] if prep.sources is not None else None
+    if prep.sources is not None:
+        in_bytes = sum(sd.nbytes(n) for sd, n in prep.sources.values())
+    else:
+        in_bytes = sum(base.nbytes(n) for n in prep.names) + sum(
+            sd.nbytes(n) for sd in prep.models for n in prep.names if n in selected
+        )
     out_nbytes = {}
     for n in prep.names:
-        dtype = base.dtype(n)
-        if out_dtype is not None and dtype.is_floating_point:
-            dtype = out_dtype
-        out_nbytes[n] = base.shape(n).numel() * dtype.itemsize
+        if target is not None:
+            shape, dtype = target.shape(n), target.dtype(n)
+        else:
+            shape, dtype = base.shape(n), base.dtype(n)
+            if config.output_dtype is not None and dtype.is_floating_point:
+                dtype = config.output_dtype
+        out_nbytes[n] = shape.numel() * dtype.itemsize
     shards = 1
     if shard_size is not None:
         shards = len(group_shards(prep.names, out_nbytes, shard_size))
@@ -111,7 +117,9 @@ def plan_merge(
         tensors=len(prep.names),
         merged=len(prep.selected),
         copied=len(prep.names) - len(prep.selected),
-        parameters=sum(base.shape(n).numel() for n in prep.names),
+        parameters=sum(
+            (target.shape(n) if target is not None else base.shape(n)).numel() for n in prep.names
+        ),
         input_bytes=in_bytes,
         output_bytes=sum(out_nbytes.values()),
         output_dtype=config.dtype or "same as base",
@@ -224,7 +232,7 @@ def run_merge(
     out = Path(os.path.abspath(Path(output).expanduser()))
     check_output(out, config, prep, overwrite)
     shard_size = _shard_size(config, out, max_shard_size)
-    extras = {} if shard_size is None else model_folder_files(config, copy_tokenizer)
+    extras = {} if shard_size is None else model_folder_files(config, copy_tokenizer, prep.layers)
     target, engine = build_target(config, prep)
     meta = merge_metadata(config)
     governor = None if engine is None else ThreadGovernor(threads)
