@@ -561,7 +561,8 @@ def main() -> None:
     data["humans"] = human_summary(args.human)
     data["seconds"] = time.perf_counter() - start
     data["load"] = {"before": load_before, "after": os.getloadavg()}
-    (cfg.out / "results.json").write_text(json.dumps(data, indent=1), encoding="utf-8")
+    # Compact: every round of every game is kept (the per-game values behind each interval).
+    (cfg.out / "results.json").write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
     (cfg.out / "tables.rst").write_text(tables(data), encoding="utf-8")
     logging.info("done in %.0f s; wrote %s", data["seconds"], cfg.out)
 

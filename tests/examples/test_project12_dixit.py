@@ -83,3 +83,14 @@ def test_tables_come_from_the_results(run: tuple[Path, dict[str, Any]]) -> None:
     assert llm["cards_asked"] == len(llm["replies"]) >= 6
     assert data["humans"] is None
     assert "No game played by a person has been recorded yet." in text
+
+
+def test_committed_tables_come_from_the_committed_results() -> None:
+    import json
+
+    results = FOLDER / "results"
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    assert data["mode"] == "full" and data["config"]["games"] >= 11
+    assert len(data["deck"]["hints"]) >= 84
+    tables = _module().tables(data)
+    assert tables == (results / "tables.rst").read_text(encoding="utf-8")
