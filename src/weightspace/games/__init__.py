@@ -65,6 +65,38 @@ from weightspace.games._imagine import challenge as challenge
 from weightspace.games._imagine import guess as guess
 from weightspace.games._imagine import read_games as read_games
 from weightspace.games._imagine import write_games as write_games
+from weightspace.games._just_one_agents import JustOneBrain as JustOneBrain
+from weightspace.games._just_one_agents import JustOneCard as JustOneCard
+from weightspace.games._just_one_agents import JustOneRecord as JustOneRecord
+from weightspace.games._just_one_agents import JustOneTable as JustOneTable
+from weightspace.games._just_one_agents import LMScorer as LMScorer
+from weightspace.games._just_one_agents import WordVectors as WordVectors
+from weightspace.games._just_one_agents import clue_distribution as clue_distribution
+from weightspace.games._just_one_agents import deal_cards as deal_cards
+from weightspace.games._just_one_agents import load_just_one_brain as load_just_one_brain
+from weightspace.games._just_one_agents import play_just_one as play_just_one
+from weightspace.games._just_one_agents import play_just_one_games as play_just_one_games
+from weightspace.games._just_one_agents import score_just_one as score_just_one
+from weightspace.games._just_one_agents import word_vectors as word_vectors
+from weightspace.games._just_one_play import JustOneGame as JustOneGame
+from weightspace.games._just_one_play import JustOneRoom as JustOneRoom
+from weightspace.games._just_one_play import play_just_one_in_terminal as play_just_one_in_terminal
+from weightspace.games._just_one_play import read_just_one_games as read_just_one_games
+from weightspace.games._just_one_rules import RULEBOOK_SCALE as RULEBOOK_SCALE
+from weightspace.games._just_one_rules import CardOutcome as CardOutcome
+from weightspace.games._just_one_rules import FilteredClues as FilteredClues
+from weightspace.games._just_one_rules import Lexicon as Lexicon
+from weightspace.games._just_one_rules import ScoreSheet as ScoreSheet
+from weightspace.games._just_one_rules import check_clue as check_clue
+from weightspace.games._just_one_rules import filter_clues as filter_clues
+from weightspace.games._just_one_rules import just_one_rating as just_one_rating
+from weightspace.games._just_one_rules import same_family as same_family
+from weightspace.games._just_one_rules import same_word as same_word
+from weightspace.games._just_one_rules import wordnet_lexicon as wordnet_lexicon
+from weightspace.games._just_one_words import clue_words as clue_words
+from weightspace.games._just_one_words import guess_words as guess_words
+from weightspace.games._just_one_words import mystery_words as mystery_words
+from weightspace.games._just_one_words import split_words as split_words
 from weightspace.games._lit import LiTHeads as LiTHeads
 from weightspace.games._lit import LiTScorer as LiTScorer
 from weightspace.games._lit import augmented_views as augmented_views
@@ -95,10 +127,12 @@ __all__ = [
     "CONCEPTS",
     "HAND_SIZE",
     "PARAMS_PER_CARD",
+    "RULEBOOK_SCALE",
     "SEARCH_METHODS",
     "WINNING_SCORE",
     "AbstractBot",
     "CLIPScorer",
+    "CardOutcome",
     "Composition",
     "ConSEScorer",
     "Deck",
@@ -108,6 +142,7 @@ __all__ = [
     "DixitRound",
     "EmbeddingScorer",
     "Eyes",
+    "FilteredClues",
     "GameRoom",
     "GameServer",
     "HintWriter",
@@ -116,37 +151,66 @@ __all__ = [
     "ImagineGame",
     "ImagineRoom",
     "ImagineServer",
+    "JustOneBrain",
+    "JustOneCard",
+    "JustOneGame",
+    "JustOneRecord",
+    "JustOneRoom",
+    "JustOneTable",
     "LLMHintWriter",
+    "LMScorer",
+    "Lexicon",
     "LiTHeads",
     "LiTScorer",
     "LiteralBot",
     "RandomBot",
     "RetrievalScore",
+    "ScoreSheet",
     "SearchResult",
     "StampImages",
     "StrategistBot",
+    "WordVectors",
     "augmented_views",
     "caption_retrieval",
     "challenge",
+    "check_clue",
+    "clue_distribution",
+    "clue_words",
+    "deal_cards",
     "default_deck",
     "dixit_deck",
+    "filter_clues",
     "guess",
+    "guess_words",
+    "just_one_rating",
     "literal_hint",
+    "load_just_one_brain",
     "make_bot",
+    "mystery_words",
     "placement",
     "play_game",
+    "play_just_one",
+    "play_just_one_games",
+    "play_just_one_in_terminal",
     "random_compositions",
     "read_dixit_games",
     "read_games",
     "read_guesses",
+    "read_just_one_games",
     "render",
+    "same_family",
+    "same_word",
+    "score_just_one",
     "score_round",
     "search",
     "serve_imagine",
     "serve_rooms",
+    "split_words",
     "stamp_features",
     "stamp_images",
     "train_lit",
+    "word_vectors",
+    "wordnet_lexicon",
     "write_dixit_games",
     "write_games",
     "zero_shot_accuracy",

@@ -20,19 +20,21 @@ not a letter):
 * they are of one word family: WordNet links them, or two of their base forms, as
   derivationally related forms (``bake``/``baker``, ``ocean``/``oceanic``).
 
-A clue is invalid when it is not one word of letters, or counts as identical to the mystery
-word under the same relation (the mystery word itself, misspelt, or of its family). A guess
+A clue is invalid when it is not one word of letters, counts as identical to the mystery
+word under the same relation (the mystery word itself, misspelt, or of its family), or is
+the mystery word joined to another word. A guess
 is right when it is the mystery word up to inflection, gender and spelling slips (not family:
 ``sunny`` does not guess ``sun``).
 
 The lexicon is WordNet 3.0 from Debian's ``wordnet-base`` (``/usr/share/wordnet``): its
 single-word lemmas, exception lists and derivational links. These are approximations of a
-table's judgement, documented by the tests' hand-worked cases; compound words (``sunflower``
-for ``sun``) and homophones (``whether``/``weather``) are not caught.
+table's judgement, documented by the tests' hand-worked cases. A compound of the mystery
+word and another word (``sandstone`` for ``sand``) is an invalid clue; compounds of two clues
+and homophones (``whether``/``weather``) are not caught.
 
 **Scoring** (:class:`ScoreSheet`): 13 cards; a right guess scores the card; a pass, or a card
 whose clues were all removed, loses that card; a wrong guess loses that card and the next one
-(on the last card, one card already won instead). :func:`rating` reads a score against the
+(on the last card, one card already won instead). :func:`just_one_rating` reads a score against the
 rulebook's scale.
 """
 
@@ -53,16 +55,16 @@ __all__ = [
     "CARDS",
     "RULEBOOK_SCALE",
     "CardOutcome",
-    "Clues",
+    "FilteredClues",
     "Lexicon",
     "ScoreSheet",
     "check_clue",
     "filter_clues",
-    "lexicon",
+    "just_one_rating",
     "normalise",
-    "rating",
     "same_family",
     "same_word",
+    "wordnet_lexicon",
 ]
 
 #: Cards in a game.
@@ -174,7 +176,7 @@ def _edit_distance(a: str, b: str, limit: int) -> int:
 class Lexicon:
     """The English words the rules know: lemmas, inflection exceptions and word families.
 
-    Build it with :func:`lexicon` (WordNet from Debian) or directly for tests.
+    Build it with :func:`wordnet_lexicon` (WordNet from Debian) or directly for tests.
 
     Args:
         words: Base forms (normalised single words).
@@ -372,12 +374,12 @@ def _read_wordnet(folder: Path) -> _WordNet:
                     tpos = "a" if tpos == "s" else tpos
                     pending.append((key_pos, offset, tpos, int(target), int(st, 16)))
     related: dict[str, set[str]] = {}
-    for pos, offset, tpos, target, st in pending:
-        src_words = synset_words.get((pos, offset))
-        dst_words = synset_words.get((tpos, target))
+    for src_pos, src_off, dst_pos, dst_off, link in pending:
+        src_words = synset_words.get((src_pos, src_off))
+        dst_words = synset_words.get((dst_pos, dst_off))
         if not src_words or not dst_words:
             continue
-        s, t = (st >> 8) - 1, (st & 0xFF) - 1
+        s, t = (link >> 8) - 1, (link & 0xFF) - 1
         if not (0 <= s < len(src_words) and 0 <= t < len(dst_words)):
             continue
         a, b = src_words[s], dst_words[t]
@@ -407,7 +409,7 @@ def _wordnet_folder(folder: str | Path | None) -> str:
     return os.environ.get("WEIGHTSPACE_WORDNET", str(_WORDNET))
 
 
-def lexicon(folder: str | Path | None = None) -> Lexicon:
+def wordnet_lexicon(folder: str | Path | None = None) -> Lexicon:
     """The rules' lexicon from WordNet 3.0 (read once per process, about 3 s).
 
     Args:
@@ -436,7 +438,7 @@ def same_word(a: str, b: str, lex: Lexicon | None = None) -> bool:
     Args:
         a: A word as written.
         b: Another.
-        lex: The lexicon (default: :func:`lexicon`).
+        lex: The lexicon (default: :func:`wordnet_lexicon`).
 
     Example:
         >>> same_word("Princes", "prince"), same_word("actress", "Actor")
@@ -444,7 +446,7 @@ def same_word(a: str, b: str, lex: Lexicon | None = None) -> bool:
         >>> same_word("filosofie", "Philosophy"), same_word("bear", "beer")
         (True, False)
     """
-    lex = lexicon() if lex is None else lex
+    lex = wordnet_lexicon() if lex is None else lex
     x, y = normalise(a), normalise(b)
     if not x or not y:
         return False
@@ -464,7 +466,7 @@ def same_family(a: str, b: str, lex: Lexicon | None = None) -> bool:
         >>> same_family("sun", "moon"), same_word("baker", "bake")
         (False, False)
     """
-    lex = lexicon() if lex is None else lex
+    lex = wordnet_lexicon() if lex is None else lex
     if same_word(a, b, lex):
         return True
     x, y = normalise(a), normalise(b)
@@ -481,8 +483,10 @@ def check_clue(clue: str, mystery: str, lex: Lexicon | None = None) -> str | Non
         ('the mystery word', 'of the family of the mystery word')
         >>> check_clue("big wave", "ocean"), check_clue("", "ocean")
         ('not one word', 'empty')
+        >>> check_clue("sandstone", "sand"), check_clue("elephant", "ant")
+        ('a compound of the mystery word', None)
     """
-    lex = lexicon() if lex is None else lex
+    lex = wordnet_lexicon() if lex is None else lex
     text = clue.strip()
     if not text:
         return "empty"
@@ -492,11 +496,26 @@ def check_clue(clue: str, mystery: str, lex: Lexicon | None = None) -> str | Non
         return "the mystery word"
     if same_family(text, mystery, lex):
         return "of the family of the mystery word"
+    if _compound_of(normalise(text), normalise(mystery), lex):
+        return "a compound of the mystery word"
     return None
 
 
+def _compound_of(clue: str, mystery: str, lex: Lexicon) -> bool:
+    """Whether ``clue`` is ``mystery`` joined to another word (``sandstone`` for ``sand``)."""
+    if len(mystery) < 3 or len(clue) < len(mystery) + 3:
+        return False
+    for part, rest in (
+        (clue[: len(mystery)], clue[len(mystery) :]),
+        (clue[-len(mystery) :], clue[: -len(mystery)]),
+    ):
+        if part == mystery and rest in lex:
+            return True
+    return False
+
+
 @dataclasses.dataclass(frozen=True)
-class Clues:
+class FilteredClues:
     """The clues of one turn after the rules: what the guesser sees and why others went.
 
     Attributes:
@@ -511,7 +530,7 @@ class Clues:
     removed: dict[int, str]
 
 
-def filter_clues(clues: Sequence[str], mystery: str, lex: Lexicon | None = None) -> Clues:
+def filter_clues(clues: Sequence[str], mystery: str, lex: Lexicon | None = None) -> FilteredClues:
     """Apply the rules to one turn's clues: drop invalid ones, then all that count as identical.
 
     Identical is transitive here: if ``a`` matches ``b`` and ``b`` matches ``c``, all three go.
@@ -519,7 +538,7 @@ def filter_clues(clues: Sequence[str], mystery: str, lex: Lexicon | None = None)
     Args:
         clues: One clue per clue giver, as written.
         mystery: The mystery word.
-        lex: The lexicon (default: :func:`lexicon`).
+        lex: The lexicon (default: :func:`wordnet_lexicon`).
 
     Example:
         >>> out = filter_clues(["Waves", "wave", "salt", "ocean", "blue"], "ocean")
@@ -528,7 +547,7 @@ def filter_clues(clues: Sequence[str], mystery: str, lex: Lexicon | None = None)
         >>> out.removed
         {0: 'identical to wave', 1: 'identical to Waves', 3: 'invalid: the mystery word'}
     """
-    lex = lexicon() if lex is None else lex
+    lex = wordnet_lexicon() if lex is None else lex
     written = tuple(clues)
     removed: dict[int, str] = {}
     valid = []
@@ -562,11 +581,11 @@ def filter_clues(clues: Sequence[str], mystery: str, lex: Lexicon | None = None)
             for k in members:
                 removed[k] = f"identical to {written[match[k]]}"
     kept = tuple(written[k] for k in valid if k not in removed)
-    return Clues(written, kept, dict(sorted(removed.items())))
+    return FilteredClues(written, kept, dict(sorted(removed.items())))
 
 
 class CardOutcome(str, enum.Enum):
-    """How a card ended."""
+    """How a card ended: guessed right, guessed wrong, passed, or every clue removed."""
 
     RIGHT = "right"
     WRONG = "wrong"
@@ -609,6 +628,11 @@ class ScoreSheet:
         return len(self.won)
 
     @property
+    def position(self) -> int:
+        """Cards played or lost so far (the current card's index)."""
+        return self._at
+
+    @property
     def over(self) -> bool:
         """Whether every card has been played or lost."""
         return self._at >= len(self.words)
@@ -642,11 +666,11 @@ class ScoreSheet:
                 self.lost.append(self.won.pop())  # last card: one card already won goes
 
 
-def rating(score: int) -> str:
+def just_one_rating(score: int) -> str:
     """The rulebook's words for a final score out of 13.
 
     Example:
-        >>> rating(13), rating(10), rating(7), rating(3)
+        >>> just_one_rating(13), just_one_rating(10), just_one_rating(7), just_one_rating(3)
         ('perfect score', 'excellent', 'average', 'try again')
 
     Raises:

@@ -2,7 +2,7 @@
 
 Three lists, all built from ``wordfreq``'s English frequency list (the words in frequency
 order, with their Zipf frequency: log10 of occurrences per billion words) and WordNet 3.0
-from Debian (see :func:`~weightspace.games.lexicon`):
+from Debian (see :func:`~weightspace.games.wordnet_lexicon`):
 
 * :func:`mystery_words`: the cards. Filters, in order: lower-case ASCII letters only, 3 to
   10 letters; Zipf frequency between ``min_zipf`` and ``max_zipf`` (common, but not function
@@ -12,7 +12,7 @@ from Debian (see :func:`~weightspace.games.lexicon`):
   least as many noun senses as verb, adjective and adverb senses together); its most frequent
   noun sense is something concrete (WordNet's lexicographer files for animals, artifacts,
   body parts, food, locations, natural objects, plants and substances); a base
-  form (not the plural or inflection of another word); not in :data:`EXCLUDED`, a short
+  form (not the plural or inflection of another word); not in :data:`EXCLUDED_WORDS`, a short
   list of words a family game leaves out (drugs, bodily and sexual words).
 * :func:`clue_words`: what the bots may write as clues: letters only, 3 to 12 letters, Zipf
   frequency at least ``min_zipf``, a WordNet lemma or an inflection of one.
@@ -36,7 +36,7 @@ from weightspace.games._just_one_rules import _wordnet, _wordnet_folder
 
 __all__ = [
     "CONCRETE_FILES",
-    "EXCLUDED",
+    "EXCLUDED_WORDS",
     "clue_words",
     "guess_words",
     "mystery_words",
@@ -56,7 +56,7 @@ CONCRETE_FILES = {
 }
 
 #: Cards left out of a family game's deck by hand (the filters let them through).
-EXCLUDED = frozenset(
+EXCLUDED_WORDS = frozenset(
     {
         "breast", "butt", "cannabis", "cocaine", "crap", "dope", "ghetto", "heroin",
         "marijuana", "nude", "pee", "piss", "pussy", "rape", "sperm", "urine", "womb",
@@ -80,15 +80,15 @@ def _letters(word: str, low: int, high: int) -> bool:
 
 def mystery_words(
     *,
-    min_zipf: float = 3.3,
-    max_zipf: float = 5.3,
+    min_zipf: float = 3.5,
+    max_zipf: float = 5.0,
     wordnet: str | Path | None = None,
 ) -> tuple[str, ...]:
     """The mystery words (cards), most frequent first; see the module text for the filters.
 
     Args:
-        min_zipf: The least Zipf frequency (3.3: about two per million words).
-        max_zipf: The largest (5.3: about 200 per million words).
+        min_zipf: The least Zipf frequency (3.5: about three per million words).
+        max_zipf: The largest (5.0: 100 per million words).
         wordnet: The WordNet folder (default: Debian's).
 
     Raises:
@@ -107,7 +107,7 @@ def mystery_words(
             continue
         if word not in wn.first_sense_common or word not in wn.tagged_nouns:
             continue
-        if word in EXCLUDED:
+        if word in EXCLUDED_WORDS:
             continue
         senses = wn.senses.get(word, {})
         if senses.get("n", 0) < sum(v for k, v in senses.items() if k != "n"):

@@ -20,6 +20,7 @@ from typing import Any
 from weightspace._errors import WeightspaceValueError
 from weightspace.games._dixit_web import add_dixit_command
 from weightspace.games._imagine import ImagineGame, read_games
+from weightspace.games._just_one_play import add_just_one_command
 from weightspace.games._server import GameServer, append_record, read_records, run_server
 
 __all__ = ["ImagineRoom", "ImagineServer", "add_play_command", "read_guesses", "serve_imagine"]
@@ -323,3 +324,4 @@ def add_play_command(sub: Any) -> None:
     imagine.add_argument("--port", type=int, default=8000, help="port (0: any free port)")
     imagine.set_defaults(func=_cmd_play)
     add_dixit_command(games_sub)
+    add_just_one_command(games_sub)
