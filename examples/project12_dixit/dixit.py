@@ -408,12 +408,12 @@ def tables(data: dict[str, Any]) -> str:
                     fmt(p[kind]["score"], 1),
                     fmt(p[kind]["win"]),
                     fmt(p["rounds"], 1) if kind == a else "",
-                    str(p["games"]) if kind == a else "",
+                    f"{p['ended_by_score']} of {p['games']}" if kind == a else "",
                 ]
             )
     out += section(
         "pairings",
-        grid(["table", "bot", "final score", "win share", "rounds", "games"], rows),
+        grid(["table", "bot", "final score", "win share", "rounds", "ended at 30 points"], rows),
     )
     rows = []
     for kind, m in summary["kinds"].items():
@@ -470,6 +470,19 @@ def tables(data: dict[str, Any]) -> str:
     out += section(
         "rounds", grid(["storyteller", "its card", "hint", "found", "points by seat"], rows)
     )
+    llm_rate = llm["tokens"] / llm["seconds"] if llm["seconds"] else float("nan")
+    rows = [
+        ["wall time of the run (s)", f"{data['seconds']:.0f}"],
+        [
+            "load average (1 min) before / after",
+            "{:.1f} / {:.1f}".format(data["load"]["before"][0], data["load"]["after"][0]),
+        ],
+        ["LiT training on the other stamps (s)", f"{data['lit_seconds']:.0f}"],
+        ["stamps LiT was trained on", str(data["deck"]["training_stamps"])],
+        ["LLM tokens generated (replies not in the cache)", str(llm["tokens"])],
+        ["LLM tokens per second", f"{llm_rate:.1f}"],
+    ]
+    out += section("run", grid(["quantity", "value"], rows))
     humans = data.get("humans")
     if humans:
         rows = [[h["person"], str(h["games"]), f"{h['mean_score']:.1f}"] for h in humans]
