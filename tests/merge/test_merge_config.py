@@ -297,7 +297,7 @@ def test_mergekit_ties_semantics_difference_is_logged(
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        ("slices: []\n", "mergekit key `slices` is not supported"),
+        ("slices: []\n", "`slices` are supported with `merge_method: passthrough`"),
         ("tokenizer_source: union\n", "mergekit key `tokenizer_source` is not supported"),
         ("foo: 1\n", "unknown key(s) 'foo'"),
         ("parameters: {weight: [0.2, 0.5]}\n", "`parameters.weight` is a gradient"),

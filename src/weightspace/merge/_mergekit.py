@@ -340,13 +340,13 @@ def _interpolating(
 
 def _passthrough(data: Mapping[str, Any], folder: Path | None) -> dict[str, Any]:
     """Translate mergekit's ``passthrough`` with ``slices`` of one source each (stacking)."""
-    check_keys(data, ("merge_method", "base_model", "slices", "dtype", "out_dtype", *_MK_IGNORED),
-               "the mergekit passthrough config")  # fmt: skip
     if data.get("merge_method") != "passthrough":
         raise WeightspaceValueError(
             f"mergekit `slices` are supported with `merge_method: passthrough` (layer "
             f"stacking) only, got {data.get('merge_method')!r}; merge whole models with `models:`"
         )
+    check_keys(data, ("merge_method", "base_model", "slices", "dtype", "out_dtype", *_MK_IGNORED),
+               "the mergekit passthrough config")  # fmt: skip
     raw = data.get("slices")
     if not isinstance(raw, list) or not raw:
         raise WeightspaceValueError(
