@@ -83,14 +83,14 @@ class Config:
     model: str = "smollm2"
     train_harmful: int = 48  # harmful training prompts (answered with refusals)
     train_benign: int = 48  # benign training prompts (answered with the model's own replies)
-    eval_per_group: int = 12  # harmful test prompts per group (4 groups)
-    eval_benign: int = 24
-    curve_per_group: int = 8  # smaller test set for the perturbation curves
-    curve_benign: int = 16
+    eval_per_group: int = 10  # harmful test prompts per group (4 groups)
+    eval_benign: int = 16
+    curve_per_group: int = 6  # smaller test set for the perturbation curves and attacks
+    curve_benign: int = 12
     attribution: int = 32  # examples scored for SNIP/Wanda/ActSVD, per side
-    quiz: int = 24  # four-way WordNet word quiz questions
+    quiz: int = 16  # four-way WordNet word quiz questions
     max_new_tokens: int = 32
-    benign_answer_tokens: int = 48
+    benign_answer_tokens: int = 40
     steps: int = 20  # refusal fine-tune steps (batch 8)
     batch_size: int = 8
     lr_full: float = 1e-4
@@ -611,10 +611,9 @@ def run(cfg: Config) -> dict[str, Any]:
                 "difference": k,
                 "difference_fraction": mask_fraction(diff),
             }
-            entries = {
-                f"{score} set difference": diff,
-                f"top utility ({score})": saliency.top_k(u_scores[score], k=k),
-            }
+            entries = {f"{score} set difference": diff}
+            if score == "wanda":  # the baselines get the Wanda difference's count
+                entries["top utility (wanda)"] = saliency.top_k(u_scores[score], k=k)
             if score == "wanda":
                 for seed in cfg.random_seeds if p == cfg.fractions[-1] else cfg.random_seeds[:1]:
                     entries[f"random (seed {seed})"] = saliency.random_mask(diff, k=k, seed=seed)
@@ -686,7 +685,9 @@ def run(cfg: Config) -> dict[str, Any]:
     )
     attack_masks["top utility (wanda)"] = saliency.top_k(u_scores["wanda"], k=k_ref)
     attacks: dict[str, Any] = {"harmful examples available": len(comply)}
-    aoa_control = evaluate(aligned, tok, cfg, sets, judges, curve=False, system=AOA_SYSTEM)
+    ref = result["curve_reference"]
+    attacks["aligned (no attack)"] = {k: v for k, v in ref.items() if k != "fraction"}
+    aoa_control = evaluate(aligned, tok, cfg, sets, judges, curve=True, system=AOA_SYSTEM)
     attacks["aligned under the AOA system prompt"] = short_eval(aoa_control)
     for name, pairs_ in (
         ("harmful (10 examples)", harmful_pairs),
@@ -706,7 +707,7 @@ def run(cfg: Config) -> dict[str, Any]:
             seed=cfg.seed,
         )
         system = AOA_SYSTEM if name.startswith("identity") else None
-        ev = evaluate(ft.model, tok, cfg, sets, judges, curve=False, system=system)
+        ev = evaluate(ft.model, tok, cfg, sets, judges, curve=True, system=system)
         moved = {
             n: (p.detach() - state[n]).abs() for n, p in ft.model.named_parameters() if n in state
         }
