@@ -1977,6 +1977,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
     parser.add_argument("--out", type=Path, default=None, help="results folder")
     parser.add_argument("--replot", action="store_true", help="redraw figures from results.json")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="run this seed only, into seed_N.json (see --combine)",
+    )
+    parser.add_argument(
+        "--combine", action="store_true", help="combine the seed_N.json files of --out"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = QUICK if args.quick else FULL
@@ -1994,12 +2003,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     def log(msg: str) -> None:
         print(f"[{time.perf_counter() - start:6.1f}s] {msg}", flush=True)
 
-    data = load_data(cfg)
-    log("data loaded")
-    runs = []
-    for seed in cfg.seeds:
-        log(f"seed {seed}")
-        runs.append(run_seed(cfg, data, seed, log))
+    if args.combine:  # seeds run in separate processes (--seed N), one file each
+        files = sorted(out.glob("seed_*.json"), key=lambda p: int(p.stem.split("_")[1]))
+        runs = [json.loads(f.read_text()) for f in files]
+    else:
+        data = load_data(cfg)
+        log("data loaded")
+        runs = []
+        for seed in cfg.seeds if args.seed is None else (args.seed,):
+            log(f"seed {seed}")
+            runs.append(run_seed(cfg, data, seed, log))
+    if args.seed is not None:
+        runs[0]["seconds"] = time.perf_counter() - start
+        runs[0]["load_average"] = [round(v, 2) for v in os.getloadavg()]
+        (out / f"seed_{args.seed}.json").write_text(json.dumps(rounded(runs[0])))
+        log(f"seed {args.seed} written to {out}")
+        return runs[0]
     results = {
         "mode": "quick" if args.quick else "full",
         "config": {

