@@ -2043,7 +2043,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "common_part": runs[0]["common_part"],
         "summary": tree_summary(runs),
         "runs": runs,
-        "seconds": time.perf_counter() - start,
+        "seconds": (
+            sum(r.get("seconds", 0.0) for r in runs)
+            if args.combine
+            else time.perf_counter() - start
+        ),
+        "seconds_note": "sum over the seed processes" if args.combine else "one process",
         "load_average": [round(v, 2) for v in os.getloadavg()],
     }
     (out / "results.json").write_text(json.dumps(rounded(results), separators=(",", ":")))
