@@ -8,7 +8,7 @@ the storyteller gives a hint for one of theirs; the others put in the card of th
 fits best; everyone votes for the storyteller's card. The storyteller scores only when some,
 but not all, find it (:func:`weightspace.games.score_round`).
 
-The cards are 96 Tux Paint stamps (:func:`weightspace.games.dixit_deck`). Players see them
+A deck is 96 Tux Paint stamps (:func:`weightspace.games.dixit_deck`). Players see them
 only through an image-text scorer: ConSE (EfficientNet-Lite0 and MiniLM, nothing trained) or a
 locked-tower alignment (LiT) trained on the *other* stamps, whose captions no card shares.
 Four bots (:data:`weightspace.games.BOT_KINDS`):
@@ -19,11 +19,12 @@ Four bots (:data:`weightspace.games.BOT_KINDS`):
 * ``strategist``: every card of its hand with its caption and SmolLM2's hints; it simulates
   the other players with both scorers and tells what it expects to score most with.
 
-The script plays every pairing of two kinds (two seats each, seats swapped every other game)
-and a table of all four, records every round, and writes per-role statistics with 95 %
-intervals over games. ``python dixit.py`` runs the full study (it writes ``results/``);
-``--quick`` a smoke run of about a minute (to ``--out``). Games that people played with
-``weightspace play dixit --record FILE`` are summarised when ``--human FILE`` is given.
+For each of five deck draws (each with its own LiT), the script plays every pairing of two
+kinds (two seats each, seats swapped every other game) and a table of all four, records every
+round, and writes per-role statistics with 95 % intervals over games, and per deck.
+``python dixit.py`` runs the full study (it writes ``results/``); ``--quick`` a smoke run of
+about a minute (to ``--out``). Games that people played with ``weightspace play dixit
+--record FILE`` are summarised when ``--human FILE`` is given.
 """
 
 from __future__ import annotations
@@ -63,18 +64,19 @@ class Config:
     lit_epochs: int
     lit_views: int
     simulations: int  # tables a strategist simulates per decision
-    seed: int = 0  # deck draw and LiT training
+    deck_seeds: tuple[int, ...] = (0,)  # one deck draw and LiT training per seed
     out: Path = field(default_factory=lambda: HERE / "results")
 
 
 FULL = Config(
     cards=96,
     categories=None,
-    games=40,
+    games=20,
     pairings=(*itertools.combinations(KINDS, 2), KINDS),
     lit_epochs=200,
     lit_views=4,
     simulations=128,
+    deck_seeds=(0, 1, 2, 3, 4),
 )
 QUICK = Config(
     cards=36,
@@ -139,28 +141,48 @@ class Logged:
 
 
 def setup(cfg: Config) -> dict[str, Any]:
+    """What every deck shares: the stamps, their tower features, ConSE and the hint writer."""
     stamps = games.stamp_images(categories=cfg.categories)
-    deck, rest = games.dixit_deck(stamps, cfg.cards, seed=cfg.seed)
     tower = games.ImageTower()
     conse = games.ConSEScorer(tower)
     start = time.perf_counter()
+    features = games.stamp_features(stamps, tower, views=cfg.lit_views, seed=0)
+    return {
+        "stamps": stamps,
+        "tower": tower,
+        "conse": conse,
+        "features": features,
+        "feature_seconds": time.perf_counter() - start,
+        "writer": games.LLMHintWriter(),
+    }
+
+
+def deck_setup(cfg: Config, shared: dict[str, Any], seed: int) -> dict[str, Any]:
+    """One deck draw, and LiT trained on the stamps whose captions no card shares."""
+    stamps = shared["stamps"]
+    deck, rest = games.dixit_deck(stamps, cfg.cards, seed=seed)
+    position = {name: i for i, name in enumerate(stamps.names)}
+    start = time.perf_counter()
     lit = games.train_lit(
         rest,
-        tower=tower,
-        encoder=conse.encoder,
+        tower=shared["tower"],
+        encoder=shared["conse"].encoder,
         views=cfg.lit_views,
         epochs=cfg.lit_epochs,
-        seed=cfg.seed,
+        seed=seed,
+        features=shared["features"][:, [position[n] for n in rest.names]],
     )
     lit_seconds = time.perf_counter() - start
-    eyes = {"lit": games.Eyes(lit, deck.images), "conse": games.Eyes(conse, deck.images)}
-    hints = [games.literal_hint(c) for c in deck.captions]
+    eyes = {
+        "lit": games.Eyes(lit, deck.images),
+        "conse": games.Eyes(shared["conse"], deck.images),
+    }
     return {
         "deck": deck,
         "rest": len(rest),
         "eyes": eyes,
-        "hints": hints,
-        "writer": Recording(games.LLMHintWriter()),
+        "hints": [games.literal_hint(c) for c in deck.captions],
+        "writer": Recording(shared["writer"]),
         "lit_seconds": lit_seconds,
     }
 
@@ -205,7 +227,9 @@ def seating(kinds: Sequence[str], game: int) -> tuple[list[str], list[str]]:
     return rot, [scorers[k % 2] for k in range(len(kinds))]
 
 
-def play_pairing(cfg: Config, ctx: dict[str, Any], kinds: Sequence[str]) -> dict[str, Any]:
+def play_pairing(
+    cfg: Config, ctx: dict[str, Any], kinds: Sequence[str], deck_seed: int
+) -> dict[str, Any]:
     eyes, hints, writer = ctx["eyes"], ctx["hints"], ctx["writer"]
     models = [eyes["lit"], eyes["conse"]]
     played = []
@@ -220,11 +244,12 @@ def play_pairing(cfg: Config, ctx: dict[str, Any], kinds: Sequence[str]) -> dict
             )
             for k, s in zip(seats, scorers, strict=True)
         ]
-        scores, rounds, end = games.play_game(bots, cfg.cards, seed=1000 + g)
+        seed = 10_000 * deck_seed + 1000 + g
+        scores, rounds, end = games.play_game(bots, cfg.cards, seed=seed)
         told = [t for b in bots for t in b.told]
         played.append(
             {
-                "seed": 1000 + g,
+                "seed": seed,
                 "seats": seats,
                 "scorers": scorers,
                 "scores": scores,
@@ -305,46 +330,57 @@ def kind_game_values(game: dict[str, Any], kind: str) -> dict[str, float] | None
 
 
 def summarize(data: dict[str, Any]) -> dict[str, Any]:
-    """Per-pairing and per-kind statistics with 95 % intervals over games."""
-    pairings = []
+    """Per-table and per-kind statistics with 95 % intervals over games (all decks pooled),
+    and each kind's per-deck means with intervals over the deck seeds."""
+    by_table: dict[tuple[str, ...], list[dict[str, Any]]] = {}
     per_kind: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
-    for pairing in data["pairings"]:
-        row: dict[str, Any] = {"kinds": pairing["kinds"], "games": len(pairing["games"])}
-        row["rounds"] = interval([len(g["rounds"]) for g in pairing["games"]])
-        row["ended_by_score"] = sum(g["end"] == "score" for g in pairing["games"])
-        for kind in pairing["kinds"]:
-            values = [kind_game_values(g, kind) for g in pairing["games"]]
-            present = [v for v in values if v is not None]
-            row[kind] = {m: interval([v[m] for v in present if m in v]) for m in present[0]}
-            for v in present:
-                for m, x in v.items():
-                    per_kind[kind].setdefault(m, []).append(x)
-        pairings.append(row)
-    kinds = {k: {m: interval(v) for m, v in ms.items()} for k, ms in per_kind.items() if ms}
-    # A strategist's expectation against what it scored, per told round.
+    per_deck: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
     expected, actual = [], []
     written = 0
-    for pairing in data["pairings"]:
-        for g in pairing["games"]:
-            got = {
-                (r["storyteller"], i): r["points"][str(r["storyteller"])]
-                for i, r in enumerate(g["rounds"])
-            }
-            for seat, told in g["told"].items():
-                turns = [i for i, r in enumerate(g["rounds"]) if r["storyteller"] == int(seat)]
-                for t, i in zip(told, turns, strict=False):
-                    if "expected" in t:
-                        expected.append(t["expected"])
-                        actual.append(got[(int(seat), i)])
-                        card_hint = data["deck"]["hints"][t["card"]]
-                        written += t["hint"] != card_hint
+    for deck in data["decks"]:
+        in_deck: dict[str, dict[str, list[float]]] = {k: {} for k in KINDS}
+        for pairing in deck["pairings"]:
+            by_table.setdefault(tuple(pairing["kinds"]), []).extend(pairing["games"])
+            for g in pairing["games"]:
+                for kind in pairing["kinds"]:
+                    v = kind_game_values(g, kind)
+                    assert v is not None
+                    for m, x in v.items():
+                        per_kind[kind].setdefault(m, []).append(x)
+                        in_deck[kind].setdefault(m, []).append(x)
+                # A strategist's expectation against what it scored, per told round.
+                for seat, told in g["told"].items():
+                    turns = [r for r in g["rounds"] if r["storyteller"] == int(seat)]
+                    for t, r in zip(told, turns, strict=True):
+                        if "expected" in t:
+                            expected.append(t["expected"])
+                            actual.append(r["points"][seat])
+                            written += t["hint"] != deck["deck"]["hints"][t["card"]]
+        for kind, ms in in_deck.items():
+            for m, xs in ms.items():
+                per_deck[kind].setdefault(m, []).append(float(np.mean(xs)))
+    tables_ = []
+    for kinds, played in by_table.items():
+        row: dict[str, Any] = {"kinds": list(kinds), "games": len(played)}
+        row["rounds"] = interval([len(g["rounds"]) for g in played])
+        row["ended_by_score"] = sum(g["end"] == "score" for g in played)
+        for kind in kinds:
+            values = [v for v in (kind_game_values(g, kind) for g in played) if v is not None]
+            row[kind] = {m: interval([v[m] for v in values if m in v]) for m in values[0]}
+        tables_.append(row)
+    kinds_ = {k: {m: interval(v) for m, v in ms.items()} for k, ms in per_kind.items() if ms}
+    decks = {
+        k: {m: {**interval(v), "values": v} for m, v in ms.items()}
+        for k, ms in per_deck.items()
+        if ms
+    }
     calibration = {
         "turns": len(expected),
         "expected": interval(expected),
         "actual": interval(actual),
         "written_share": written / len(expected) if expected else float("nan"),
     }
-    return {"pairings": pairings, "kinds": kinds, "strategist": calibration}
+    return {"pairings": tables_, "kinds": kinds_, "decks": decks, "strategist": calibration}
 
 
 # %%
@@ -383,18 +419,23 @@ def section(title: str, lines: list[str]) -> list[str]:
 def tables(data: dict[str, Any]) -> str:
     """The report's tables, from ``results.json`` alone."""
     summary = summarize(data)
+    cfg = data["config"]
+    decks = data["decks"]
     out: list[str] = [
-        f"Mode {data['mode']}: {data['config']['cards']} cards, 4 players, "
-        f"{data['config']['games']} games per pairing; ± is the half-width of the 95 % "
-        "Student-t interval over games.",
+        f"Mode {data['mode']}: {cfg['cards']} cards, 4 players, {len(decks)} deck draws "
+        f"(seeds {', '.join(str(d['seed']) for d in decks)}), {cfg['games']} games per table "
+        "and deck; ± is the half-width of the 95 % Student-t interval over games (over deck "
+        "draws in the per-deck table).",
         "",
         "",
     ]
-    eyes = data["eyes"]
-    rows = [
-        [name, f"{eyes[name]['top1_all']:.3f}", f"{eyes[name]['top1_of_4']:.3f}"]
-        for name in ("lit", "conse", "chance")
-    ]
+    rows = []
+    for name in ("lit", "conse", "chance"):
+        row = [name]
+        for metric in ("top1_all", "top1_of_4"):
+            values = [d["eyes"][name][metric] for d in decks]
+            row.append(fmt(interval(values), 3))
+        rows.append(row)
     out += section("eyes", grid(["scorer", "top-1 among all cards", "top-1 among 4"], rows))
     rows = []
     for p in summary["pairings"]:
@@ -440,11 +481,28 @@ def tables(data: dict[str, Any]) -> str:
         "final score",
     ]
     out += section("roles", grid(header, rows))
+    rows = []
+    for kind, m in summary["decks"].items():
+        told = m["told_points"]
+        rows.append(
+            [
+                kind,
+                ", ".join(f"{v:.2f}" for v in told["values"]),
+                fmt(told),
+                fmt(m["some"]),
+                fmt(m["score"], 1),
+            ]
+        )
+    header = ["bot", "storyteller points / turn, by deck", "mean", "some found", "final score"]
+    out += section("decks", grid(header, rows))
     cal = summary["strategist"]
-    llm = data["llm"]
+    llms = [d["llm"] for d in decks]
+    asked = sum(x["cards_asked"] for x in llms)
+    with_hints = sum(x["cards_with_hints"] for x in llms)
+    per_card = sum(x["hints_per_card"] * x["cards_asked"] for x in llms) / max(1, asked)
     rows = [
-        ["cards with a usable written hint", f"{llm['cards_with_hints']} of {llm['cards_asked']}"],
-        ["written hints per card asked", f"{llm['hints_per_card']:.2f}"],
+        ["cards with a usable written hint (all decks)", f"{with_hints} of {asked}"],
+        ["written hints per card asked", f"{per_card:.2f}"],
         ["strategist turns", str(cal["turns"])],
         ["strategist turns told with a written hint", f"{cal['written_share']:.2f}"],
         ["strategist expected points / turn", fmt(cal["expected"])],
@@ -453,11 +511,11 @@ def tables(data: dict[str, Any]) -> str:
     out += section("llm", grid(["quantity", "value"], rows))
     rows = [
         [thing, ", ".join(h) if h else "(none usable)"]
-        for thing, h in list(llm["examples"].items())[:10]
+        for thing, h in list(decks[0]["llm"]["examples"].items())[:10]
     ]
     out += section("hints", grid(["card (its caption)", "SmolLM2's usable hints"], rows))
     rows = []
-    for r in data["example_rounds"]:
+    for r in decks[0]["example_rounds"]:
         rows.append(
             [
                 r["storyteller"],
@@ -470,16 +528,22 @@ def tables(data: dict[str, Any]) -> str:
     out += section(
         "rounds", grid(["storyteller", "its card", "hint", "found", "points by seat"], rows)
     )
-    llm_rate = llm["tokens"] / llm["seconds"] if llm["seconds"] else float("nan")
+    tokens = sum(x["tokens"] for x in llms)
+    seconds = sum(x["seconds"] for x in llms)
+    llm_rate = tokens / seconds if seconds else float("nan")
     rows = [
         ["wall time of the run (s)", f"{data['seconds']:.0f}"],
         [
             "load average (1 min) before / after",
             "{:.1f} / {:.1f}".format(data["load"]["before"][0], data["load"]["after"][0]),
         ],
-        ["LiT training on the other stamps (s)", f"{data['lit_seconds']:.0f}"],
-        ["stamps LiT was trained on", str(data["deck"]["training_stamps"])],
-        ["LLM tokens generated (replies not in the cache)", str(llm["tokens"])],
+        ["tower features of every stamp (s)", f"{data['feature_seconds']:.0f}"],
+        ["LiT training, all decks (s)", f"{sum(d['lit_seconds'] for d in decks):.0f}"],
+        [
+            "stamps LiT was trained on, by deck",
+            ", ".join(str(d["deck"]["training_stamps"]) for d in decks),
+        ],
+        ["LLM tokens generated (replies not in the cache)", str(tokens)],
         ["LLM tokens per second", f"{llm_rate:.1f}"],
     ]
     out += section("run", grid(["quantity", "value"], rows))
@@ -493,11 +557,11 @@ def tables(data: dict[str, Any]) -> str:
     return "\n".join(out).rstrip() + "\n"
 
 
-def example_rounds(data: dict[str, Any], count: int = 8) -> list[dict[str, Any]]:
-    """The first rounds of the first all-four game, in words."""
-    table = next((p for p in data["pairings"] if len(p["kinds"]) > 2), data["pairings"][0])
+def example_rounds(deck: dict[str, Any], count: int = 8) -> list[dict[str, Any]]:
+    """The first rounds of a deck's first all-four game, in words."""
+    table = next((p for p in deck["pairings"] if len(p["kinds"]) > 2), deck["pairings"][0])
     game = table["games"][0]
-    hints = data["deck"]["hints"]
+    hints = deck["deck"]["hints"]
     out = []
     for r in game["rounds"][:count]:
         s = r["storyteller"]
@@ -539,8 +603,7 @@ def main() -> None:
     cfg.out.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()
     start = time.perf_counter()
-    ctx = setup(cfg)
-    deck = ctx["deck"]
+    shared = setup(cfg)
     data: dict[str, Any] = {
         "mode": "quick" if args.quick else "full",
         "config": {k: v for k, v in asdict(cfg).items() if k != "out"},
@@ -549,28 +612,42 @@ def main() -> None:
             "torch": torch.__version__,
             "python": platform.python_version(),
         },
-        "deck": {
-            "names": list(deck.names),
-            "hints": ctx["hints"],
-            "folders": sorted(set(deck.categories)),
-            "training_stamps": ctx["rest"],
-        },
-        "lit_seconds": ctx["lit_seconds"],
+        "feature_seconds": shared["feature_seconds"],
+        "decks": [],
     }
-    data["eyes"] = measure_eyes(ctx["eyes"], ctx["hints"], cfg.seed)
-    data["pairings"] = [play_pairing(cfg, ctx, kinds) for kinds in cfg.pairings]
-    writer = ctx["writer"]
-    replies = dict(sorted(writer.asked.items()))
-    data["llm"] = {
-        "cards_asked": len(replies),
-        "cards_with_hints": sum(bool(h) for h in replies.values()),
-        "hints_per_card": float(np.mean([len(h) for h in replies.values()])) if replies else 0.0,
-        "replies": replies,
-        "examples": dict(itertools.islice(replies.items(), 0, None, max(1, len(replies) // 10))),
-        "tokens": writer.writer.tokens,
-        "seconds": writer.writer.seconds,
-    }
-    data["example_rounds"] = example_rounds(data)
+    for seed in cfg.deck_seeds:
+        ctx = deck_setup(cfg, shared, seed)
+        deck = ctx["deck"]
+        llm = ctx["writer"].writer
+        tokens, seconds = llm.tokens, llm.seconds
+        one: dict[str, Any] = {
+            "seed": seed,
+            "deck": {
+                "names": list(deck.names),
+                "hints": ctx["hints"],
+                "folders": sorted(set(deck.categories)),
+                "training_stamps": ctx["rest"],
+            },
+            "lit_seconds": ctx["lit_seconds"],
+            "eyes": measure_eyes(ctx["eyes"], ctx["hints"], seed),
+            "pairings": [play_pairing(cfg, ctx, kinds, seed) for kinds in cfg.pairings],
+        }
+        replies = dict(sorted(ctx["writer"].asked.items()))
+        one["llm"] = {
+            "cards_asked": len(replies),
+            "cards_with_hints": sum(bool(h) for h in replies.values()),
+            "hints_per_card": float(np.mean([len(h) for h in replies.values()]))
+            if replies
+            else 0.0,
+            "replies": replies,
+            "examples": dict(
+                itertools.islice(replies.items(), 0, None, max(1, len(replies) // 10))
+            ),
+            "tokens": llm.tokens - tokens,
+            "seconds": llm.seconds - seconds,
+        }
+        one["example_rounds"] = example_rounds(one)
+        data["decks"].append(one)
     data["humans"] = human_summary(args.human)
     data["seconds"] = time.perf_counter() - start
     data["load"] = {"before": load_before, "after": os.getloadavg()}

@@ -36,9 +36,11 @@ def _module() -> ModuleType:
 def test_every_recorded_round_follows_the_rules(run: tuple[Path, dict[str, Any]]) -> None:
     _, data = run
     cfg = data["config"]
-    assert data["mode"] == "quick" and len(data["deck"]["hints"]) == cfg["cards"] == 36
-    assert [p["kinds"] for p in data["pairings"]] == [list(k) for k in cfg["pairings"]]
-    for pairing in data["pairings"]:
+    assert data["mode"] == "quick" and [d["seed"] for d in data["decks"]] == cfg["deck_seeds"]
+    deck = data["decks"][0]
+    assert len(deck["deck"]["hints"]) == cfg["cards"] == 36
+    assert [p["kinds"] for p in deck["pairings"]] == [list(k) for k in cfg["pairings"]]
+    for pairing in deck["pairings"]:
         assert len(pairing["games"]) == cfg["games"]
         for g in pairing["games"]:
             assert sorted(set(g["seats"])) == sorted(pairing["kinds"])
@@ -62,16 +64,16 @@ def test_every_recorded_round_follows_the_rules(run: tuple[Path, dict[str, Any]]
                     if g["seats"][int(seat)] == "strategist":
                         assert 0.0 <= t["expected"] <= 3.0 and t["candidates"] >= 6
                     if g["seats"][int(seat)] == "literal":
-                        assert t["hint"] == data["deck"]["hints"][t["card"]]
+                        assert t["hint"] == deck["deck"]["hints"][t["card"]]
 
 
 def test_tables_come_from_the_results(run: tuple[Path, dict[str, Any]]) -> None:
     out, data = run
     text = (out / "tables.rst").read_text(encoding="utf-8")
-    for name in ("eyes", "pairings", "roles", "llm", "hints", "rounds", "humans"):
+    for name in ("eyes", "pairings", "roles", "decks", "llm", "hints", "rounds", "run", "humans"):
         assert f".. section: {name}\n" in text and f".. end: {name}\n" in text, name
     assert _module().tables(data) == text
-    eyes = data["eyes"]
+    eyes = data["decks"][0]["eyes"]
     assert eyes["chance"] == {"top1_all": 1 / 36, "top1_of_4": 0.25}
     assert all(0.0 <= eyes[s][m] <= 1.0 for s in ("lit", "conse") for m in eyes["chance"])
     summary = _module().summarize(data)
@@ -79,7 +81,7 @@ def test_tables_come_from_the_results(run: tuple[Path, dict[str, Any]]) -> None:
     for p in summary["pairings"]:
         wins = sum(p[k]["win"]["mean"] for k in p["kinds"])
         assert abs(wins - 1.0) < 1e-9  # the win shares of a two-kind table add up to one
-    llm = data["llm"]
+    llm = data["decks"][0]["llm"]
     assert llm["cards_asked"] == len(llm["replies"]) >= 6
     assert data["humans"] is None
     assert "No game played by a person has been recorded yet." in text
@@ -91,6 +93,7 @@ def test_committed_tables_come_from_the_committed_results() -> None:
     results = FOLDER / "results"
     data = json.loads((results / "results.json").read_text(encoding="utf-8"))
     assert data["mode"] == "full" and data["config"]["games"] >= 11
-    assert len(data["deck"]["hints"]) >= 84
+    assert [d["seed"] for d in data["decks"]] == [0, 1, 2, 3, 4]
+    assert all(len(d["deck"]["hints"]) >= 84 for d in data["decks"])
     tables = _module().tables(data)
     assert tables == (results / "tables.rst").read_text(encoding="utf-8")
