@@ -168,13 +168,16 @@ class LMScorer:
         self._single: dict[str, bool] = {}
 
     def first_tokens(self, word: str) -> tuple[int, ...]:
-        """The first token of `` word`` and of `` Word`` (with the space that follows ``is:``)."""
+        """The token of `` word`` and of `` Word`` if it is one (the space follows ``is:``)."""
         if word not in self._first:
             tok = self.chat.tokenizer
-            variants = (word, word.capitalize())
-            ids = {tok.encode(" " + v, add_special_tokens=False)[0] for v in variants}
+            lower = tok.encode(" " + word, add_special_tokens=False)
+            upper = tok.encode(" " + word.capitalize(), add_special_tokens=False)
+            # A variant counts only if it is one token: a first piece such as " Sh" would
+            # stand for every word that starts with it.
+            ids = {lower[0]} | ({upper[0]} if len(upper) == 1 else set())
             self._first[word] = tuple(sorted(ids))
-            self._single[word] = len(tok.encode(" " + word, add_special_tokens=False)) == 1
+            self._single[word] = len(lower) == 1
         return self._first[word]
 
     def single_token(self, word: str) -> bool:

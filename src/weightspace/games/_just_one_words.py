@@ -13,7 +13,8 @@ from Debian (see :func:`~weightspace.games.wordnet_lexicon`):
   noun sense is something concrete (WordNet's lexicographer files for animals, artifacts,
   body parts, food, locations, natural objects, plants and substances); a base
   form (not the plural or inflection of another word); not in :data:`EXCLUDED_WORDS`, a short
-  list of words a family game leaves out (drugs, bodily and sexual words).
+  list of words a family game leaves out (drugs, bodily and sexual words, swearing), which
+  the bots never write or guess either.
 * :func:`clue_words`: what the bots may write as clues: letters only, 3 to 12 letters, Zipf
   frequency at least ``min_zipf``, a WordNet lemma or an inflection of one.
 * :func:`guess_words`: what the bots may guess: WordNet nouns (lower case, base forms) with
@@ -58,8 +59,10 @@ CONCRETE_FILES = {
 #: Cards left out of a family game's deck by hand (the filters let them through).
 EXCLUDED_WORDS = frozenset(
     {
-        "breast", "butt", "cannabis", "cocaine", "crap", "dope", "ghetto", "heroin",
-        "marijuana", "nude", "pee", "piss", "pussy", "rape", "sperm", "urine", "womb",
+        "ass", "bitch", "breast", "butt", "cannabis", "cocaine", "cock", "crap", "damn",
+        "dick", "dope", "fuck", "fucking", "ghetto", "heroin", "marijuana", "nude", "pee",
+        "piss", "porn", "porno", "pussy", "rape", "sex", "sexy", "shit", "slut", "sperm",
+        "urine", "whore", "womb",
     }
 )  # fmt: skip
 
@@ -120,7 +123,7 @@ def mystery_words(
     return tuple(out)
 
 
-def clue_words(*, min_zipf: float = 3.0, wordnet: str | Path | None = None) -> tuple[str, ...]:
+def clue_words(*, min_zipf: float = 3.5, wordnet: str | Path | None = None) -> tuple[str, ...]:
     """Words the bots may give as clues, most frequent first.
 
     Args:
@@ -128,10 +131,14 @@ def clue_words(*, min_zipf: float = 3.0, wordnet: str | Path | None = None) -> t
         wordnet: The WordNet folder (default: Debian's).
     """
     lex = _wordnet(_wordnet_folder(wordnet)).lexicon
-    return tuple(w for w, z in _frequencies() if z >= min_zipf and _letters(w, 3, 12) and w in lex)
+    return tuple(
+        w
+        for w, z in _frequencies()
+        if z >= min_zipf and _letters(w, 3, 12) and w in lex and w not in EXCLUDED_WORDS
+    )
 
 
-def guess_words(*, min_zipf: float = 2.8, wordnet: str | Path | None = None) -> tuple[str, ...]:
+def guess_words(*, min_zipf: float = 3.0, wordnet: str | Path | None = None) -> tuple[str, ...]:
     """Words the bots may guess (common nouns in base form), most frequent first.
 
     Args:
@@ -145,6 +152,7 @@ def guess_words(*, min_zipf: float = 2.8, wordnet: str | Path | None = None) -> 
         if z >= min_zipf
         and _letters(w, 3, 12)
         and w in wn.common_nouns
+        and w not in EXCLUDED_WORDS
         and wn.lexicon.base_forms(w) == {w}
     )
 
