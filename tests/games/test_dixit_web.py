@@ -22,6 +22,7 @@ from weightspace.games import (
     GameServer,
     LiteralBot,
     RandomBot,
+    play_dixit_in_terminal,
     read_dixit_games,
     serve_rooms,
 )
@@ -110,6 +111,35 @@ def test_a_person_plays_a_game_through_the_room_api(tmp_path: Path) -> None:
         room.get("peek", {})
     assert room.file("cards/3.png") == tmp_path / "cards" / "3.png"
     assert room.file("../games.json") is None and room.file("cards/99.png") is None
+
+
+def test_a_person_plays_a_full_game_in_the_terminal(tmp_path: Path) -> None:
+    room = _room(tmp_path)
+    # Round 1: card 7 is no number, 9 is out of range, then card 2 of the hand and a hint;
+    # round 2: card 1 of the hand, a vote for the own card (refused), then another card.
+    answers = iter(["seven", "9", "2", "a red one", "1", "OWN", "OTHER"])
+    lines: list[str] = []
+
+    def read(prompt: str) -> str:
+        answer = next(answers)
+        if answer in ("OWN", "OTHER"):
+            state = room.state()
+            table = state["table"]
+            own = table.index(state["your_card"])
+            pick = own if answer == "OWN" else next(k for k in range(4) if k != own)
+            return str(pick + 1)
+        return answer
+
+    labels = [f"colour {8 * i}" for i in range(CARDS)]
+    state = play_dixit_in_terminal(room, labels, player="cy", read=read, write=lines.append)
+    assert next(answers, None) is None  # every answer was used
+    assert state["phase"] == "over"
+    assert "type a number from 1 to 6" in lines
+    assert any(line.startswith("not allowed: `card` ") for line in lines)
+    assert lines[-1].startswith(f"Game over: you scored {state['scores'][0]}; ")
+    saved = read_dixit_games(tmp_path / "games.json")
+    assert saved[0]["person"] == "cy" and saved[0]["rounds"][0]["hint"] == "a red one"
+    assert any(line.startswith("cy told 'a red one' for colour ") for line in lines)
 
 
 def test_room_refuses_a_foreign_record_file(tmp_path: Path) -> None:

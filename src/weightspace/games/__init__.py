@@ -56,6 +56,7 @@ from weightspace.games._dixit import read_dixit_games as read_dixit_games
 from weightspace.games._dixit import score_round as score_round
 from weightspace.games._dixit import write_dixit_games as write_dixit_games
 from weightspace.games._dixit_web import DixitRoom as DixitRoom
+from weightspace.games._dixit_web import play_dixit_in_terminal as play_dixit_in_terminal
 from weightspace.games._evaluate import RetrievalScore as RetrievalScore
 from weightspace.games._evaluate import caption_retrieval as caption_retrieval
 from weightspace.games._evaluate import zero_shot_accuracy as zero_shot_accuracy
@@ -188,6 +189,7 @@ __all__ = [
     "make_bot",
     "mystery_words",
     "placement",
+    "play_dixit_in_terminal",
     "play_game",
     "play_just_one",
     "play_just_one_games",

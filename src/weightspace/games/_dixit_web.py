@@ -13,7 +13,7 @@ import argparse
 import datetime as _dt
 import hashlib
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from weightspace.games._dixit import (
 )
 from weightspace.games._server import append_record
 
-__all__ = ["DixitRoom", "add_dixit_command", "write_card_images"]
+__all__ = ["DixitRoom", "add_dixit_command", "play_dixit_in_terminal", "write_card_images"]
 
 logger = logging.getLogger(__name__)
 
@@ -364,6 +364,88 @@ class DixitRoom:
         }
 
 
+def _ask_card(read: Callable[[str], str], write: Callable[[str], None], cards: list[int]) -> int:
+    while True:
+        answer = read(f"card number (1-{len(cards)}): ").strip()
+        if answer.isdigit() and 1 <= int(answer) <= len(cards):
+            return cards[int(answer) - 1]
+        write(f"type a number from 1 to {len(cards)}")
+
+
+def play_dixit_in_terminal(
+    room: DixitRoom,
+    labels: Sequence[str],
+    *,
+    player: str = "you",
+    read: Callable[[str], str] = input,
+    write: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Play one game of a :class:`DixitRoom` in a terminal; the game is saved like the page's.
+
+    Cards are listed by ``labels`` (a caption, and the path of the card's image to open);
+    the person types card numbers and hints. The bots still see only the pictures.
+
+    Args:
+        room: The room (its bots and record file).
+        labels: What the person is told of each card.
+        player: The person's name, saved with the game.
+        read: Asks a question and returns the answer (``input`` by default).
+        write: Shows a line (standard output by default).
+
+    Returns:
+        The room's final state.
+    """
+    import sys
+
+    def show(line: str) -> None:
+        if write is None:
+            sys.stdout.write(line + "\n")
+        else:
+            write(line)
+
+    def listing(cards: list[int]) -> None:
+        for k, card in enumerate(cards, start=1):
+            show(f"  {k}. {labels[card]}  ({room.folder / f'{card}.png'})")
+
+    state: dict[str, Any] = room.post("start", {"player": player})
+    shown = 1
+    while state["phase"] != "over":
+        if state["last"] is not None and state["round"] != shown:
+            shown = state["round"]
+            last = state["last"]
+            show(
+                f"{state['players'][last['storyteller']]} told {last['hint']!r} for "
+                f"{labels[last['card']]}; {last['found']} found it. Scores: "
+                + ", ".join(
+                    f"{p} {s}" for p, s in zip(state["players"], state["scores"], strict=True)
+                )
+            )
+        show(f"Round {state['round']}. Your hand:")
+        listing(state["hand"])
+        try:
+            if state["phase"] == "tell":
+                show("You are the storyteller: pick a card, then give a hint.")
+                card = _ask_card(read, show, state["hand"])
+                state = room.post("tell", {"card": card, "hint": read("hint: ")})
+            elif state["phase"] == "play":
+                show(
+                    f"{state['players'][state['storyteller']]} says {state['hint']!r}. "
+                    "Put in the card of your hand that fits."
+                )
+                state = room.post("play", {"card": _ask_card(read, show, state["hand"])})
+            else:
+                show(f"The hint is {state['hint']!r}. Which card is the storyteller's?")
+                listing(state["table"])
+                state = room.post("vote", {"card": _ask_card(read, show, state["table"])})
+        except WeightspaceValueError as exc:
+            show(f"not allowed: {exc}")
+    show(
+        f"Game over: you scored {state['scores'][0]}; {' and '.join(state['winners'])} won. "
+        f"Saved to {room.record}."
+    )
+    return state
+
+
 def _cmd_dixit(args: argparse.Namespace) -> int:
     from weightspace.games._lit import train_lit
     from weightspace.games._scorers import ConSEScorer, ImageTower
@@ -392,6 +474,9 @@ def _cmd_dixit(args: argparse.Namespace) -> int:
         make_bot(k, eyes[i % 2], hints, writer=writer, models=eyes) for i, k in enumerate(kinds)
     ]
     room = DixitRoom(deck.images, bots, args.record, names=deck.names, seed=args.seed)
+    if args.terminal:
+        play_dixit_in_terminal(room, [c.rstrip(".") for c in deck.captions], player=args.player)
+        return 0
     server = serve_rooms([room], host=args.host, port=args.port)
     print(f"Dixit against {', '.join(b.name for b in bots)} at {server.room_url('dixit')}")
     print(f"finished games are saved to {Path(args.record).resolve()} (Ctrl-C to stop)")
@@ -414,6 +499,10 @@ def add_dixit_command(games_sub: Any) -> None:
     )
     dixit.add_argument("--cards", type=int, default=96, help="cards in the deck (84 or more)")
     dixit.add_argument("--no-llm", action="store_true", help="bots use literal hints only")
+    dixit.add_argument(
+        "--terminal", action="store_true", help="play one game in the terminal instead"
+    )
+    dixit.add_argument("--player", default="you", help="your name, saved with the game")
     dixit.add_argument(
         "--record", default="dixit_games.json", help="JSON file finished games are added to"
     )
