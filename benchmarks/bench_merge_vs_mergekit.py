@@ -2,7 +2,10 @@
 
 Run (after creating the separate mergekit environment, see benchmarks/README.md):
 
-    .venv/bin/python benchmarks/bench_merge_vs_mergekit.py --params 0.5B --repeats 2
+    .venv/bin/python benchmarks/bench_merge_vs_mergekit.py --params 0.5B,1.4B --repeats 2
+
+(one command for both sizes; the table of every size goes to
+``benchmarks/results/merge_vs_mergekit.md``, or ``--results PATH``).
 
 The script generates, from a seed, a Llama-style base model in bfloat16 (``--params``
 parameters) and three "fine-tunes" (base + small random deltas, rounded to bfloat16), each an
@@ -10,6 +13,8 @@ HF-style folder of safetensors shards with ``model.safetensors.index.json`` and 
 ``config.json``. On these inputs it measures, each run in a fresh subprocess (wall time and
 peak RSS of the whole process, interpreter start and imports included):
 
+* the start-up of each tool: the interpreter and its imports (``python -c "import
+  weightspace.merge"``, mergekit's ``python -c "import mergekit.merge"``, ``import torch``);
 * the I/O floor: read every input byte once and write an output of the size of one model;
 * weightspace task arithmetic and TIES (density 0.5), through its Python API (lazy inputs,
   ``TaskVector.from_models``, ``weightspace.merge``, streaming ``save_state_dict``);
@@ -17,9 +22,12 @@ peak RSS of the whole process, interpreter start and imports included):
   on the CPU, from its own virtual environment (``--mergekit-python``).
 
 Runs are interleaved (one repeat of every command, then the next repeat), so slow phases of a
-noisy machine hit all of them. Then both outputs are compared, tensor by tensor, with a float64
-reference: the error is ``|out - ref| / ulp_bf16(ref)`` (bf16 rounding steps; a correctly
-rounded result is within 0.5).
+noisy machine hit all of them; ``sync`` runs (untimed) before every timed run, so that no run
+pays for the previous run's writeback. Before generating a size, the script checks that the
+disk (inputs and two outputs) and the memory (mergekit's resident set, about half an input
+model at 1.4B) can hold it, and says so when they cannot. Then both outputs are compared,
+tensor by tensor, with a float64 reference: the error is ``|out - ref| / ulp_bf16(ref)``
+(bf16 rounding steps; a correctly rounded result is within 0.5).
 
 TIES semantics. Both libraries are configured alike: each task vector keeps its
 ``k = density * numel`` entries of largest magnitude per tensor, the sign is elected from the
@@ -124,7 +132,17 @@ def parse_params(text: str) -> int:
 
 
 def choose_arch(params: int) -> Arch:
-    """A Llama-style shape with about ``params`` parameters (hidden 1024 from 0.1B up)."""
+    """A Llama-style shape with about ``params`` parameters (hidden 1024 from 0.1B, 2048 from 1B).
+
+    From 1B up the MLP is 2.75x the hidden size (TinyLlama's 2048/5632 shape): 1.4B gives
+    25 layers.
+    """
+    if params >= 1_000_000_000:
+        hidden, vocab = 2048, 32000
+        inter = 5632
+        per_layer = 4 * hidden * hidden + 3 * hidden * inter + 2 * hidden
+        layers = max(1, round((params - 2 * vocab * hidden - hidden) / per_layer))
+        return Arch(hidden, inter, layers, hidden // 64, vocab)
     if params >= 100_000_000:
         hidden, vocab = 1024, 32000
     elif params >= 20_000_000:
@@ -471,9 +489,51 @@ def _summary(runs: list[Run]) -> tuple[float, float, float, float]:
     return statistics.median(walls), min(walls), max(walls), max(r.rss for r in runs)
 
 
+def _versions(mergekit_python: Path | None) -> str:
+    import torch
+
+    from weightspace._version import __version__
+
+    parts = [f"weightspace {__version__}", f"torch {torch.__version__}"]
+    if mergekit_python is not None:
+        done = subprocess.run(
+            [str(mergekit_python), "-c",
+             "import importlib.metadata as m; print(m.version('mergekit'), m.version('torch'))"],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if done.returncode == 0:
+            mk, mk_torch = done.stdout.split()
+            parts.append(f"mergekit {mk} (its torch {mk_torch})")
+    parts.append(f"Python {sys.version.split()[0]}")
+    return ", ".join(parts)
+
+
+def check_room(workdir: Path, arch: Arch) -> str | None:
+    """Why the machine cannot hold this size (disk for inputs and outputs, memory), or None."""
+    model = arch.params * 2
+    need_disk = (N_FINETUNES + 1) * model + 2 * model + (1 << 30)
+    have = workdir / "base" / "model.safetensors.index.json"
+    if have.exists():
+        need_disk -= (N_FINETUNES + 1) * model
+    free = shutil.disk_usage(workdir).free
+    if free < need_disk:
+        return f"{free / 1e9:.1f} GB free on disk, {need_disk / 1e9:.1f} GB needed"
+    try:
+        meminfo = Path("/proc/meminfo").read_text()
+        avail = int(meminfo.split("MemAvailable:")[1].split()[0]) * 1024
+    except (OSError, IndexError, ValueError):
+        return None
+    need_mem = int(0.6 * model) + (2 << 30)  # mergekit's peak at 1.4B: about half a model
+    if avail < need_mem:
+        return f"{avail / GIB:.1f} GiB of memory available, {need_mem / GIB:.1f} GiB needed"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--params", default="0.5B", help="model size, e.g. 0.5B, 100M")
+    parser.add_argument(
+        "--params", default="0.5B", help="model size(s), comma-separated, e.g. 0.5B,1.4B"
+    )
     parser.add_argument("--size", dest="params", help="alias of --params")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--density", type=float, default=0.5)
@@ -494,6 +554,15 @@ def main(argv: list[str] | None = None) -> int:
         "--weightspace-api",
         action="store_true",
         help="also time the Python-API route (lazy TaskVector merge + save_state_dict)",
+    )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=HERE / "results" / "merge_vs_mergekit.md",
+        help="markdown file for the tables (default: benchmarks/results/merge_vs_mergekit.md)",
+    )
+    parser.add_argument(
+        "--note", default="", help="a line written under the title of the results file"
     )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
@@ -521,42 +590,87 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    params = parse_params(args.params)
-    arch = choose_arch(params)
+    sizes = [t.strip() for t in args.params.split(",") if t.strip()]
     shard_bytes = parse_params(args.shard_size.upper().replace("MB", "M").replace("GB", "G"))
     owned = args.workdir is None
-    workdir = Path(tempfile.mkdtemp(prefix="ws-bench-")) if owned else args.workdir
-    workdir.mkdir(parents=True, exist_ok=True)
+    root = Path(tempfile.mkdtemp(prefix="ws-bench-")) if owned else args.workdir
+    root.mkdir(parents=True, exist_ok=True)
+    load_before = _load()
+    sections: list[str] = []
     try:
-        return _run(args, arch, workdir, shard_bytes, methods, use_mergekit, mergekit_yaml, torch)
+        for size in sizes:
+            arch = choose_arch(parse_params(size))
+            workdir = root if len(sizes) == 1 else root / size
+            workdir.mkdir(parents=True, exist_ok=True)
+            why = check_room(workdir, arch)
+            if why is not None:
+                line = f"size {size}: this machine cannot hold it ({why}); skipped"
+                print(line)
+                sections.append(f"## {size}\n\n{line}\n")
+                continue
+            sections.append(
+                _run(
+                    args,
+                    arch,
+                    size,
+                    workdir,
+                    shard_bytes,
+                    methods,
+                    use_mergekit,
+                    mergekit_yaml,
+                    torch,
+                )
+            )
+            if not args.keep and not owned:
+                for child in ["base", "out", "logs"] + [f"ft{i}" for i in range(N_FINETUNES)]:
+                    shutil.rmtree(workdir / child, ignore_errors=True)
     finally:
         if args.keep:
-            print(f"data kept in {workdir}")
+            print(f"data kept in {root}")
         elif owned:
-            shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            for child in ["base", "out", "logs"] + [f"ft{i}" for i in range(N_FINETUNES)]:
-                shutil.rmtree(workdir / child, ignore_errors=True)
+            shutil.rmtree(root, ignore_errors=True)
+    command = "python benchmarks/bench_merge_vs_mergekit.py " + " ".join(
+        sys.argv[1:] if argv is None else argv
+    )
+    text = [
+        "# weightspace merge against mergekit",
+        "",
+        *([args.note, ""] if args.note else []),
+        *sections,
+        f"- load average (1, 5, 15 min) before: {load_before}; after: {_load()} "
+        f"(on {os.cpu_count()} cores)",
+        f"- versions: {_versions(args.mergekit_python if use_mergekit else None)}",
+        f"- command: `{command.strip()}`",
+        "",
+    ]
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text("\n".join(text), encoding="utf-8")
+    print(f"tables written to {args.results}")
+    return 0
 
 
 def _run(
     args: argparse.Namespace,
     arch: Arch,
+    size: str,
     workdir: Path,
     shard_bytes: int,
     methods: list[str],
     use_mergekit: bool,
     mergekit_yaml: Path,
     torch: Any,
-) -> int:
-    print(
-        f"model: Llama-style, {arch.params / 1e9:.3f}B parameters (hidden {arch.hidden}, "
+) -> str:
+    """Generate, time and compare one size; return its markdown section."""
+    title = (
+        f"Llama-style, {arch.params / 1e9:.3f}B parameters (hidden {arch.hidden}, "
         f"{arch.layers} layers, vocab {arch.vocab}), bf16, base + {N_FINETUNES} fine-tunes; "
         f"seed {args.seed}"
     )
+    print(f"model: {title}")
+    load_start = _load()
     print(
         f"machine: {os.cpu_count()} CPUs, torch {torch.__version__}, "
-        f"python {sys.version.split()[0]}, load average {_load()} (1, 5, 15 min)"
+        f"python {sys.version.split()[0]}, load average {load_start} (1, 5, 15 min)"
     )
     if not (workdir / "base" / "model.safetensors.index.json").exists():
         for child in ["base"] + [f"ft{i}" for i in range(N_FINETUNES)]:
@@ -573,6 +687,9 @@ def _run(
 
     commands: dict[str, list[str]] = {}
     commands["torch"] = [sys.executable, "-c", "import torch"]
+    commands["start-ws"] = [sys.executable, "-c", "import weightspace.merge"]
+    if use_mergekit:
+        commands["start-mk"] = [str(args.mergekit_python), "-c", "import mergekit.merge"]
     commands["io"] = [sys.executable, script, "--worker", "io", "--workdir", str(workdir)]
     ws_cli = Path(sys.executable).parent / "weightspace"
     for method in methods:
@@ -614,6 +731,7 @@ def _run(
             full = [str(out) if c == "OUT" else c for c in cmd]
             if key.startswith(("io", "api-")):
                 full += ["--out", str(out)]
+            os.sync()  # the previous run's writeback is not this run's cost
             run = measure(full, env, logs / f"{key}.log")
             runs[key].append(run)
             print(
@@ -622,60 +740,92 @@ def _run(
                 flush=True,
             )
 
-    print(f"load average after the runs: {_load()} (1, 5, 15 min)")
+    load_end = _load()
+    print(f"load average after the runs: {load_end} (1, 5, 15 min)")
     io_med = _summary(runs["io"])[0]
     print()
-    print(
-        f"inputs {in_bytes / 1e9:.2f} GB read, output {in_bytes / (N_FINETUNES + 1) / 1e9:.2f} GB "
-        f"written; wall = median of {args.repeats} (min-max), peak RSS = max over repeats"
+    intro = (
+        f"inputs {in_bytes / 1e9:.2f} GB read, output {in_bytes / (N_FINETUNES + 1) / 1e9:.2f} "
+        f"GB written; wall = median of {args.repeats} (min-max), peak RSS = max over repeats; "
+        f"`sync` before every run; load average {load_start} before, {load_end} after"
     )
+    print(intro)
     header = (
-        f"{'run':<22} {'wall s':>8} {'min-max':>13} {'RSS GiB':>8} {'x I/O':>7} "
+        f"{'run':<26} {'wall s':>8} {'min-max':>13} {'RSS GiB':>8} {'x I/O':>7} "
         f"{'ws/mk wall':>11} {'ws/mk RSS':>10}"
     )
     print(header)
     print("-" * len(header))
     labels = {
-        "io": "I/O floor",
+        "io": "I/O floor (read + write)",
         "torch": "import torch only",
+        "start-ws": "start-up weightspace",
+        "start-mk": "start-up mergekit",
         "ta": "task arithmetic",
         "ties": f"TIES d={args.density}",
     }
-    rows = ["torch", "io"] + [
-        f"{lib}-{m}" for m in methods for lib in ("ws", "api", "mk") if f"{lib}-{m}" in runs
+    md = [
+        f"## {size}: {title}",
+        "",
+        intro + ".",
+        "",
+        "| run | wall s (median) | min-max s | peak RSS GiB | x I/O floor | "
+        "ws/mk wall | ws/mk RSS |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for key in rows:
+    rows = ["torch", "start-ws", "start-mk", "io"] + [
+        f"{lib}-{m}" for m in methods for lib in ("ws", "api", "mk")
+    ]
+    for key in [k for k in rows if k in runs]:
         med, lo, hi, rss = _summary(runs[key])
-        if key in ("io", "torch"):
+        if key in labels:
             name = labels[key]
         else:
             lib, method = key.split("-", 1)
             tool = {"ws": "weightspace", "api": "ws Python API", "mk": "mergekit"}[lib]
             name = f"{tool} {labels[method]}"
         ratio = ""
+        md_ratio = " | "
         method_key = key.split("-", 1)[-1]
         if key.startswith(("ws-", "api-")) and "mk-" + method_key in runs:
             mk = _summary(runs["mk-" + method_key])
             ratio = f"{med / mk[0]:>11.3f} {rss / mk[3]:>10.3f}"
+            md_ratio = f"{med / mk[0]:.3f} | {rss / mk[3]:.3f}"
         print(
-            f"{name:<22} {med:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {_fmt_gib(rss):>8} "
+            f"{name:<26} {med:>8.2f} {f'{lo:.2f}-{hi:.2f}':>13} {_fmt_gib(rss):>8} "
             f"{med / io_med:>7.2f} {ratio}"
         )
+        md.append(
+            f"| {name} | {med:.2f} | {lo:.2f}-{hi:.2f} | {_fmt_gib(rss)} | "
+            f"{med / io_med:.2f} | {md_ratio} |"
+        )
+    md.append("")
+    start_ws = _summary(runs["start-ws"])[0]
     for method in methods:
+        ws = _summary(runs[f"ws-{method}"])
+        floor = io_med + start_ws
+        line = (
+            f"{labels[method]}: weightspace {ws[0]:.2f} s = {ws[0] / floor:.2f}x of the I/O "
+            f"floor plus its start-up ({io_med:.2f} + {start_ws:.2f} s)"
+        )
         if f"mk-{method}" in runs:
-            ws, mk = _summary(runs[f"ws-{method}"]), _summary(runs[f"mk-{method}"])
+            mk = _summary(runs[f"mk-{method}"])
             torch_rss = _summary(runs["torch"])[3]
             above_ws, above_mk = ws[3] - torch_rss, mk[3] - torch_rss
-            print(
-                f"speed-up of weightspace over mergekit, {labels[method]}: "
-                f"{mk[0] / ws[0]:.2f}x (wall), RSS {ws[3] / mk[3]:.2f} of mergekit's; above "
-                f"`import torch` ({_fmt_gib(torch_rss)} GiB): {_fmt_gib(above_ws)} vs "
-                f"{_fmt_gib(above_mk)} GiB ({above_ws / above_mk:.2f})"
+            line += (
+                f"; {mk[0] / ws[0]:.2f}x faster than mergekit ({mk[0]:.2f} s), peak RSS "
+                f"{ws[3] / mk[3]:.2f} of mergekit's; above `import torch` "
+                f"({_fmt_gib(torch_rss)} GiB): {_fmt_gib(above_ws)} vs {_fmt_gib(above_mk)} GiB"
             )
+        print(line)
+        md.append(f"- {line}")
+    md.append("")
 
     if not args.no_accuracy:
         print()
-        print("accuracy against a float64 reference, in bf16 rounding steps |out - ref| / ulp(ref)")
+        head = "accuracy against a float64 reference, in bf16 rounding steps |out - ref| / ulp(ref)"
+        print(head)
+        md += [f"Accuracy: {head}.", ""]
         for method in methods:
             outputs = {"weightspace": out_root / f"ws-{method}"}
             if f"mk-{method}" in runs:
@@ -691,13 +841,17 @@ def _run(
                 if method == "ties":
                     line += f"  max outside semantic differences {s['max_clean']:.3g}"
                 print(line)
+                md.append(f"- {line.strip()}")
             if method == "ties":
-                print(
-                    f"  ({result['excluded']} of {numel} entries ({result['excluded'] / numel:.2%})"
+                note = (
+                    f"({result['excluded']} of {numel} entries ({result['excluded'] / numel:.2%})"
                     " are tied at a trim threshold or have an election sum of exactly 0)"
                 )
+                print("  " + note)
+                md.append(f"- {note}")
             print(f"  (compared in {time.perf_counter() - start:.0f} s)")
-    return 0
+        md.append("")
+    return "\n".join(md)
 
 
 if __name__ == "__main__":

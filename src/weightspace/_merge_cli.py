@@ -19,18 +19,17 @@ weightspace's format (base, models, method, parameters, select/exclude, dtype,
 max_shard_size, check_finite) or mergekit's; see `weightspace.merge.MergeConfig`.
 OUT ending in .safetensors is one file; any other OUT is a Hugging Face model folder, as
 mergekit-yaml writes it (shards and their index, the base model's config.json,
-generation_config.json and tokenizer files).
+generation_config.json and tokenizer files). mergekit-yaml's run-time flags --lazy-unpickle,
+--no-cuda, --low-cpu-memory, --no-write-model-card and --quiet are accepted and ignored.
 """
 
 #: mergekit-yaml options that only change how mergekit runs: accepted and ignored.
 _MERGEKIT_NO_OPS = (
     "--lazy-unpickle",
     "--no-lazy-unpickle",
-    "--cuda",
     "--no-cuda",
     "--low-cpu-memory",
     "--no-low-cpu-memory",
-    "--write-model-card",
     "--no-write-model-card",
     "--quiet",
     "--no-quiet",
@@ -162,7 +161,7 @@ def add_merge_command(subparsers: Any) -> argparse.ArgumentParser:
             flag,
             action="store_true",
             dest="mergekit_" + flag.lstrip("-").replace("-", "_"),
-            help=f"mergekit-yaml's {flag}: accepted and ignored",
+            help=argparse.SUPPRESS,
         )
     merge.add_argument("--overwrite", action="store_true", help="replace an existing output")
     merge.add_argument("--no-progress", action="store_true", help="hide the progress bar")
