@@ -84,8 +84,8 @@ class Config:
     image_batch: int = 32
     image_lr: float = 3e-5
     text_train: int = 240
-    text_val: int = 40
-    text_test: int = 120
+    text_val: int = 32
+    text_test: int = 100
     text_epochs: int = 2
     text_batch: int = 16
     text_lr: float = 5e-5
@@ -522,16 +522,24 @@ def run_modality(
     return out
 
 
-def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+def run_seed(
+    cfg: Config,
+    seed: int,
+    log: Callable[[str], None],
+    modalities: Sequence[str] = ("image", "text"),
+) -> dict[str, Any]:
     out: dict[str, Any] = {"seed": seed}
-    log(f"seed {seed}: images")
-    torch.manual_seed(seed)
-    out["image"] = run_modality(cfg, "image", ImageBackbone(), image_tasks(cfg), seed, log)
-    log(f"seed {seed}: text")
-    text = TextBackbone()
-    out["text"] = run_modality(
-        cfg, "text", text, text_tasks(cfg, text.encoder.tokenizer), seed, log
-    )
+    if "image" in modalities:
+        log(f"seed {seed}: images")
+        torch.manual_seed(seed)
+        out["image"] = run_modality(cfg, "image", ImageBackbone(), image_tasks(cfg), seed, log)
+    if "text" in modalities:
+        log(f"seed {seed}: text")
+        torch.manual_seed(seed)
+        text = TextBackbone()
+        out["text"] = run_modality(
+            cfg, "text", text, text_tasks(cfg, text.encoder.tokenizer), seed, log
+        )
     return out
 
 
@@ -774,7 +782,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         help="run this seed only, into seed_N.json (see --combine)",
     )
     parser.add_argument(
-        "--combine", action="store_true", help="combine the seed_N.json files of --out"
+        "--modality",
+        choices=("image", "text", "both"),
+        default="both",
+        help="with --seed: run one modality only (seed_N_MODALITY.json)",
+    )
+    parser.add_argument(
+        "--combine", action="store_true", help="combine the seed_N*.json files of --out"
     )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -797,14 +811,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     log(f"load average {load}")
     if args.seed is not None:  # one seed per process; --combine writes the results
-        one = run_seed(cfg, args.seed, log)
+        mods = ("image", "text") if args.modality == "both" else (args.modality,)
+        one = run_seed(cfg, args.seed, log, mods)
         one["load_average"] = {"start": load, "end": [round(v, 2) for v in os.getloadavg()]}
         one["seconds"] = time.perf_counter() - start
-        (out / f"seed_{args.seed}.json").write_text(json.dumps(rounded(one)))
+        suffix = "" if args.modality == "both" else f"_{args.modality}"
+        (out / f"seed_{args.seed}{suffix}.json").write_text(json.dumps(rounded(one)))
         return one
     if args.combine:
-        files = sorted(out.glob("seed_*.json"), key=lambda p: int(p.stem.split("_")[1]))
-        runs = [json.loads(f.read_text()) for f in files]
+        by_seed: dict[int, dict[str, Any]] = {}
+        for f in sorted(out.glob("seed_*.json")):
+            part = json.loads(f.read_text())
+            run = by_seed.setdefault(int(part["seed"]), {"seed": part["seed"], "seconds": 0.0})
+            run.update({k: v for k, v in part.items() if k in ("image", "text")})
+            run["seconds"] += part.get("seconds", 0.0)
+        runs = [by_seed[k] for k in sorted(by_seed)]
     else:
         runs = [run_seed(cfg, seed, log) for seed in cfg.seeds]
     config = asdict(cfg)
