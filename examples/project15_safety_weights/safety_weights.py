@@ -838,6 +838,19 @@ def tables(result: dict[str, Any]) -> str:
         "",
         md_table(["model", *groups], rows),
     ]
+    for key, section in (
+        ("curves", curve_table),
+        ("overlap", overlap_table),
+        ("attacks", attack_table),
+        ("timing", cost_table),
+    ):
+        if key in result:  # a partial run lacks the later sections
+            md += section(result)
+    return "\n".join(md)
+
+
+def curve_table(result: dict[str, Any]) -> list[str]:
+    md: list[str] = []
     ref = result["curve_reference"]
     rows = [[
         "aligned (full), unperturbed", "-", "0", pct(ref["harmful_refusal_keyword"]),
@@ -868,6 +881,11 @@ def tables(result: dict[str, Any]) -> str:
             rows,
         ),
     ]  # fmt: skip
+    return md
+
+
+def overlap_table(result: dict[str, Any]) -> list[str]:
+    md: list[str] = []
     rows = [
         [
             k,
@@ -885,6 +903,11 @@ def tables(result: dict[str, Any]) -> str:
             ["score, p, q", "top-p safety", "top-q utility", "difference", "% of weights"], rows
         ),
     ]
+    return md
+
+
+def attack_table(result: dict[str, Any]) -> list[str]:
+    md: list[str] = []
     att = result["attacks"]
     rows = []
     for name, a in att.items():
@@ -910,8 +933,14 @@ def tables(result: dict[str, Any]) -> str:
             rows,
         ),
     ]  # fmt: skip
+    return md
+
+
+def cost_table(result: dict[str, Any]) -> list[str]:
+    md: list[str] = []
     t = result["timing"]
     n_ex = t["scored_examples"]
+    whole = f"{result['seconds']:.0f}" if "seconds" in result else "n/a (partial run)"
     md += [
         "### Cost",
         "",
@@ -921,11 +950,11 @@ def tables(result: dict[str, Any]) -> str:
                 [f"SNIP, safety + utility ({n_ex} examples)", f"{t['snip_seconds']:.1f}"],
                 [f"Wanda, safety + utility ({n_ex} examples)", f"{t['wanda_seconds']:.1f}"],
                 ["ActSVD output bases", f"{t['output_bases_seconds']:.1f}"],
-                ["whole study", f"{result['seconds']:.0f}"],
+                ["whole study", whole],
             ],
         ),
     ]  # fmt: skip
-    return "\n".join(md)
+    return md
 
 
 def markdown_to_rst(md: str) -> str:
