@@ -986,6 +986,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Safety-alignment weights of SmolLM2-135M.")
     parser.add_argument("--quick", action="store_true", help="a smoke run on a tiny model")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--from-partial",
+        type=Path,
+        default=None,
+        help="write results and tables from the results.partial.json of an unfinished run",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
@@ -993,7 +999,12 @@ def main() -> None:
         cfg.out = args.out
     cfg.out.mkdir(parents=True, exist_ok=True)
     load = os.getloadavg()
-    result = run(cfg)
+    if args.from_partial is not None:
+        result = json.loads(args.from_partial.read_text())
+        result["complete"] = False
+    else:
+        result = run(cfg)
+        result["complete"] = True
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config.pop("out")
     result["mode"] = "quick" if args.quick else "full"
@@ -1011,7 +1022,7 @@ def main() -> None:
     if partial.exists():
         partial.unlink()
     print(md)
-    print(f"total {result['seconds']:.0f} s; wrote {cfg.out}")
+    print(f"total {result.get('seconds', math.nan):.0f} s; wrote {cfg.out}")
 
 
 FULL = Config()
