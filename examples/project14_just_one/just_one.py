@@ -64,7 +64,7 @@ CONFIGS = [  # the cheap ones first; "hybrid" is the main configuration
     ("hybrid, naive", "hybrid", "naive", "hybrid"),
     ("LLM", "llm", "aware", "llm"),
 ]
-TEMPERATURES = (0.25, 0.5, 1.0)
+TEMPERATURES = (0.5, 1.0)
 BOOTSTRAP = 10_000
 
 
@@ -358,7 +358,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     args.games = args.games or (3 if args.quick else 100)
-    args.val_games = args.val_games or (2 if args.quick else 12)
+    args.val_games = args.val_games or (2 if args.quick else 6)
     out = Path(args.out) if args.out else HERE / ("results/quick" if args.quick else "results")
     out.mkdir(parents=True, exist_ok=True)
     print(f"load average before: {_load():.2f}", flush=True)

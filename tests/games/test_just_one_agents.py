@@ -33,7 +33,6 @@ from weightspace.games import (
     split_words,
     wordnet_lexicon,
 )
-from weightspace.games._just_one_agents import REPLY, SYSTEM
 
 pytestmark = pytest.mark.skipif(
     not Path("/usr/share/wordnet/index.noun").is_file(),
@@ -191,9 +190,6 @@ class _Tokenizer:
     def __init__(self) -> None:
         self.vocab: dict[str, int] = {"<pad>": 0}
 
-    def apply_chat_template(self, messages: list[dict[str, str]], **_: Any) -> str:
-        return "|".join(m["content"] for m in messages) + "|"
-
     def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
         pieces = []
         for chunk in re.findall(r" ?\w+|[^\w ]| ", text):
@@ -220,11 +216,10 @@ def test_lm_scorer_reads_one_token_words_and_counts_tokens() -> None:
     lm = LMScorer(SimpleNamespace(tokenizer=tok, model=_Model(tok)))
     assert lm.first_tokens("sea") == tuple(sorted((tok.encode(" sea")[0], tok.encode(" Sea")[0])))
     assert lm.single_token("sea") and not lm.single_token("seashell")
-    prompt = "hint" + REPLY + "My clue is:"
+    prompt = "hint is:"
     lp = lm.logprobs(prompt)
     assert int(lp.argmax()) == tok.encode(" sea")[0]
-    chat_text = SYSTEM + "|hint|My clue is:"
-    assert lm.tokens == len(tok.encode(chat_text))
+    assert lm.tokens == len(tok.encode(prompt))
     scores = lm.word_scores(prompt, ["sea", "seashell", "boat"])
     sea = torch.logsumexp(lp[list(lm.first_tokens("sea"))], 0)
     e = torch.e
@@ -233,8 +228,6 @@ def test_lm_scorer_reads_one_token_words_and_counts_tokens() -> None:
     assert scores[1] == float("-inf")
     assert torch.isclose(scores[2], torch.logsumexp(lp[list(lm.first_tokens("boat"))], 0))
     before = lm.tokens
-    lm.prefetch([prompt, "a" + REPLY + "b", "abc def" + REPLY + "de"], batch_size=2)
-    assert lm.tokens == before + len(tok.encode(SYSTEM + "|a|b")) + len(
-        tok.encode(SYSTEM + "|abc def|de")
-    )
-    assert torch.equal(lm.logprobs("a" + REPLY + "b"), lp)  # padding changes nothing here
+    lm.prefetch([prompt, "a b", "abc def de"], batch_size=2)
+    assert lm.tokens == before + len(tok.encode("a b")) + len(tok.encode("abc def de"))
+    assert torch.equal(lm.logprobs("a b"), lp)  # padding changes nothing here

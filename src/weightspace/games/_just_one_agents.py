@@ -5,13 +5,17 @@ Every bot ranks words from a fixed vocabulary; nothing is generated token by tok
 * **Embedding** (:class:`WordVectors`): MiniLM embeds each word alone; a clue giver scores
   clue words by cosine similarity to the mystery word, a guesser scores nouns by cosine
   similarity to the mean of the clues' vectors.
-* **LLM** (:class:`LMScorer`): one forward pass of SmolLM2-135M-Instruct over a chat prompt
-  ("give a one-word clue for *ocean*" or "the clues are *salt, waves*: what is the secret
-  word?") and the start of its reply ("My clue is:") gives the distribution of the next
-  token; a word scores the log-probability of its token `` word`` (lower- or upper-case,
-  summed). Only words that are one token with their leading space get an LLM score (84 % of
-  the clue words, 70 % of the guess words, 93 % of the mystery words); the LLM-only bots
-  consider only those.
+* **LLM** (:class:`LMScorer`): one forward pass of SmolLM2-135M-Instruct over a short
+  prompt ("... a good one-word clue for the secret word "ocean" is:" or "... the one-word
+  clues salt, waves point to the secret word:") gives the distribution of the next token; a
+  word scores the log-probability of its token `` word`` (lower- or upper-case, summed),
+  minus its log-probability after the same prompt with a neutral slot ("... for the secret
+  word "something" is:"): a calibration that keeps words likely after any such prompt
+  ("one", "simply") from winning every time (contextual calibration, Zhao et al. 2021).
+  Only words that are one token with their leading space get an LLM score (84 % of the clue
+  words, 70 % of the guess words, 93 % of the mystery words); the LLM-only bots consider
+  only those. The prompts are plain text, without the chat template (which would triple
+  the tokens per prompt on two busy cores).
 * **Hybrid**: the union of both top lists, each score standardised over it, added (a word
   without an LLM score gets the list's lowest).
 
@@ -78,18 +82,11 @@ Policy = Literal["naive", "aware", "greedy"]
 _KINDS = ("embedding", "llm", "hybrid")
 _POLICIES = ("naive", "aware", "greedy")
 
-#: The system message of every prompt.
-SYSTEM = "You play the word game Just One."
-#: Separates a prompt's user message from the start of the reply.
-REPLY = "\n<reply>"
-CLUE_PROMPT = (
-    'Give one English word as a clue that helps a friend guess the secret word "{word}". '
-    "Do not use the secret word itself." + REPLY + "My clue is:"
-)
-GUESS_PROMPT = (
-    "My friends gave these one-word clues for a secret word: {clues}. What is the secret "
-    "word?" + REPLY + "The secret word is:"
-)
+#: The clue givers' prompt; the next token is the clue (`` word``).
+CLUE_PROMPT = 'In the word game Just One, a good one-word clue for the secret word "{word}" is:'
+#: The guesser's prompt; the next token is the guess.
+GUESS_PROMPT = "In the word game Just One, the one-word clues {clues} point to the secret word:"
+NEUTRAL_GUESS = GUESS_PROMPT.format(clues="something")
 
 
 class WordVectors:
@@ -168,7 +165,7 @@ class LMScorer:
         self._single: dict[str, bool] = {}
 
     def first_tokens(self, word: str) -> tuple[int, ...]:
-        """The token of `` word`` and of `` Word`` if it is one (the space follows ``is:``)."""
+        """The token of `` word`` and of `` Word`` if it is one (the space follows ``:``)."""
         if word not in self._first:
             tok = self.chat.tokenizer
             lower = tok.encode(" " + word, add_special_tokens=False)
@@ -185,16 +182,6 @@ class LMScorer:
         self.first_tokens(word)
         return self._single[word]
 
-    def _text(self, prompt: str) -> str:
-        """The chat text up to the reply's first word: system, user prompt, reply prefix."""
-        question, _, prefix = prompt.partition(REPLY)
-        text: str = self.chat.tokenizer.apply_chat_template(
-            [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
-            add_generation_prompt=True,
-            tokenize=False,
-        )
-        return text + prefix
-
     def prefetch(self, prompts: Sequence[str], batch_size: int = 16) -> None:
         """Compute the log-probabilities of many prompts in batches (left-padded) and cache them.
 
@@ -205,7 +192,7 @@ class LMScorer:
         tok = self.chat.tokenizer
         for i in range(0, len(todo), batch_size):
             chunk = todo[i : i + batch_size]
-            encoded = [tok.encode(self._text(p), add_special_tokens=False) for p in chunk]
+            encoded = [tok.encode(p, add_special_tokens=False) for p in chunk]
             width = max(len(e) for e in encoded)
             pad = tok.pad_token_id if tok.pad_token_id is not None else 0
             ids = torch.full((len(chunk), width), int(pad), dtype=torch.long)
@@ -226,10 +213,10 @@ class LMScorer:
                 self._cache[p] = lp
 
     def logprobs(self, prompt: str) -> Tensor:
-        """The log-probabilities of the reply's first word's first token (cached per prompt).
+        """The log-probabilities of the token that follows ``prompt`` (cached per prompt).
 
-        ``prompt`` is the user's message, then :data:`REPLY`, then the start of the reply
-        the model continues (``My clue is:``).
+        Prompts are plain text that ends where the word should come (``... is:``), without
+        the chat template, which would triple the tokens each prompt costs.
 
         Shapes:
             - output: ``[vocab_size]``.
@@ -338,7 +325,10 @@ class JustOneBrain:
             if self._guess_tokens is None:
                 self._guess_tokens = self._token_table(self.guess_words)
             table, prior = self._guess_tokens, self._guess_prior
-        lp = self.lm.logprobs(prompt)
+        # Calibrated: minus the same prompt's scores with a neutral slot, so that words
+        # likely after any such prompt ("one", "simply") do not win for every word.
+        neutral = CLUE_PROMPT.format(word="something") if which == "clue" else NEUTRAL_GUESS
+        lp = self.lm.logprobs(prompt) - self.lm.logprobs(neutral)
         both = torch.stack([lp[table[:, 0]], lp[table[:, 1]]], dim=1)
         # A word whose two spellings share a first token counts it once.
         same = table[:, 0] == table[:, 1]
@@ -447,13 +437,14 @@ class JustOneBrain:
         """Run the LLM on the clue prompts of many mystery words at once (if ``kind`` uses it)."""
         self._need(kind)
         if kind != "embedding" and self.lm is not None:
-            self.lm.prefetch([CLUE_PROMPT.format(word=w) for w in words])
+            self.lm.prefetch([CLUE_PROMPT.format(word=w) for w in ("something", *words)])
 
     def prefetch_guesses(self, clue_sets: Sequence[Sequence[str]], kind: Kind) -> None:
         """Run the LLM on the guess prompts of many sets of clues at once."""
         self._need(kind)
         if kind != "embedding" and self.lm is not None:
-            self.lm.prefetch([GUESS_PROMPT.format(clues=", ".join(c)) for c in clue_sets])
+            prompts = [GUESS_PROMPT.format(clues=", ".join(c)) for c in clue_sets]
+            self.lm.prefetch([NEUTRAL_GUESS, *prompts])
 
     def give_clue(
         self,
