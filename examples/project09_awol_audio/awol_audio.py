@@ -655,6 +655,27 @@ def tables(result: dict[str, Any]) -> str:
         formats: list[Any] = [None, None] + [_ci] * len(METRICS)
         text = report.markdown_table(header, rows, formats=formats)
         parts.append(f"### {title}, {n_items} sounds\n\n{text}")
+    # Paired differences: the same seed's pairs for both methods.
+    header = ["training pairs", "method"] + [title.split(" (")[0] for _, title in SPLITS]
+    rows = []
+    for n in cfg["regimes"]:
+        for method in ("retrieval", "mlp", "flow"):
+            row = [str(n), f"{method} - mean"]
+            for split, _ in SPLITS:
+                a = per_seed(runs, n, method, split, "stft")
+                b = per_seed(runs, n, "mean", split, "stft")
+                row.append(report.summarize([x - y for x, y in zip(a, b, strict=True)]))
+            rows.append(row)
+        row = [str(n), "flow - mlp"]
+        for split, _ in SPLITS:
+            a = per_seed(runs, n, "flow", split, "stft")
+            b = per_seed(runs, n, "mlp", split, "stft")
+            row.append(report.summarize([x - y for x, y in zip(a, b, strict=True)]))
+        rows.append(row)
+    parts.append(
+        "### Paired differences in STFT distance (per seed; negative: the first is closer)\n\n"
+        + report.markdown_table(header, rows, formats=[None, None, _ci, _ci])
+    )
     # Tuning.
     header = ["method", "setting"] + [f"{n} pairs" for n in cfg["regimes"]]
     rows = []
@@ -681,8 +702,9 @@ def tables(result: dict[str, Any]) -> str:
             row.append(report.summarize([r["train_seconds"][str(n)][method] for r in runs]))
         rows.append(row)
     parts.append(
-        f"### Training time on one CPU thread (load average {result['load'][0]:.2f} at the "
-        f"start, {result['load'][1]:.2f} at the end)\n\n"
+        "### Training time on one CPU thread, seconds per model\n\n"
+        f"Load average {result['load'][0]:.2f} at the start of the run, "
+        f"{result['load'][1]:.2f} at the end (two cores shared with other jobs).\n\n"
         + report.markdown_table(header, rows, formats=[None, "d", _ci, "d", _ci])
     )
     # Data and classifier.
