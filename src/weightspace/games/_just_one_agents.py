@@ -53,6 +53,7 @@ from weightspace.games._just_one_rules import (
     FilteredClues,
     Lexicon,
     ScoreSheet,
+    check_clue,
     filter_clues,
     normalise,
     same_family,
@@ -383,7 +384,7 @@ class JustOneBrain:
         values: list[float] = []
         for i in order:
             word = self.clue_words[top[i]]
-            if same_family(word, mystery, self.lexicon):
+            if check_clue(word, mystery, self.lexicon) is not None:
                 continue
             if any(same_family(word, c, self.lexicon) for c in chosen):
                 continue
