@@ -217,6 +217,10 @@ def test_committed_tables_come_from_the_committed_results() -> None:
     results = FOLDER / "results" / "results.json"
     saved = json.loads(results.read_text(encoding="utf-8"))
     assert saved["mode"] == "full"
+    assert "tuning" in saved, (
+        "results/results.json predates the equal-budget merges: re-run the full mode "
+        "(--seed N for N in 0..4, then --combine)"
+    )
     assert len(saved["runs"]) >= 5
     module = _module()
     text = module.tables(saved["runs"])
