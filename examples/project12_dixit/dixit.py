@@ -422,7 +422,7 @@ def tables(data: dict[str, Any]) -> str:
     cfg = data["config"]
     decks = data["decks"]
     out: list[str] = [
-        f"Mode {data['mode']}: {cfg['cards']} cards, 4 players, {len(decks)} deck draws "
+        f"Mode {data['mode']}: {cfg['cards']} cards, 4 players, {len(decks)} deck draw(s) "
         f"(seeds {', '.join(str(d['seed']) for d in decks)}), {cfg['games']} games per table "
         "and deck; ± is the half-width of the 95 % Student-t interval over games (over deck "
         "draws in the per-deck table).",
@@ -648,13 +648,18 @@ def main() -> None:
         }
         one["example_rounds"] = example_rounds(one)
         data["decks"].append(one)
-    data["humans"] = human_summary(args.human)
-    data["seconds"] = time.perf_counter() - start
-    data["load"] = {"before": load_before, "after": os.getloadavg()}
-    # Compact: every round of every game is kept (the per-game values behind each interval).
-    (cfg.out / "results.json").write_text(json.dumps(data, separators=(",", ":")), encoding="utf-8")
-    (cfg.out / "tables.rst").write_text(tables(data), encoding="utf-8")
-    logging.info("done in %.0f s; wrote %s", data["seconds"], cfg.out)
+        # Written after every deck, listing the decks done so far: a run cut short leaves
+        # consistent results of fewer decks.
+        data["decks_done"] = [d["seed"] for d in data["decks"]]
+        data["humans"] = human_summary(args.human)
+        data["seconds"] = time.perf_counter() - start
+        data["load"] = {"before": load_before, "after": os.getloadavg()}
+        # Compact: every round of every game is kept (the per-game values behind each interval).
+        (cfg.out / "results.json").write_text(
+            json.dumps(data, separators=(",", ":")), encoding="utf-8"
+        )
+        (cfg.out / "tables.rst").write_text(tables(data), encoding="utf-8")
+        logging.info("deck %d done at %.0f s; wrote %s", seed, data["seconds"], cfg.out)
 
 
 if __name__ == "__main__":
