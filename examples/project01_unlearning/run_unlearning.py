@@ -101,8 +101,8 @@ FULL = Config(
     relearn_steps=10,
     relearn_images=64,
     random_fraction=0.1,
-    bench_seeds=(0, 1, 2, 3, 4),
-    bench_repeats=3,
+    bench_seeds=(0, 1, 2),
+    bench_repeats=2,
 )
 QUICK = Config(
     seeds=(0,),
@@ -561,7 +561,7 @@ def _summ(values: list[float]) -> report.Summary:
 def _ci(s: report.Summary, fmt: str) -> str:
     if s.n < 2:
         return f"{s.mean:{fmt}}"
-    return f"{s.mean:{fmt}} ± {s.half_width:{fmt}}"
+    return f"{s.mean:{fmt}} ± {s.half_width:{fmt.lstrip('+')}}"
 
 
 def _values(per_seed: dict[str, Any], method: str, key: str) -> list[float] | None:
@@ -620,6 +620,51 @@ def appendix_table(entry: dict[str, Any], title: str) -> str:
         f"### Per seed: {title}\n\nSeeds {', '.join(seeds)} in that order; accuracies in %.\n\n"
         + table
     )
+
+
+GAPS = [
+    ("forget_accuracy", "forget"),
+    ("forget_test_accuracy", "forget (test)"),
+    ("test_accuracy", "test"),
+    ("new_accuracy", "new class"),
+    ("holdout_mia_accuracy", "holdout MIA acc."),
+]
+
+
+def gaps_table(entry: dict[str, Any], title: str) -> str:
+    """Each method minus retraining, paired by seed (points): the basis of every "matches
+    retraining" in the report (an interval that holds 0, or lies within a point or two)."""
+    per_seed = entry["per_seed"]
+    cols = [(k, h) for k, h in GAPS if _values(per_seed, "Retrain", k) is not None]
+    if entry.get("kind") == "random":  # its held-out set is the test set: one column
+        cols = [(k, h) for k, h in cols if k != "forget_test_accuracy"]
+    rows: list[list[report.Cell]] = []
+    for m in _methods(per_seed):
+        if m == "Retrain":
+            continue
+        cells: list[report.Cell] = [m]
+        for key, _ in cols:
+            mine, ref = _values(per_seed, m, key), _values(per_seed, "Retrain", key)
+            if mine is None or ref is None:
+                cells.append(None)
+                continue
+            diffs = [100 * (a - b) for a, b in zip(mine, ref, strict=True)]
+            cells.append(_ci(_summ(diffs), "+.1f"))
+        rows.append(cells)
+    table = report.markdown_table(
+        ["method", *(h for _, h in cols)], rows, formats=None, missing="–"
+    )
+    return (
+        f"### Minus retraining: {title}\n\nMethod minus retraining on the same seed, in "
+        "points; mean ± 95 % interval over seeds.\n\n" + table
+    )
+
+
+def mask_table(results: dict[str, Any]) -> str:
+    fractions = results["pitfalls"]["baseline_mask_per_tensor"]
+    rows: list[list[report.Cell]] = [[k, f"{100 * v:.1f}"] for k, v in fractions.items()]
+    table = report.markdown_table(["tensor", "selected by the mask (%)"], rows, formats=None)
+    return "### The catalogue's mask (MNIST, seed 0)\n\n" + table
 
 
 def tuning_table(results: dict[str, Any]) -> str:
@@ -752,9 +797,11 @@ def benchmark_table(bench: dict[str, Any]) -> str:
 def tables(results: dict[str, Any]) -> str:
     """``tables.md`` from ``results.json`` (the report includes ``tables.rst``, its twin)."""
     md = [main_table(e, e["title"]) for e in results["settings"].values()]
+    md += [gaps_table(e, e["title"]) for e in results["settings"].values()]
     md.append(tuning_table(results))
     md.append(relearn_table(results))
     md.append(pitfalls_table(results))
+    md.append(mask_table(results))
     if "benchmark" in results:
         md.append(benchmark_table(results["benchmark"]))
     md += [appendix_table(e, e["title"]) for e in results["settings"].values()]
@@ -918,7 +965,7 @@ def figures(out: Path, results: dict[str, Any]) -> None:
 # ---------------------------------------------------
 
 
-def benchmark(cfg: Config, quick: bool) -> dict[str, Any]:
+def benchmark(cfg: Config, quick: bool, lrs_file: Path | None = None) -> dict[str, Any]:
     """Every method on all MNIST training images of the nine digits, timed against retraining
     (the minimum of ``bench_repeats`` runs in this process), with the study's MNIST learning
     rates and 96 steps (the issue's target: at most 10 % of retraining's time with forget
@@ -928,7 +975,9 @@ def benchmark(cfg: Config, quick: bool) -> dict[str, Any]:
     d = image_split(big, pairing)
     lrs_path = HERE / "results" / "results.json"
     lrs: dict[str, float] = {}
-    if lrs_path.exists() and not quick:
+    if lrs_file is not None:  # the MNIST study's choices, e.g. while it is still running
+        lrs = json.loads(lrs_file.read_text())
+    elif lrs_path.exists() and not quick:
         lrs = json.loads(lrs_path.read_text())["settings"]["mnist"]["lrs"]
     steps = 4 if quick else 96
     load_before = _load()
@@ -997,74 +1046,47 @@ def write_tables(out: Path, results: dict[str, Any]) -> str:
     return text
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="tiny run, in seconds")
-    parser.add_argument("--out", type=Path, default=None, help="results folder")
-    parser.add_argument("--no-audio", action="store_true", help="skip the spoken digits")
-    parser.add_argument("--replot", action="store_true", help="redraw from results.json")
-    parser.add_argument("--benchmark", action="store_true", help="run the timing benchmark")
-    args = parser.parse_args(argv)
-    cfg = QUICK if args.quick else FULL
-    out = args.out if args.out is not None else cfg.out
-    out.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
-    if args.benchmark:
-        bench = benchmark(cfg, args.quick)
-        (out / "benchmark.json").write_text(json.dumps(bench, indent=1))
-        saved_path = out / "results.json"
-        if saved_path.exists():
-            saved = json.loads(saved_path.read_text())
-            saved["benchmark"] = bench
-            saved_path.write_text(json.dumps(saved, indent=1, default=float))
-            write_tables(out, saved)
-        return bench
-    if args.replot:
-        saved = json.loads((out / "results.json").read_text())
-        if (out / "benchmark.json").exists():
-            saved["benchmark"] = json.loads((out / "benchmark.json").read_text())
-            (out / "results.json").write_text(json.dumps(saved, indent=1, default=float))
-        write_tables(out, saved)
-        figures(out, saved)
-        return saved
-    start = time.perf_counter()
-    results: dict[str, Any] = {
-        "config": {k: str(v) for k, v in vars(cfg).items()},
-        "mode": "quick" if args.quick else "full",
-        "lr_grid": list(cfg.lr_grid),
-        "relearn_images": cfg.relearn_images,
-        "load_before": _load(),
-        "versions": {"torch": torch.__version__, "python": platform.python_version()},
-        "settings": {},
-        "relearn": {},
+PARTS = ("mnist", "fashion_dissimilar", "fashion_similar", "speech")
+ORDER = [
+    "mnist",
+    "fashion_dissimilar",
+    "fashion_similar",
+    "speech",
+    "mnist_random",
+    "few_shot",
+    "forget_two",
+]
+
+
+def run_pairing(cfg: Config, pairing: Pairing, results: dict[str, Any]) -> dict[str, Any]:
+    """One image pairing: every method, every seed, tuned on seed 0; the relearning curves."""
+    d = image_split(cfg, pairing)
+    make = lambda: mlp(784, 9)  # noqa: E731
+    entry, models = study(cfg, d, make, EDITORS, pairing.key, None, cfg.steps, cfg.epochs)
+    results["settings"][pairing.key] = {"title": pairing.title, "kind": "replace", **entry}
+    results["relearn"][pairing.key] = {
+        m: {
+            str(seed): relearn_curve(
+                models[seed][m], d, cfg.relearn_steps, cfg.relearn_images, seed
+            )
+            for seed in cfg.seeds
+        }
+        for m in RELEARN
     }
+    if pairing.key == "mnist":
+        mnist_extras(cfg, d, models, results)
+    return results
+
+
+def mnist_extras(
+    cfg: Config, d: Data, models: dict[int, dict[str, nn.Module]], results: dict[str, Any]
+) -> None:
+    """The pitfalls (seed 0), random-subset forgetting and the two extreme cases."""
     settings = results["settings"]
     make = lambda: mlp(784, 9)  # noqa: E731
-
-    # --- the three image pairings: every method, every seed, tuned on seed 0 ----------------
-    splits: dict[str, Data] = {}
-    all_models: dict[str, dict[int, dict[str, nn.Module]]] = {}
-    for pairing in PAIRINGS:
-        d = image_split(cfg, pairing)
-        splits[pairing.key] = d
-        entry, models = study(cfg, d, make, EDITORS, pairing.key, None, cfg.steps, cfg.epochs)
-        settings[pairing.key] = {"title": pairing.title, "kind": "replace", **entry}
-        all_models[pairing.key] = models
-        results["relearn"][pairing.key] = {
-            m: {
-                str(seed): relearn_curve(
-                    models[seed][m], d, cfg.relearn_steps, cfg.relearn_images, seed
-                )
-                for seed in cfg.seeds
-            }
-            for m in RELEARN
-        }
-    d = splits["mnist"]
-    models = all_models["mnist"]
     bases = {seed: models[seed]["Original"] for seed in cfg.seeds}
     mnist_lrs = settings["mnist"]["lrs"]
 
-    # --- pitfalls, MNIST seed 0 -------------------------------------------------------------
     seed0 = cfg.seeds[0]
     focus = ["Original", "MaskedFineTune (catalogue)", "SalUn", OURS, "Retrain"]
     m0 = models[seed0]
@@ -1078,7 +1100,7 @@ def main(argv: list[str] | None = None) -> dict:
     pit["baseline_mask_per_tensor"] = ws.saliency.mask_stats(mask_method.mask_).fractions()
     results["pitfalls"] = pit
 
-    # --- random-subset forgetting (no new class), tuned on its own validation data ----------
+    # Random-subset forgetting (no new class), tuned on its own validation data.
     rnd = random_subset_split(d, cfg.random_fraction)
     sample_level = [n for n in EDITORS if n not in CLASS_LEVEL]
     entry, _ = study(cfg, rnd, make, sample_level, "random", None, cfg.steps, cfg.epochs, bases)
@@ -1088,7 +1110,7 @@ def main(argv: list[str] | None = None) -> dict:
         **entry,
     }
 
-    # --- extreme case 1: very few examples of the new class (MNIST's learning rates) --------
+    # Extreme case 1: very few examples of the new class (MNIST's learning rates).
     few = dict(d)
     few["new"] = (d["new"][0][: cfg.few_shot], d["new"][1][: cfg.few_shot])
     chosen = ["SalUn", "MaskedFineTune (catalogue)", OURS]
@@ -1101,7 +1123,7 @@ def main(argv: list[str] | None = None) -> dict:
         **entry,
     }
 
-    # --- extreme case 2: forget two classes at once (6 and 9), no new class -----------------
+    # Extreme case 2: forget two classes at once (6 and 9), no new class.
     two = dict(d)
     nine = d["keep"].index(9)
     is9 = d["retain"][1] == nine
@@ -1111,7 +1133,7 @@ def main(argv: list[str] | None = None) -> dict:
     two["forget_test"] = cat(d["forget_test"], (d["test"][0][t9], d["test"][1][t9]))
     two["test"] = (d["test"][0][~t9], d["test"][1][~t9])
     two["new"], two["new_test"] = None, None
-    chosen2 = ["RandomLabels", "SalUn", "SCRUB", OURS]
+    chosen2 = ["RandomLabels", "SalUn", OURS]
     entry, _ = study(
         cfg, two, make, chosen2, "forget 6+9", mnist_lrs, cfg.steps, cfg.epochs, bases, False
     )
@@ -1121,26 +1143,118 @@ def main(argv: list[str] | None = None) -> dict:
         **entry,
     }
 
-    # --- spoken digits, tuned on validation speakers ----------------------------------------
-    if not args.no_audio:
-        da = spoken_split(cfg)
-        n_in = da["retain"][0].shape[1]
-        make_a = lambda: mlp(n_in, 9)  # noqa: E731
-        chosen_a = [n for n in EDITORS if n != "GradientAscent"]
-        audio_steps = cfg.steps * 2 if args.quick else 80
-        entry, _ = study(cfg, da, make_a, chosen_a, "speech", None, audio_steps, cfg.epochs * 10)
-        settings["speech"] = {
-            "title": "Spoken digits: replace six by three",
-            "kind": "replace",
-            "sizes": {k: len(da[k][1]) for k in ("retain", "forget", "new", "test")},
-            **entry,
-        }
 
+def run_speech(cfg: Config, results: dict[str, Any], quick: bool) -> None:
+    """The spoken digits, tuned on validation speakers."""
+    da = spoken_split(cfg)
+    n_in = da["retain"][0].shape[1]
+    make_a = lambda: mlp(n_in, 9)  # noqa: E731
+    chosen_a = [n for n in EDITORS if n != "GradientAscent"]
+    audio_steps = cfg.steps * 2 if quick else 80
+    entry, _ = study(cfg, da, make_a, chosen_a, "speech", None, audio_steps, cfg.epochs * 10)
+    results["settings"]["speech"] = {
+        "title": "Spoken digits: replace six by three",
+        "kind": "replace",
+        "sizes": {k: len(da[k][1]) for k in ("retain", "forget", "new", "test")},
+        **entry,
+    }
+
+
+def combine(out: Path) -> dict[str, Any]:
+    """Merge ``part_*.json`` (and ``benchmark.json``) into ``results.json``."""
+    parts = [
+        json.loads((out / f"part_{k}.json").read_text())
+        for k in PARTS
+        if (out / f"part_{k}.json").exists()
+    ]
+    if not parts:
+        raise SystemExit(f"no part_*.json in {out}")
+    results = dict(parts[0])
+    settings: dict[str, Any] = {}
+    relearn: dict[str, Any] = {}
+    for part in parts:
+        settings.update(part["settings"])
+        relearn.update(part["relearn"])
+        if "pitfalls" in part:
+            results["pitfalls"] = part["pitfalls"]
+    results["settings"] = {k: settings[k] for k in ORDER if k in settings}
+    results["relearn"] = {k: relearn[k] for k in ORDER if k in relearn}
+    results["parts"] = {
+        p["part"]: {
+            "wall_time_s": p["wall_time_s"],
+            "load_before": p["load_before"],
+            "load_after": p["load_after"],
+        }
+        for p in parts
+    }
+    for key in ("part", "wall_time_s", "load_before", "load_after"):
+        results.pop(key, None)
+    if (out / "benchmark.json").exists():
+        results["benchmark"] = json.loads((out / "benchmark.json").read_text())
+    return results
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").strip().split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="tiny run, in seconds")
+    parser.add_argument("--out", type=Path, default=None, help="results folder")
+    parser.add_argument("--no-audio", action="store_true", help="skip the spoken digits")
+    parser.add_argument("--replot", action="store_true", help="redraw from results.json")
+    parser.add_argument("--benchmark", action="store_true", help="run the timing benchmark")
+    parser.add_argument(
+        "--part", choices=PARTS, default=None, help="run one part (write part_NAME.json)"
+    )
+    parser.add_argument(
+        "--combine", action="store_true", help="merge the part_*.json files, write tables"
+    )
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument(
+        "--lrs", type=Path, default=None, help="JSON of the benchmark's learning rates"
+    )
+    args = parser.parse_args(argv)
+    cfg = QUICK if args.quick else FULL
+    out = args.out if args.out is not None else cfg.out
+    out.mkdir(parents=True, exist_ok=True)
+    # One thread: on a shared, loaded machine two threads per process ran five times slower.
+    torch.set_num_threads(args.threads)
+    if args.benchmark:
+        bench = benchmark(cfg, args.quick, args.lrs)
+        (out / "benchmark.json").write_text(json.dumps(bench, indent=1))
+        return bench
+    if args.combine or args.replot:
+        if args.combine:
+            saved = combine(out)
+            (out / "results.json").write_text(json.dumps(saved, indent=1, default=float))
+        else:
+            saved = json.loads((out / "results.json").read_text())
+        write_tables(out, saved)
+        figures(out, saved)
+        return saved
+    start = time.perf_counter()
+    results: dict[str, Any] = {
+        "config": {k: str(v) for k, v in vars(cfg).items()},
+        "mode": "quick" if args.quick else "full",
+        "lr_grid": list(cfg.lr_grid),
+        "relearn_images": cfg.relearn_images,
+        "load_before": _load(),
+        "versions": {"torch": torch.__version__, "python": platform.python_version()},
+        "threads": torch.get_num_threads(),
+        "settings": {},
+        "relearn": {},
+    }
+    parts = [args.part] if args.part else [p for p in PARTS if p != "speech" or not args.no_audio]
+    for part in parts:
+        if part == "speech":
+            run_speech(cfg, results, args.quick)
+        else:
+            run_pairing(cfg, next(p for p in PAIRINGS if p.key == part), results)
     results["wall_time_s"] = time.perf_counter() - start
     results["load_after"] = _load()
-    bench_path = out / "benchmark.json"
-    if bench_path.exists():
-        results["benchmark"] = json.loads(bench_path.read_text())
+    if args.part:
+        results["part"] = args.part
+        (out / f"part_{args.part}.json").write_text(json.dumps(results, indent=1, default=float))
+        print(f"wrote part {args.part} in {results['wall_time_s']:.0f} s")
+        return results
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
     text = write_tables(out, results)
     figures(out, results)
