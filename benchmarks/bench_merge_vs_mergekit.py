@@ -49,6 +49,7 @@ import hashlib
 import json
 import math
 import os
+import shlex
 import shutil
 import statistics
 import subprocess
@@ -409,6 +410,10 @@ def _keep_mask(delta: Any, density: float) -> tuple[Any, Any]:
     return keep, tied
 
 
+#: Entries per block of the accuracy comparison.
+_BLOCK = 1 << 22
+
+
 def compare(workdir: Path, outputs: Mapping[str, Path], method: str, density: float) -> dict:
     """Max error (bf16 rounding steps) of each output against a float64 reference."""
     import torch
@@ -437,36 +442,50 @@ def compare(workdir: Path, outputs: Mapping[str, Path], method: str, density: fl
     numel = 0
     excluded = 0
     for name in sorted(base):
-        b = base[name].get_tensor(name).double()
-        deltas = [ft[name].get_tensor(name).double() - b for ft in fts]
-        semantic = torch.zeros(b.shape, dtype=torch.bool)
-        if method == "ta":
-            ref = b + sum(deltas)
-        else:
-            kept = []
-            for d in deltas:
-                keep, tied = _keep_mask(d, density)
-                kept.append(torch.where(keep.reshape(d.shape), d, 0.0))
-                semantic |= tied.reshape(d.shape)
-            stacked = torch.stack(kept)
-            elected = torch.sign(stacked.sum(0))
-            semantic |= (elected == 0) & (stacked != 0).any(0)
-            agree = (torch.sign(stacked) == elected) & (stacked != 0)
-            count = agree.sum(0).clamp(min=1)
-            ref = b + torch.where(agree, stacked, 0.0).sum(0) / count
-        ulp = _ulp_bf16(ref)
-        numel += ref.numel()
-        excluded += int(semantic.sum())
-        for label, handles in outs.items():
-            out = handles[name].get_tensor(name).double()
-            err = (out - ref).abs() / ulp
-            s = stats[label]
-            s["max"] = max(s["max"], float(err.max()))
-            s["over_half"] += int((err > 0.5).sum())
-            s["over_one"] += int((err > 1.0).sum())
-            clean = err[~semantic]
-            if clean.numel():
-                s["max_clean"] = max(s["max_clean"], float(clean.max()))
+        # The trim masks need whole tensors; everything else runs on blocks of entries, so
+        # that memory stays at a few float64 blocks (a 1.4B model's embedding would otherwise
+        # take a dozen 0.5 GB float64 copies).
+        b_flat = base[name].get_tensor(name).reshape(-1)
+        f_flat = [ft[name].get_tensor(name).reshape(-1) for ft in fts]
+        o_flat = {label: h[name].get_tensor(name).reshape(-1) for label, h in outs.items()}
+        keeps: list[Any] = []
+        tied_any = torch.zeros(b_flat.shape, dtype=torch.bool)
+        if method != "ta":
+            for f in f_flat:
+                keep, tied = _keep_mask(f.double() - b_flat.double(), density)
+                keeps.append(keep)
+                tied_any |= tied
+        total = b_flat.numel()
+        numel += total
+        for start in range(0, total, _BLOCK):
+            stop = min(total, start + _BLOCK)
+            b = b_flat[start:stop].double()
+            deltas = [f[start:stop].double() - b for f in f_flat]
+            semantic = tied_any[start:stop].clone()
+            if method == "ta":
+                ref = b + sum(deltas)
+            else:
+                kept = [
+                    torch.where(k[start:stop], d, 0.0) for k, d in zip(keeps, deltas, strict=True)
+                ]
+                stacked = torch.stack(kept)
+                elected = torch.sign(stacked.sum(0))
+                semantic |= (elected == 0) & (stacked != 0).any(0)
+                agree = (torch.sign(stacked) == elected) & (stacked != 0)
+                count = agree.sum(0).clamp(min=1)
+                ref = b + torch.where(agree, stacked, 0.0).sum(0) / count
+            ulp = _ulp_bf16(ref)
+            excluded += int(semantic.sum())
+            for label, flat in o_flat.items():
+                out = flat[start:stop].double()
+                err = (out - ref).abs() / ulp
+                st = stats[label]
+                st["max"] = max(st["max"], float(err.max()))
+                st["over_half"] += int((err > 0.5).sum())
+                st["over_one"] += int((err > 1.0).sum())
+                clean = err[~semantic]
+                if clean.numel():
+                    st["max_clean"] = max(st["max_clean"], float(clean.max()))
     return {"stats": stats, "numel": numel, "excluded": excluded}
 
 
@@ -629,7 +648,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data kept in {root}")
         elif owned:
             shutil.rmtree(root, ignore_errors=True)
-    command = "python benchmarks/bench_merge_vs_mergekit.py " + " ".join(
+    command = "python benchmarks/bench_merge_vs_mergekit.py " + shlex.join(
         sys.argv[1:] if argv is None else argv
     )
     text = [
