@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import gc
 import hashlib
 import json
 import math
@@ -97,7 +98,7 @@ class Config:
     lr_lora: float = 1e-3
     lora_rank: int = 16
     fractions: tuple[float, ...] = (0.005, 0.02)  # p of the set difference (q = 2p)
-    random_seeds: tuple[int, ...] = (0, 1, 2)
+    random_seeds: tuple[int, ...] = (0, 1)
     act_ranks: tuple[tuple[int, int], ...] = ((8, 32),)  # (safety rank, utility rank)
     tv_ranks: tuple[int, ...] = (8,)
     attack_examples: int = 10
@@ -484,9 +485,11 @@ def log(msg: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
-def run(cfg: Config) -> dict[str, Any]:
+def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The study; ``resume`` (a results.partial.json) supplies evaluations already done."""
     t_start = time.perf_counter()
     result: dict[str, Any] = {"stages": {}}
+    done = {} if resume is None else resume.get("models", {})
     sets = prompt_sets(cfg)
     result["prompts"] = {
         "sizes": sets["sizes"],
@@ -504,7 +507,12 @@ def run(cfg: Config) -> dict[str, Any]:
         "all_parameters": sum(p.numel() for p in base.parameters()),
     }
     log("base model: evaluating")
-    result["models"] = {"base": evaluate(base, tok, cfg, sets, judges, curve=False, keep_benign=4)}
+    if "base" in done:  # deterministic: the same prompts, weights and greedy decoding
+        result["models"] = {"base": done["base"]}
+    else:
+        result["models"] = {
+            "base": evaluate(base, tok, cfg, sets, judges, curve=False, keep_benign=4)
+        }
     benign_answers = text.generate(
         base, tok, [p.text for p in sets["train_benign"]], max_new_tokens=cfg.benign_answer_tokens,
         batch_size=16,
@@ -516,6 +524,9 @@ def run(cfg: Config) -> dict[str, Any]:
     tuned: dict[str, Any] = {}
     for method in ("lora", "full"):
         log(f"refusal fine-tune ({method})")
+        if method == "lora" and "aligned (lora)" in done:
+            result["models"]["aligned (lora)"] = done["aligned (lora)"]
+            continue
         ft = text.finetune_lm(
             base,
             rows,
@@ -542,8 +553,10 @@ def run(cfg: Config) -> dict[str, Any]:
             f"{ev['harmful']['refusal_classifier']['rate']:.2f} (classifier); benign "
             f"{ev['benign']['refusal_keyword']['rate']:.2f}")  # fmt: skip
         write_partial(cfg, result)
+        if method == "lora":
+            del tuned["lora"], ft  # frees memory; only the full fine-tune is attributed
+            gc.collect()
 
-    del tuned["lora"]  # frees memory; only the full fine-tune is attributed
     aligned = tuned["full"].model
     work = copy.deepcopy(aligned)
     state = {n: p.detach().clone() for n, p in aligned.named_parameters() if n in set(names)}
@@ -566,7 +579,7 @@ def run(cfg: Config) -> dict[str, Any]:
     utility_pairs = [
         (p.text, a) for p, a in zip(sets["attr_utility"], utility_answers, strict=True)
     ]
-    scorer = copy.deepcopy(aligned)
+    scorer = work  # scored in place (gradients on the attributed weights only); restored below
     s_scores = scores_of(scorer, tok, safety_pairs, names)
     u_scores = scores_of(scorer, tok, utility_pairs, names)
     t0 = time.perf_counter()
@@ -583,7 +596,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for r in {b for _, b in cfg.act_ranks}
     }
     t_bases = time.perf_counter() - t0
-    del scorer
+    restore(work, state)
     result["timing"] = {
         "snip_seconds": s_scores["seconds"]["snip"] + u_scores["seconds"]["snip"],  # type: ignore[index]
         "wanda_seconds": s_scores["seconds"]["wanda"] + u_scores["seconds"]["wanda"],  # type: ignore[index]
@@ -732,6 +745,9 @@ def run(cfg: Config) -> dict[str, Any]:
             "movement": movement,
         }
         log(f"  {name}: refusal {ev['harmful']['refusal_keyword']['rate']:.2f}")
+        del ft, moved
+        gc.collect()
+        write_partial(cfg, {**result, "attacks": attacks})
     result["attacks"] = attacks
     result["seconds"] = time.perf_counter() - t_start
     return result
@@ -992,6 +1008,12 @@ def main() -> None:
         default=None,
         help="write results and tables from the results.partial.json of an unfinished run",
     )
+    parser.add_argument(
+        "--resume",
+        type=Path,
+        default=None,
+        help="take the base and LoRA evaluations of an interrupted run's results.partial.json",
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
@@ -1003,7 +1025,8 @@ def main() -> None:
         result = json.loads(args.from_partial.read_text())
         result["complete"] = False
     else:
-        result = run(cfg)
+        resume = json.loads(args.resume.read_text()) if args.resume is not None else None
+        result = run(cfg, resume)
         result["complete"] = True
     config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
     config.pop("out")
