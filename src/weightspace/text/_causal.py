@@ -651,7 +651,9 @@ class FinetunedLM:
 
         if self.method == "lora":
             peft = _peft()
-            state = peft.get_peft_model_state_dict(self.model)
+            # only the adapters: full embedding copies are not an update (and PEFT's check for
+            # a resized vocabulary would look for the base model's config.json)
+            state = peft.get_peft_model_state_dict(self.model, save_embedding_layers=False)
             wrapped: Any = self.model
             config = wrapped.peft_config["default"]
             return TaskVector.from_lora(dict(state), config=config.to_dict(), dtype=dtype)
@@ -680,7 +682,7 @@ class FinetunedLM:
             )
         path = Path(folder)
         path.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(str(path))  # type: ignore[operator]
+        self.model.save_pretrained(str(path), save_embedding_layers=False)  # type: ignore[operator]
         return path
 
 
