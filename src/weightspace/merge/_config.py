@@ -128,25 +128,27 @@ class MergeConfig:
     **Parameters** by method (each model may also carry ``weight``, ``density``, ``seed``
     where the method uses them):
 
-    ===================  =====================================  ==========================
-    method               ``parameters``                         per model
-    ===================  =====================================  ==========================
-    ``task_arithmetic``  ``scale``                              ``weight``
-    ``average``          none                                   none
-    ``ties``             ``scale``, ``density``, ``majority``   ``weight``, ``density``
-    ``dare``             ``scale``, ``drop_rate``, ``seed``,    ``weight``, ``density``,
-                         ``rescale``                            ``seed``
-    ``dare_ties``        as ``dare``, and ``majority``          as ``dare``
-    ``magnitude_prune``  ``scale``, ``density``                 ``weight``, ``density``
-    ``consensus``        ``scale``, ``k``, ``lambdas``          none
-    ``slerp``            ``t`` (a number, a gradient list, or   none (exactly one model)
-                         ``{filter, value}`` entries)
-    ``model_stock``      ``filter_wise``                        none (two or more models)
-    ``breadcrumbs``,     ``scale``, ``density``, ``gamma``,     ``weight``, ``density``
-    ``breadcrumbs_ties`` ``rescale``, ``normalize``
-    ``della``,           ``scale``, ``density``, ``epsilon``,   ``weight``, ``density``,
-    ``della_linear``     ``seed``, ``rescale``, ``normalize``   ``seed``
-    ===================  =====================================  ==========================
+    ====================  =====================================  ==========================
+    method                ``parameters``                         per model
+    ====================  =====================================  ==========================
+    ``task_arithmetic``   ``scale``                              ``weight``
+    ``average``           none                                   none
+    ``ties``              ``scale``, ``density``, ``majority``   ``weight``, ``density``
+    ``dare``              ``scale``, ``drop_rate``, ``seed``,    ``weight``, ``density``,
+                          ``rescale``                            ``seed``
+    ``dare_ties``         as ``dare``, and ``majority``          as ``dare``
+    ``magnitude_prune``   ``scale``, ``density``                 ``weight``, ``density``
+    ``consensus``         ``scale``, ``k``, ``lambdas``          none
+    ``slerp``             ``t`` (a number, a gradient list, or   none (exactly one model)
+                          ``{filter, value}`` entries)
+    ``model_stock``       ``filter_wise``                        none (two or more models)
+    ``breadcrumbs``       ``scale``, ``density``, ``gamma``,     ``weight``, ``density``
+                          ``rescale``, ``normalize``
+    ``breadcrumbs_ties``  as ``breadcrumbs``                     as ``breadcrumbs``
+    ``della``             ``scale``, ``density``, ``epsilon``,   ``weight``, ``density``,
+                          ``seed``, ``rescale``, ``normalize``   ``seed``
+    ``della_linear``      as ``della``                           as ``della``
+    ====================  =====================================  ==========================
 
     ``magnitude_prune`` prunes each task vector to its density, then adds them up as task
     arithmetic does. For ``dare``/``dare_ties`` a per-model ``density`` is the keep
