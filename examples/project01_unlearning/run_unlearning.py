@@ -19,10 +19,12 @@ next to the literature's "MIA efficacy" and that attack's own accuracy. Then: th
 tell on every pair and seed, the pitfalls of the catalogue's saliency baseline, and a timing
 benchmark on all of MNIST (``--benchmark``).
 
-Run ``python run_unlearning.py`` for the full study (writes ``results/``; about an hour on two
-busy CPU cores), ``python run_unlearning.py --benchmark`` for the timing benchmark (writes
-``results/benchmark.json``) or ``python run_unlearning.py --quick`` for a smoke run in
-seconds, which writes ``results/quick/`` and never the full results.
+Run ``python run_unlearning.py`` for the full study (writes ``results/``), or its four parts in
+parallel with ``--part mnist`` (and ``fashion_dissimilar``, ``fashion_similar``, ``speech``;
+about 20-26 minutes each, one thread, on a shared two-core machine at a load average above 20)
+followed by ``--combine``; ``--benchmark`` for the timing benchmark (writes
+``results/benchmark.json``; ``--combine`` or ``--replot`` adds it to the tables); or
+``--quick`` for a smoke run, which writes ``results/quick/`` and never the full results.
 """
 
 from __future__ import annotations
