@@ -23,7 +23,7 @@ Run ``python run_unlearning.py`` for the full study (writes ``results/``), or it
 parallel with ``--part mnist`` (and ``fashion_dissimilar``, ``fashion_similar``, ``speech``;
 about 20-26 minutes each, one thread, on a shared two-core machine at a load average above 20)
 followed by ``--combine``; ``--benchmark`` for the timing benchmark (writes
-``results/benchmark.json``; ``--combine`` or ``--replot`` adds it to the tables); or
+``results/benchmark.json``; ``--combine`` adds it to the tables); or
 ``--quick`` for a smoke run, which writes ``results/quick/`` and never the full results.
 """
 
