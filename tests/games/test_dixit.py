@@ -13,6 +13,7 @@ from torch import Tensor
 
 from weightspace import WeightspaceValueError
 from weightspace.games import (
+    BOT_KINDS,
     HAND_SIZE,
     WINNING_SCORE,
     AbstractBot,
@@ -23,6 +24,7 @@ from weightspace.games import (
     StrategistBot,
     dixit_deck,
     literal_hint,
+    make_bot,
     play_game,
     read_dixit_games,
     score_round,
@@ -286,3 +288,18 @@ def test_strategist_tells_the_hint_some_but_not_all_find() -> None:
     assert [(c, h) for c, h, _ in bot.last_plan][:3] == [(0, "c0"), (0, "gone"), (0, "split")]
     alone = StrategistBot(a, hints, writer, simulations=256)  # models only itself
     assert float(alone.expected_points(hand, 4, [(0, "split")], seed=0)[0]) == 0.0
+
+
+def test_make_bot_builds_each_kind_by_name() -> None:
+    eyes = Eyes(TableScorer("lit", {}), _cards(6))
+    hints = [f"c{i}" for i in range(6)]
+    bots = [make_bot(kind, eyes, hints) for kind in BOT_KINDS]
+    assert [type(b).__name__ for b in bots] == [
+        "RandomBot",
+        "LiteralBot",
+        "AbstractBot",
+        "StrategistBot",
+    ]
+    assert [b.name for b in bots] == ["random", "literal/lit", "abstract/lit", "strategist/lit"]
+    with pytest.raises(WeightspaceValueError, match=r"`kind` must be one of .*got 'wizard'"):
+        make_bot("wizard", eyes, hints)
