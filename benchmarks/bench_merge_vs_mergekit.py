@@ -616,6 +616,28 @@ def main(argv: list[str] | None = None) -> int:
     root.mkdir(parents=True, exist_ok=True)
     load_before = _load()
     sections: list[str] = []
+    command = "python benchmarks/bench_merge_vs_mergekit.py " + shlex.join(
+        sys.argv[1:] if argv is None else argv
+    )
+    versions = _versions(args.mergekit_python if use_mergekit else None)
+
+    def write_results(done: bool) -> None:
+        """The tables so far (after each size, so that a stopped run keeps what it measured)."""
+        text = [
+            "# weightspace merge against mergekit",
+            "",
+            *([args.note, ""] if args.note else []),
+            *sections,
+            *([] if done else ["(the run was still going: later sizes are missing)", ""]),
+            f"- load average (1, 5, 15 min) before: {load_before}; after: {_load()} "
+            f"(on {os.cpu_count()} cores)",
+            f"- versions: {versions}",
+            f"- command: `{command.strip()}`",
+            "",
+        ]
+        args.results.parent.mkdir(parents=True, exist_ok=True)
+        args.results.write_text("\n".join(text), encoding="utf-8")
+
     try:
         for size in sizes:
             arch = choose_arch(parse_params(size))
@@ -640,6 +662,7 @@ def main(argv: list[str] | None = None) -> int:
                     torch,
                 )
             )
+            write_results(done=False)
             if not args.keep and not owned:
                 for child in ["base", "out", "logs"] + [f"ft{i}" for i in range(N_FINETUNES)]:
                     shutil.rmtree(workdir / child, ignore_errors=True)
@@ -648,22 +671,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"data kept in {root}")
         elif owned:
             shutil.rmtree(root, ignore_errors=True)
-    command = "python benchmarks/bench_merge_vs_mergekit.py " + shlex.join(
-        sys.argv[1:] if argv is None else argv
-    )
-    text = [
-        "# weightspace merge against mergekit",
-        "",
-        *([args.note, ""] if args.note else []),
-        *sections,
-        f"- load average (1, 5, 15 min) before: {load_before}; after: {_load()} "
-        f"(on {os.cpu_count()} cores)",
-        f"- versions: {_versions(args.mergekit_python if use_mergekit else None)}",
-        f"- command: `{command.strip()}`",
-        "",
-    ]
-    args.results.parent.mkdir(parents=True, exist_ok=True)
-    args.results.write_text("\n".join(text), encoding="utf-8")
+    write_results(done=True)
     print(f"tables written to {args.results}")
     return 0
 
