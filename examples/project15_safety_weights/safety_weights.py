@@ -97,13 +97,17 @@ class Config:
     lr_full: float = 1e-4
     lr_lora: float = 1e-3
     lora_rank: int = 16
+    # Refusal fine-tunes to run; the first is attributed. Full fine-tuning (AdamW state on
+    # 135M weights) was killed twice for memory on the shared machine, so the full run keeps
+    # LoRA only; the quick run exercises both.
+    methods: tuple[str, ...] = ("lora",)
     fractions: tuple[float, ...] = (0.005, 0.02)  # p of the set difference (q = 2p)
     random_seeds: tuple[int, ...] = (0, 1)
     act_ranks: tuple[tuple[int, int], ...] = ((8, 32),)  # (safety rank, utility rank)
     tv_ranks: tuple[int, ...] = (8,)
     attack_examples: int = 10
     attack_steps: int = 10  # 5 epochs of 10 examples at batch 5
-    attack_lr: float = 5e-5
+    attack_lr: float = 1e-3
     seed: int = 0
     out: Path = field(default_factory=lambda: HERE / "results")
 
@@ -125,6 +129,7 @@ QUICK = Config(
     lr_full=1e-3,
     lr_lora=1e-2,
     lora_rank=2,
+    methods=("lora", "full"),
     fractions=(0.05,),
     random_seeds=(0, 1),
     act_ranks=((2, 4),),
@@ -522,11 +527,10 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     result["alignment_data"] = {"pairs": len(pairs), "tokens": int(rows.attention_mask.sum())}
 
     tuned: dict[str, Any] = {}
-    for method in ("lora", "full"):
+    attributed = cfg.methods[0]
+    result["attributed"] = attributed
+    for method in cfg.methods:
         log(f"refusal fine-tune ({method})")
-        if method == "lora" and "aligned (lora)" in done:
-            result["models"]["aligned (lora)"] = done["aligned (lora)"]
-            continue
         ft = text.finetune_lm(
             base,
             rows,
@@ -539,7 +543,10 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             seed=cfg.seed,
         )
         tuned[method] = ft
-        ev = evaluate(ft.model, tok, cfg, sets, judges, curve=False, keep_benign=4)
+        if f"aligned ({method})" in done:  # deterministic: the same weights as the run resumed
+            ev = done[f"aligned ({method})"]
+        else:
+            ev = evaluate(ft.model, tok, cfg, sets, judges, curve=False, keep_benign=4)
         ev["training"] = {
             "steps": ft.steps,
             "seconds": ft.seconds,
@@ -553,14 +560,31 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             f"{ev['harmful']['refusal_classifier']['rate']:.2f} (classifier); benign "
             f"{ev['benign']['refusal_keyword']['rate']:.2f}")  # fmt: skip
         write_partial(cfg, result)
-        if method == "lora":
-            del tuned["lora"], ft  # frees memory; only the full fine-tune is attributed
+        if method != attributed:
+            del tuned[method], ft  # frees memory; only the first fine-tune is attributed
             gc.collect()
 
-    aligned = tuned["full"].model
-    work = copy.deepcopy(aligned)
+    # The alignment's task vector, then the aligned model as a plain transformers model.
+    tv = tuned[attributed].task_vector(base)
+    tv = TaskVector({n: tv[n] for n in names})
+    aligned = tuned[attributed].model
+    if attributed == "lora":
+        aligned = aligned.merge_and_unload()
+    aligned.eval()
+    del tuned
+    log("generating the unaligned model's replies for the ten-example attack")
+    candidates = sets["attack_pool"]
+    base_replies = text.generate(
+        base,
+        tok,
+        [p.text for p in candidates],
+        max_new_tokens=cfg.benign_answer_tokens,
+        batch_size=16,
+    )
+    del base  # the attributed model, its copy and the scores must fit a shared machine
+    gc.collect()
+    work = aligned  # perturbed in place and restored from `state`
     state = {n: p.detach().clone() for n, p in aligned.named_parameters() if n in set(names)}
-    tv = tuned["full"].task_vector(base)
     tv_norm = {n: float(tv[n].norm()) for n in names}
     result["task_vector"] = {
         "norm": math.sqrt(sum(v * v for v in tv_norm.values())),
@@ -669,14 +693,6 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
     write_partial(cfg, result)
 
     log("Qi et al.'s ten-example attacks")
-    candidates = sets["attack_pool"]
-    base_replies = text.generate(
-        base,
-        tok,
-        [p.text for p in candidates],
-        max_new_tokens=cfg.benign_answer_tokens,
-        batch_size=16,
-    )
     comply = [
         (p.text, r)
         for p, r in zip(candidates, base_replies, strict=True)
@@ -710,10 +726,13 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             attacks[name] = {"skipped": "no compliant reply of the base model to train on"}
             continue
         blocks = text.sft_blocks(pairs_, tok, max_length=256)
+        restore(work, state)
         ft = text.finetune_lm(
             aligned,
             blocks,
-            method="full",
+            method="lora",
+            rank=cfg.lora_rank,
+            target_modules="all-linear",
             lr=cfg.attack_lr,
             batch_size=max(1, len(pairs_) // 2),
             max_steps=cfg.attack_steps,
@@ -721,9 +740,8 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         )
         system = AOA_SYSTEM if name.startswith("identity") else None
         ev = evaluate(ft.model, tok, cfg, sets, judges, curve=True, system=system)
-        moved = {
-            n: (p.detach() - state[n]).abs() for n, p in ft.model.named_parameters() if n in state
-        }
+        attack_tv = ft.task_vector()
+        moved = {n: attack_tv[n].abs() for n in state}
         total_moved = sum(float(m.sum()) for m in moved.values())
         mean_all = total_moved / total
         movement = {}
@@ -745,7 +763,7 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
             "movement": movement,
         }
         log(f"  {name}: refusal {ev['harmful']['refusal_keyword']['rate']:.2f}")
-        del ft, moved
+        del ft, moved, attack_tv
         gc.collect()
         write_partial(cfg, {**result, "attacks": attacks})
     result["attacks"] = attacks
@@ -869,7 +887,8 @@ def curve_table(result: dict[str, Any]) -> list[str]:
     md: list[str] = []
     ref = result["curve_reference"]
     rows = [[
-        "aligned (full), unperturbed", "-", "0", pct(ref["harmful_refusal_keyword"]),
+        f"aligned ({result.get('attributed', 'full')}), unperturbed", "-", "0",
+        pct(ref["harmful_refusal_keyword"]),
         pct(ref["harmful_refusal_classifier"]), pct(ref["attack_success_wei"]),
         pct(ref["benign_refusal_keyword"]), f"{ref['benign_perplexity']:.2f}",
         pct(ref["quiz_accuracy"]),
@@ -885,7 +904,7 @@ def curve_table(result: dict[str, Any]) -> list[str]:
             ])  # fmt: skip
     n = ref["n_harmful"]
     md += [
-        f"### Perturbing the attributed weights (aligned full fine-tune; {n} harmful test prompts)",
+        f"### Perturbing the attributed weights ({n} harmful test prompts)",
         "",
         md_table(
             [
