@@ -165,7 +165,7 @@ def _load() -> dict[str, str]:
 
 # %%
 # Data: images of nine classes; the new class takes the forgotten class's output
-# -----------------------------------------------------------------------------
+# ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -297,7 +297,7 @@ def spoken_split(cfg: Config) -> Data:
 
 # %%
 # Methods: one step budget, one learning-rate grid, library defaults otherwise
-# ---------------------------------------------------------------------------
+# ----------------------------------------------------------------------------
 
 
 def make_method(name: str, steps: int, lr: float, forget_batches: int) -> unlearn.Unlearner:
@@ -473,7 +473,7 @@ def relearn_curve(model: nn.Module, d: Data, steps: int, n: int, seed: int) -> l
 
 # %%
 # Pitfalls of the catalogue's baseline, on MNIST seed 0
-# ----------------------------------------------------
+# -----------------------------------------------------
 
 
 def per_class_accuracy(model: nn.Module, d: Data) -> dict[str, float]:
@@ -533,7 +533,7 @@ def probe_accuracy(model: nn.Sequential, d: Data, seed: int) -> float:
 
 # %%
 # Aggregation: mean ± 95 % interval over seeds, per-seed values, tables
-# --------------------------------------------------------------------
+# ---------------------------------------------------------------------
 
 COLUMNS = [
     ("forget_accuracy", "forget"),
@@ -680,7 +680,7 @@ def tuning_table(results: dict[str, Any]) -> str:
                 cells.append(None)
                 continue
             gaps = ", ".join(
-                f"{'*' if float(lr) == t['chosen'] else ''}{100 * g['gap']:.1f}"
+                f"[{100 * g['gap']:.1f}]" if float(lr) == t["chosen"] else f"{100 * g['gap']:.1f}"
                 for lr, g in t["grid"].items()
             )
             cells.append(gaps)
@@ -691,7 +691,7 @@ def tuning_table(results: dict[str, Any]) -> str:
     return (
         "### Tuning on validation data\n\n"
         f"Mean absolute gap to retraining (points) on validation data, seed 0, for the "
-        f"learning rates {lrs}; * marks the one kept.\n\n" + table
+        f"learning rates {lrs}; the one kept is in brackets.\n\n" + table
     )
 
 
@@ -964,7 +964,7 @@ def figures(out: Path, results: dict[str, Any]) -> None:
 
 # %%
 # Benchmark: all of MNIST, time relative to retraining
-# ---------------------------------------------------
+# ----------------------------------------------------
 
 
 def benchmark(cfg: Config, quick: bool, lrs_file: Path | None = None) -> dict[str, Any]:
