@@ -87,12 +87,12 @@ class Config:
 
 FULL = Config(
     quick=False,
-    eval_texts={"VEC": 24, "FUR-ITDI": 24, "FUR-wiki": 12, "IT": 16, "EN": 16},
+    eval_texts={"VEC": 12, "FUR-ITDI": 12, "FUR-wiki": 6, "IT": 8, "EN": 8},
     wiki_articles=0,
     wiki_chars=200,
-    block_size=64,
+    block_size=48,
     batch_size=4,
-    steps=12,
+    steps=6,
     lora_lr=2e-3,
     full_lr=1e-4,
     vec_seeds=(0, 1, 2),
@@ -108,7 +108,7 @@ FULL = Config(
     scratch_vocab=2000,
     scratch_width=128,
     scratch_layers=4,
-    gen_tokens=24,
+    gen_tokens=20,
     bootstrap=2000,
 )
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -136,3 +137,16 @@ def test_rubric_and_cleaning_rules() -> None:
         "Çarvignan (talian Cervignano) al è un comun inte provincie di Udin, bagnât dal flum "
         "Ausa e al è grant."
     ]
+
+
+def test_committed_tables_come_from_committed_results() -> None:
+    """The report's tables are rebuilt, byte for byte, from the committed full-mode JSON."""
+    results = EXAMPLE / "results"
+    data = json.loads((results / "results.json").read_text(encoding="utf-8"))
+    assert data["mode"] == "full"
+    module = _module()
+    md = module.tables(data)
+    assert md == (results / "tables.md").read_text(encoding="utf-8")
+    assert module.markdown_to_rst(md) == (results / "tables.rst").read_text(encoding="utf-8")
+    # the intervals in the JSON are those of its per-text values
+    assert data["intervals"] == module.intervals(data, module.FULL)
