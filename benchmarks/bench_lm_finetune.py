@@ -1,6 +1,6 @@
 """Training and evaluation throughput of SmolLM2-135M: LoRA against full fine-tuning (CPU).
 
-Run: .venv/bin/python benchmarks/bench_lm_finetune.py [--threads 2] [--steps 4] [--batch 4]
+Run: .venv/bin/python benchmarks/bench_lm_finetune.py [--threads 1] [--steps 4] [--batch 4]
      [--block 64] [--sentences 32] [--out benchmarks/results/lm_finetune.md] [--quick]
 
 In one process, on the Venetian ITDI sentences of project 11 (``--data``, default
@@ -60,7 +60,8 @@ def base_model(quick: bool) -> tuple[Any, Any, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=2)
+    # one thread: on the oversubscribed shared machine two were about ten times slower
+    parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--block", type=int, default=64)
