@@ -1,4 +1,8 @@
-"""Project 14: Just One played by bots on MiniLM word vectors and SmolLM2-135M-Instruct.
+"""
+Just One: bots on MiniLM word vectors and SmolLM2-135M-Instruct play a cooperative word game
+============================================================================================
+
+Project 14 of the catalogue.
 
 Five-player tables (four clue givers, one guesser) play seeded 13-card games on mystery
 words from wordfreq and WordNet (:func:`weightspace.games.mystery_words`); the rules are
@@ -348,7 +352,7 @@ def tables(data: dict[str, Any]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description="Project 14: Just One played by bots")
     parser.add_argument("--quick", action="store_true", help="smoke run (MiniLM bots only)")
     parser.add_argument("--out", default=None, help="output folder (default: results/)")
     parser.add_argument("--games", type=int, default=None, help="test games per configuration")
