@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -58,55 +57,6 @@ def test_project01_tables() -> None:
     folder = "project01_unlearning"
     module = _load(f"{folder}/run_unlearning.py")
     assert module.tables(_saved(folder)) == _committed(folder, "tables.md")
-
-
-NUMBER = re.compile(r"-?\d+\.\d+")
-
-
-def test_project05_tables_up_to_the_rounding_of_results_json() -> None:
-    """Project 5 rounds results.json to 5 decimals, so a mean at a rounding tie of the table
-    (accuracies lie on a grid of 1/2000) may show one unit lower or higher in the last digit.
-    Everything else, the text and every other number, must match."""
-    from weightspace import arithmetic
-
-    folder = "project05_heterogeneous_task_vectors"
-    module = _load(f"{folder}/run_heterogeneous_task_vectors.py")
-    saved = _saved(folder)
-
-    def multitask(entry: dict[str, Any]) -> arithmetic.AdditionResult:
-        # The library's rows normalise by each task under its own (transferred) vector.
-        ft = entry["finetuned"]["scores"]
-        rows = {
-            name: arithmetic.MethodRow(
-                row["scale"], row["scores"], {t: row["scores"][t] / ft[t] for t in ft}
-            )
-            for name, row in entry.items()
-        }
-        return arithmetic.AdditionResult(rows, tuple(ft))
-
-    runs = [
-        {
-            **run,
-            "_objects": {
-                "multitask": {
-                    r: {d: multitask(e) for d, e in per_dir.items()}
-                    for r, per_dir in run["multitask"].items()
-                }
-            },
-        }
-        for run in saved["runs"]
-    ]
-    ours = module.tables(saved["summary"], runs).splitlines()
-    committed = _committed(folder, "tables.md").splitlines()
-    assert len(ours) == len(committed)
-    ties = 0
-    for a, b in zip(ours, committed, strict=True):
-        assert NUMBER.sub("#", a) == NUMBER.sub("#", b), b
-        for x, y in zip(NUMBER.findall(a), NUMBER.findall(b), strict=True):
-            unit = 10.0 ** -len(y.split(".")[1])
-            assert abs(float(x) - float(y)) <= unit * 1.001, (x, y, b)
-            ties += x != y
-    assert ties <= 80  # 74 of the 3,877 numbers sit at such a tie
 
 
 def test_project02_tables() -> None:
