@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import bz2
+import hashlib
 import itertools
 import json
 import math
@@ -500,7 +501,9 @@ def main() -> None:
         "train_blocks": {k: len(v) for k, v in blocks.items()},
         "load_start": load,
         "torch_threads": torch.get_num_threads(),
-        "eval_texts": evals,
+        # ITDI's sentences carry no licence: the results keep each evaluation text's length in
+        # characters and bytes and its SHA-256, never the text itself
+        "eval_text_stats": {k: [_text_stats(t) for t in v] for k, v in evals.items()},
     }
     print(f"corpora ready ({time.perf_counter() - start:.0f} s); base {base_name}", flush=True)
     result["vanilla"] = evaluate(base, tok, evals)
@@ -615,9 +618,15 @@ def main() -> None:
         write()
 
 
+def _text_stats(t: str) -> dict[str, Any]:
+    """An evaluation text's length in characters and UTF-8 bytes and its SHA-256 (hex)."""
+    raw = t.encode("utf-8")
+    return {"chars": len(t), "bytes": len(raw), "sha256": hashlib.sha256(raw).hexdigest()}
+
+
 def intervals(result: dict[str, Any], cfg: Config) -> dict[str, Any]:
     """Bootstrap 95 % intervals (over texts) of every model's bits per character per set."""
-    chars = {k: [len(t) for t in v] for k, v in result["eval_texts"].items()}
+    chars = {k: [st["chars"] for st in v] for k, v in result["eval_text_stats"].items()}
 
     def of(scores: dict[str, Any]) -> dict[str, list[float]]:
         return {

@@ -64,14 +64,12 @@ def test_data_card_splits_are_fixed(run: tuple[Path, dict[str, Any]]) -> None:
 def test_scores_are_bits_over_characters(run: tuple[Path, dict[str, Any]]) -> None:
     data = run[1]
     for name in SETS:
-        texts = data["eval_texts"][name]
-        assert len(texts) == data["config"]["eval_texts"][name]
+        stats = data["eval_text_stats"][name]
+        assert len(stats) == data["config"]["eval_texts"][name]
         scores = data["vanilla"][name]
         bits = sum(scores["text_bits"])
-        assert scores["bpc"] == pytest.approx(bits / sum(map(len, texts)), rel=1e-9)
-        assert scores["bpb"] == pytest.approx(
-            bits / sum(len(t.encode("utf-8")) for t in texts), rel=1e-9
-        )
+        assert scores["bpc"] == pytest.approx(bits / sum(s["chars"] for s in stats), rel=1e-9)
+        assert scores["bpb"] == pytest.approx(bits / sum(s["bytes"] for s in stats), rel=1e-9)
         lo, hi = data["intervals"]["vanilla"][name]
         assert lo <= scores["bpc"] <= hi
 
