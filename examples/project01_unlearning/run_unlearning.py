@@ -47,6 +47,7 @@ from torch import Tensor, nn
 
 import weightspace as ws
 from weightspace import report, unlearn
+from weightspace.report import markdown_to_rst
 
 HERE = Path(__file__).resolve().parent
 Pair = tuple[Tensor, Tensor]
@@ -808,46 +809,6 @@ def tables(results: dict[str, Any]) -> str:
         md.append(benchmark_table(results["benchmark"]))
     md += [appendix_table(e, e["title"]) for e in results["settings"].values()]
     return "\n\n".join(md) + "\n"
-
-
-def markdown_to_rst(md: str) -> str:
-    """Markdown pipe tables -> reStructuredText grid tables, for the report.
-
-    Each ``### title`` becomes the comment ``.. section: title`` and its table ends with
-    ``.. end: title``, so that the report can include one table at a time.
-    """
-    out: list[str] = []
-    lines = md.splitlines()
-    i, title = 0, ""
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("### "):
-            title = line[4:]
-            out += [f".. section: {title}", ""]
-            i += 1
-        elif line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in block]
-            header, body = cells[0], cells[2:]
-            widths = [max(len(r[k]) for r in [header, *body]) for k in range(len(header))]
-
-            def rule(ch: str, widths: list[int] = widths) -> str:
-                return "+" + "+".join(ch * (w + 2) for w in widths) + "+"
-
-            def row(r: list[str], widths: list[int] = widths) -> str:
-                return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-
-            out += [rule("-"), row(header), rule("=")]
-            for r in body:
-                out += [row(r), rule("-")]
-            out += ["", f".. end: {title}", ""]
-        else:
-            out.append(line)
-            i += 1
-    return "\n".join(out).rstrip("\n") + "\n"
 
 
 # %%

@@ -56,6 +56,7 @@ from weightspace.audio import (
     mel_distance,
     spectral_distance,
 )
+from weightspace.report import markdown_to_rst
 
 HERE = Path(__file__).resolve().parent
 SR = 16000
@@ -801,47 +802,6 @@ def _ci_s(s: report.Cell) -> str:
     if s.n < 2:
         return f"{s.mean:.2f}"
     return f"{s.mean:.2f} ± {s.half_width:.2f}"
-
-
-def markdown_to_rst(md: str) -> str:
-    """Markdown pipe tables -> reStructuredText grid tables, for the report.
-
-    Each ``### title`` becomes the comment ``.. section: title`` and its table ends with
-    ``.. end: title``, so that the report can include one table at a time
-    (``.. include:: ... :start-after: .. section: title`` / ``:end-before: .. end: title``).
-    """
-    out: list[str] = []
-    lines = md.splitlines()
-    i, title = 0, ""
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("### "):
-            title = line[4:]
-            out += [f".. section: {title}", ""]
-            i += 1
-        elif line.startswith("|"):
-            block = []
-            while i < len(lines) and lines[i].startswith("|"):
-                block.append(lines[i])
-                i += 1
-            cells = [[c.strip() for c in row.strip("|").split("|")] for row in block]
-            header, body = cells[0], cells[2:]
-            widths = [max(len(r[k]) for r in [header, *body]) for k in range(len(header))]
-
-            def rule(ch: str, widths: list[int] = widths) -> str:
-                return "+" + "+".join(ch * (w + 2) for w in widths) + "+"
-
-            def row(r: list[str], widths: list[int] = widths) -> str:
-                return "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) + " |"
-
-            out += [rule("-"), row(header), rule("=")]
-            for r in body:
-                out += [row(r), rule("-")]
-            out += ["", f".. end: {title}", ""]
-        else:
-            out.append(line)
-            i += 1
-    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def figures(result: dict[str, Any], out: Path) -> None:

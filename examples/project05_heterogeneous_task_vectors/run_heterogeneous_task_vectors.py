@@ -50,6 +50,7 @@ from torch.func import functional_call
 
 import weightspace as ws
 from weightspace import TaskVector, align, arithmetic, merge, report, select, spectral, train
+from weightspace.report import markdown_to_rst
 
 HERE = Path(__file__).resolve().parent
 DIM, HIDDEN = 64, 128  # the common block: DIM -> HIDDEN -> DIM
@@ -1751,43 +1752,6 @@ def tables(runs: Sequence[Mapping[str, Any]]) -> str:
         md(["quantity (fractions)", "seeds " + ", ".join(str(run["seed"]) for run in runs)], rows)
     )
     return "\n".join(parts)
-
-
-def markdown_to_rst(text: str) -> str:
-    """The Markdown tables as reStructuredText grid tables between ``.. section: TITLE`` and
-    ``.. end: TITLE`` comments, for ``.. include::`` with ``:start-after:``/``:end-before:``."""
-    out: list[str] = []
-    lines = text.splitlines()
-    i, title = 0, ""
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("### "):
-            title = line[4:].strip()
-            out += [f".. section: {title}", ""]
-            i += 1
-            continue
-        if not line.startswith("|"):
-            out.append(line)
-            i += 1
-            continue
-        block = []
-        while i < len(lines) and lines[i].startswith("|"):
-            block.append([c.strip() for c in lines[i].strip().strip("|").split(" | ")])
-            i += 1
-        header, body = block[0], block[2:]
-        widths = [max(len(row[k]) for row in [header, *body]) for k in range(len(header))]
-
-        def rule(ch: str, widths: list[int] = widths) -> str:
-            return "+" + "+".join(ch * (w + 2) for w in widths) + "+"
-
-        def line_of(row: list[str], widths: list[int] = widths) -> str:
-            return "| " + " | ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) + " |"
-
-        out += [rule("-"), line_of(header), rule("=")]
-        for row in body:
-            out += [line_of(row), rule("-")]
-        out += ["", f".. end: {title}", ""]
-    return "\n".join(out).rstrip("\n") + "\n"
 
 
 def figures(summary: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], out: Path) -> None:

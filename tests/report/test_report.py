@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from scipy import stats
 
 from weightspace import WeightspaceValueError
-from weightspace.report import Summary, markdown_table, summarize
+from weightspace.report import Summary, markdown_table, markdown_to_rst, summarize
 
 finite = st.floats(-1e6, 1e6, allow_nan=False)
 
@@ -111,3 +111,32 @@ def test_errors_name_the_argument(call: object, message: str) -> None:
     with pytest.raises(WeightspaceValueError) as info:
         call()  # type: ignore[operator]
     assert message in str(info.value)
+
+
+def test_markdown_to_rst_sections_text_and_widths() -> None:
+    md = (
+        "Intro line.\n\n### first\n| x | longer |\n|---|---|\n| 10 | 2 |\n\n"
+        "### second\n| a |\n|---|\n"
+    )
+    assert markdown_to_rst(md) == (
+        "Intro line.\n"
+        "\n"
+        ".. section: first\n"
+        "\n"
+        "+----+--------+\n"
+        "| x  | longer |\n"
+        "+====+========+\n"
+        "| 10 | 2      |\n"
+        "+----+--------+\n"
+        "\n"
+        ".. end: first\n"
+        "\n"
+        "\n"
+        ".. section: second\n"
+        "\n"
+        "+---+\n"
+        "| a |\n"
+        "+===+\n"
+        "\n"
+        ".. end: second\n"
+    )

@@ -22,6 +22,7 @@ from __future__ import annotations
 from weightspace.report._tables import Cell as Cell
 from weightspace.report._tables import Summary as Summary
 from weightspace.report._tables import markdown_table as markdown_table
+from weightspace.report._tables import markdown_to_rst as markdown_to_rst
 from weightspace.report._tables import summarize as summarize
 
-__all__ = ["Cell", "Summary", "markdown_table", "summarize"]
+__all__ = ["Cell", "Summary", "markdown_table", "markdown_to_rst", "summarize"]

@@ -241,3 +241,63 @@ def markdown_table(
         cells = [_render(c, f, missing) for c, f in zip(row, per_column, strict=True)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def markdown_to_rst(md: str) -> str:
+    r"""Turn markdown pipe tables into reStructuredText grid tables with includable sections.
+
+    Each ``### title`` line becomes the comment ``.. section: title`` and the table under it
+    ends with ``.. end: title``, so that a report page includes one table at a time with
+    ``.. include:: tables.rst`` and ``:start-after: .. section: title`` /
+    ``:end-before: .. end: title``. Other lines are copied; the separator row of each pipe
+    table (its second row) is dropped. The examples write their ``results/tables.rst`` with it
+    from the markdown of :func:`markdown_table`.
+
+    Args:
+        md: Markdown text with ``### title`` headings and pipe tables.
+
+    Returns:
+        The reStructuredText, ending in one newline.
+
+    Example:
+        >>> print(markdown_to_rst("### sizes\n| a | bb |\n|---|---|\n| 1 | 2 |"), end="")
+        .. section: sizes
+        <BLANKLINE>
+        +---+----+
+        | a | bb |
+        +===+====+
+        | 1 | 2  |
+        +---+----+
+        <BLANKLINE>
+        .. end: sizes
+    """
+    out: list[str] = []
+    lines = md.splitlines()
+    i, title = 0, ""
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("### "):
+            title = line[4:]
+            out += [f".. section: {title}", ""]
+            i += 1
+        elif line.startswith("|"):
+            block = []
+            while i < len(lines) and lines[i].startswith("|"):
+                block.append(lines[i])
+                i += 1
+            cells = [[c.strip() for c in row.strip("|").split("|")] for row in block]
+            header, body = cells[0], cells[2:]
+            widths = [max(len(r[k]) for r in [header, *body]) for k in range(len(header))]
+            rule = {ch: "+" + "+".join(ch * (w + 2) for w in widths) + "+" for ch in "-="}
+            out += [rule["-"], _grid_row(header, widths), rule["="]]
+            for r in body:
+                out += [_grid_row(r, widths), rule["-"]]
+            out += ["", f".. end: {title}", ""]
+        else:
+            out.append(line)
+            i += 1
+    return "\n".join(out).rstrip("\n") + "\n"
+
+
+def _grid_row(cells: list[str], widths: list[int]) -> str:
+    return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
