@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -170,52 +170,34 @@ def test_room_over_http_answers_illegal_moves_with_400(server: GameServer) -> No
         assert r.read()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)",
-)
-def test_a_person_plays_a_full_game_in_headless_chromium(server: GameServer) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    by = pytest.importorskip("selenium.webdriver.common.by").By
-    wait_mod = pytest.importorskip("selenium.webdriver.support.wait")
-    ec = pytest.importorskip("selenium.webdriver.support.expected_conditions")
-    service_mod = pytest.importorskip("selenium.webdriver.chrome.service")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=service_mod.Service(shutil.which("chromedriver")), options=options
-    )
-    try:
-        wait = wait_mod.WebDriverWait(driver, 20)
-        driver.get(server.room_url("dixit"))
-        driver.find_element(by.ID, "player").send_keys("tester")
-        driver.find_element(by.ID, "begin").click()
-        # Round 1: the person tells a card.
-        wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "you are the storyteller"))
-        hand = driver.find_elements(by.CSS_SELECTOR, "#hand .card")
-        assert len(hand) == 6
-        wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", hand[0]) == 32)
-        secret = int(hand[0].get_attribute("data-card"))
-        hand[0].click()
-        driver.find_element(by.ID, "hint").send_keys("something blue")
-        driver.find_element(by.ID, "tell").click()
-        # Round 2: a bot tells; the person puts in a card, then votes.
-        wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "Put in the card"))
-        summary = driver.find_element(by.ID, "last-summary").text
-        assert summary.startswith('tester told "something blue"; ')
-        driver.find_elements(by.CSS_SELECTOR, "#hand .card")[2].click()
-        wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "Which card is"))
-        table = driver.find_elements(by.CSS_SELECTOR, "#table .card")
-        assert len(table) == 4 and len(driver.find_elements(by.CSS_SELECTOR, "#table .mine")) == 1
-        vote = driver.find_elements(by.CSS_SELECTOR, "#table .vote")[0]
-        voted = int(vote.get_attribute("data-card"))
-        vote.click()
-        wait.until(ec.visibility_of_element_located((by.ID, "done")))
-        done = driver.find_element(by.ID, "done").text
-    finally:
-        driver.quit()
+def test_a_person_plays_a_full_game_in_headless_chromium(server: GameServer, browser: Any) -> None:
+    driver, by, ec = browser.driver, browser.by, browser.ec
+    wait = browser.wait(20)
+    driver.get(server.room_url("dixit"))
+    driver.find_element(by.ID, "player").send_keys("tester")
+    driver.find_element(by.ID, "begin").click()
+    # Round 1: the person tells a card.
+    wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "you are the storyteller"))
+    hand = driver.find_elements(by.CSS_SELECTOR, "#hand .card")
+    assert len(hand) == 6
+    wait.until(lambda d: d.execute_script("return arguments[0].naturalWidth", hand[0]) == 32)
+    secret = int(hand[0].get_attribute("data-card"))
+    hand[0].click()
+    driver.find_element(by.ID, "hint").send_keys("something blue")
+    driver.find_element(by.ID, "tell").click()
+    # Round 2: a bot tells; the person puts in a card, then votes.
+    wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "Put in the card"))
+    summary = driver.find_element(by.ID, "last-summary").text
+    assert summary.startswith('tester told "something blue"; ')
+    driver.find_elements(by.CSS_SELECTOR, "#hand .card")[2].click()
+    wait.until(ec.text_to_be_present_in_element((by.ID, "phase"), "Which card is"))
+    table = driver.find_elements(by.CSS_SELECTOR, "#table .card")
+    assert len(table) == 4 and len(driver.find_elements(by.CSS_SELECTOR, "#table .mine")) == 1
+    vote = driver.find_elements(by.CSS_SELECTOR, "#table .vote")[0]
+    voted = int(vote.get_attribute("data-card"))
+    vote.click()
+    wait.until(ec.visibility_of_element_located((by.ID, "done")))
+    done = driver.find_element(by.ID, "done").text
     room = server.rooms["dixit"]
     assert isinstance(room, DixitRoom)
     saved = read_dixit_games(room.record)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -206,23 +205,8 @@ def test_the_room_api(server: GameServer) -> None:
     assert [g["player"] for g in saved] == ["bo"] and saved[0]["score"] == view["score"]
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)",
-)
-def test_a_person_plays_a_full_game_in_headless_chromium(server: GameServer) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    by = pytest.importorskip("selenium.webdriver.common.by").By
-    wait_mod = pytest.importorskip("selenium.webdriver.support.wait")
-    ec = pytest.importorskip("selenium.webdriver.support.expected_conditions")
-    service_mod = pytest.importorskip("selenium.webdriver.chrome.service")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=service_mod.Service(shutil.which("chromedriver")), options=options
-    )
+def test_a_person_plays_a_full_game_in_headless_chromium(server: GameServer, browser: Any) -> None:
+    driver, by, ec = browser.driver, browser.by, browser.ec
     deck = deal_cards(WORDS, 5)
     results: list[str] = []
     guesses = 0
@@ -230,40 +214,37 @@ def test_a_person_plays_a_full_game_in_headless_chromium(server: GameServer) -> 
     def shown(d: Any, name: str) -> bool:
         return bool(d.find_element(by.ID, name).is_displayed())
 
-    try:
-        wait = wait_mod.WebDriverWait(driver, 30)
-        driver.get(server.url)
-        driver.find_element(by.LINK_TEXT, "Just One: a cooperative word game with the bots").click()
-        driver.find_element(by.ID, "player").send_keys("tester")
-        driver.find_element(by.ID, "begin").click()
-        for _ in range(14):
-            wait.until(lambda d: any(shown(d, i) for i in ("guess-phase", "result-phase", "done")))
-            if shown(driver, "done"):
-                break
-            if shown(driver, "guess-phase"):
-                card = int(driver.find_element(by.ID, "progress").text.split()[1])
-                clues = [e.text for e in driver.find_elements(by.CLASS_NAME, "clue")]
-                assert clues and all(c in CLUES[deck[card - 1]] for c in clues)
-                # Right on every card but the second one guessed, where the person passes.
-                guesses += 1
-                if guesses == 2:
-                    driver.find_element(by.ID, "pass").click()
-                else:
-                    driver.find_element(by.ID, "guess").send_keys(deck[card - 1].upper())
-                    driver.find_element(by.ID, "send-guess").click()
-                wait.until(lambda d: shown(d, "result-phase"))
-            results.append(driver.find_element(by.ID, "result").text)
-            before = driver.find_element(by.ID, "progress").text
-            driver.find_element(by.ID, "next").click()
-            wait.until(
-                lambda d, before=before: (
-                    shown(d, "done") or d.find_element(by.ID, "progress").text != before
-                )
+    wait = browser.wait(30)
+    driver.get(server.url)
+    driver.find_element(by.LINK_TEXT, "Just One: a cooperative word game with the bots").click()
+    driver.find_element(by.ID, "player").send_keys("tester")
+    driver.find_element(by.ID, "begin").click()
+    for _ in range(14):
+        wait.until(lambda d: any(shown(d, i) for i in ("guess-phase", "result-phase", "done")))
+        if shown(driver, "done"):
+            break
+        if shown(driver, "guess-phase"):
+            card = int(driver.find_element(by.ID, "progress").text.split()[1])
+            clues = [e.text for e in driver.find_elements(by.CLASS_NAME, "clue")]
+            assert clues and all(c in CLUES[deck[card - 1]] for c in clues)
+            # Right on every card but the second one guessed, where the person passes.
+            guesses += 1
+            if guesses == 2:
+                driver.find_element(by.ID, "pass").click()
+            else:
+                driver.find_element(by.ID, "guess").send_keys(deck[card - 1].upper())
+                driver.find_element(by.ID, "send-guess").click()
+            wait.until(lambda d: shown(d, "result-phase"))
+        results.append(driver.find_element(by.ID, "result").text)
+        before = driver.find_element(by.ID, "progress").text
+        driver.find_element(by.ID, "next").click()
+        wait.until(
+            lambda d, before=before: (
+                shown(d, "done") or d.find_element(by.ID, "progress").text != before
             )
-        wait.until(ec.visibility_of_element_located((by.ID, "done")))
-        done = driver.find_element(by.ID, "done").text
-    finally:
-        driver.quit()
+        )
+    wait.until(ec.visibility_of_element_located((by.ID, "done")))
+    done = driver.find_element(by.ID, "done").text
     saved = read_just_one_games(server.rooms["just-one"].record)  # type: ignore[attr-defined]
     assert len(saved) == 1 and saved[0]["player"] == "tester"
     outcomes = [c["outcome"] for c in saved[0]["cards"]]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import threading
 import urllib.error
 import urllib.request
@@ -121,50 +120,34 @@ def test_serve_refuses_broken_inputs(tmp_path: Path) -> None:
     assert main(["play", "imagine", str(tmp_path / "nothing.json")]) == 2
 
 
-@pytest.mark.skipif(
-    shutil.which("chromium") is None or shutil.which("chromedriver") is None,
-    reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)",
-)
-def test_a_person_plays_a_full_game_in_headless_chromium(server: ImagineServer) -> None:
-    webdriver = pytest.importorskip("selenium.webdriver")
-    by = pytest.importorskip("selenium.webdriver.common.by").By
-    wait_mod = pytest.importorskip("selenium.webdriver.support.wait")
-    ec = pytest.importorskip("selenium.webdriver.support.expected_conditions")
-    service_mod = pytest.importorskip("selenium.webdriver.chrome.service")
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(
-        service=service_mod.Service(shutil.which("chromedriver")), options=options
-    )
-    try:
-        wait = wait_mod.WebDriverWait(driver, 20)
-        driver.get(server.url)
-        driver.find_element(by.ID, "player").send_keys("tester")
-        driver.find_element(by.ID, "begin").click()
-        picks = []
-        for k, answer in enumerate(ANSWERS):
-            wait.until(ec.text_to_be_present_in_element((by.ID, "progress"), f"Game {k + 1} of 3"))
-            img = driver.find_element(by.ID, "picture")
-            wait.until(
-                lambda d, img=img: d.execute_script("return arguments[0].naturalWidth", img) == 256
-            )
-            buttons = driver.find_elements(by.CLASS_NAME, "choice")
-            labels = [b.text for b in buttons]
-            assert sorted(labels) == sorted(challenge(answer, seed=k))
-            # Right on the first two games, wrong on the last.
-            pick = answer if k < 2 else next(t for t in labels if t != answer)
-            picks.append(pick)
-            buttons[labels.index(pick)].click()
-            wait.until(ec.visibility_of_element_located((by.ID, "next")))
-            feedback = driver.find_element(by.ID, "feedback").text
-            assert feedback == ("Right!" if k < 2 else f'Not quite: it was "{answer}".')
-            driver.find_element(by.ID, "next").click()
-        wait.until(ec.visibility_of_element_located((by.ID, "done")))
-        assert driver.find_element(by.ID, "done").text == "Thank you! You guessed 2 of 3."
-    finally:
-        driver.quit()
+def test_a_person_plays_a_full_game_in_headless_chromium(
+    server: ImagineServer, browser: Any
+) -> None:
+    driver, by, ec = browser.driver, browser.by, browser.ec
+    wait = browser.wait(20)
+    driver.get(server.url)
+    driver.find_element(by.ID, "player").send_keys("tester")
+    driver.find_element(by.ID, "begin").click()
+    picks = []
+    for k, answer in enumerate(ANSWERS):
+        wait.until(ec.text_to_be_present_in_element((by.ID, "progress"), f"Game {k + 1} of 3"))
+        img = driver.find_element(by.ID, "picture")
+        wait.until(
+            lambda d, img=img: d.execute_script("return arguments[0].naturalWidth", img) == 256
+        )
+        buttons = driver.find_elements(by.CLASS_NAME, "choice")
+        labels = [b.text for b in buttons]
+        assert sorted(labels) == sorted(challenge(answer, seed=k))
+        # Right on the first two games, wrong on the last.
+        pick = answer if k < 2 else next(t for t in labels if t != answer)
+        picks.append(pick)
+        buttons[labels.index(pick)].click()
+        wait.until(ec.visibility_of_element_located((by.ID, "next")))
+        feedback = driver.find_element(by.ID, "feedback").text
+        assert feedback == ("Right!" if k < 2 else f'Not quite: it was "{answer}".')
+        driver.find_element(by.ID, "next").click()
+    wait.until(ec.visibility_of_element_located((by.ID, "done")))
+    assert driver.find_element(by.ID, "done").text == "Thank you! You guessed 2 of 3."
     guesses = read_guesses(server.record)
     assert [(g["player"], g["game"], g["guess"], g["answer"], g["correct"]) for g in guesses] == [
         ("tester", "g0", picks[0], "snowman", True),
