@@ -2,11 +2,19 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from weightspace._cache import atomic_path, cache_dir, cached_file, file_digest
+from weightspace._cache import (
+    atomic_path,
+    cache_dir,
+    cached_file,
+    file_digest,
+    update_json_mapping,
+)
 
 
 def test_cache_dir_follows_the_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,3 +114,36 @@ def test_cached_file_failed_build_keeps_nothing(tmp_path: Path) -> None:
     with pytest.raises(OSError, match="disk full"):
         cached_file(tmp_path / "a.bin", build)
     assert list(tmp_path.iterdir()) == []
+
+
+_ADD_KEYS = """
+import sys
+from pathlib import Path
+from weightspace._cache import update_json_mapping
+for k in range(25):
+    update_json_mapping(Path(sys.argv[1]), {f"{sys.argv[2]}-{k}": k})
+"""
+
+
+def test_update_json_mapping_keeps_every_writers_entries(tmp_path: Path) -> None:
+    """Four processes add 25 keys each to one file: none is lost to a concurrent rewrite."""
+    path = tmp_path / "replies.json"
+    workers = [
+        subprocess.Popen([sys.executable, "-c", _ADD_KEYS, str(path), str(w)]) for w in range(4)
+    ]
+    assert [p.wait(timeout=120) for p in workers] == [0, 0, 0, 0]
+    stored = json.loads(path.read_text(encoding="utf-8"))
+    assert stored == {f"{w}-{k}": k for w in range(4) for k in range(25)}
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_update_json_mapping_replaces_an_unreadable_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "replies.json"
+    path.write_text("{not json", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="weightspace._cache"):
+        merged = update_json_mapping(path, {"a": "b"})
+    assert merged == {"a": "b"}
+    assert json.loads(path.read_text(encoding="utf-8")) == {"a": "b"}
+    assert "unreadable cache file" in caplog.text

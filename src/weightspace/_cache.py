@@ -8,6 +8,7 @@ on read means the cache is corrupted; callers rebuild rather than use it.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import json
 import logging
@@ -19,7 +20,7 @@ from typing import Any
 
 from weightspace._errors import CacheError
 
-__all__ = ["atomic_path", "cache_dir", "cached_file", "file_digest"]
+__all__ = ["atomic_path", "cache_dir", "cached_file", "file_digest", "update_json_mapping"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,40 @@ def atomic_path(final: Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+
+
+def update_json_mapping(path: Path, entries: dict[str, Any]) -> dict[str, Any]:
+    """Add ``entries`` to the JSON object stored at ``path``, safely across processes.
+
+    Two processes that share a cache file (two studies asking the same model) would each
+    rewrite it from their own copy and lose the other's entries. Here the writer holds an
+    exclusive lock on a sidecar ``<name>.lock`` file, re-reads the file, merges ``entries``
+    over it and replaces it atomically. An unreadable file is replaced (with a warning).
+
+    Args:
+        path: The JSON file (an object of string keys); created when missing.
+        entries: The keys to add or overwrite.
+
+    Returns:
+        The merged mapping as written.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(path.name + ".lock")
+    with open(lock, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            merged: dict[str, Any] = {}
+            if path.is_file():
+                try:
+                    merged = dict(json.loads(path.read_text(encoding="utf-8")))
+                except (json.JSONDecodeError, TypeError, ValueError):
+                    logger.warning("replacing the unreadable cache file %s", path)
+            merged.update(entries)
+            with atomic_path(path) as tmp:
+                tmp.write_text(json.dumps(merged, indent=0), encoding="utf-8")
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+    return merged
 
 
 def _manifest_path(path: Path) -> Path:

@@ -38,7 +38,7 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from weightspace._cache import atomic_path, cache_dir
+from weightspace._cache import atomic_path, cache_dir, update_json_mapping
 from weightspace._errors import WeightspaceValueError
 from weightspace.games._scorers import EmbeddingScorer, ImageTextScorer
 from weightspace.games._stamps import StampImages
@@ -383,8 +383,8 @@ class LLMHintWriter:
         text = str(tok.decode(new, skip_special_tokens=True)).strip()
         self._replies[thing] = text
         if self._cache:
-            with atomic_path(self._file) as tmp:
-                tmp.write_text(json.dumps(self._replies, indent=0), encoding="utf-8")
+            # Merged under a lock: another process may have added replies meanwhile.
+            self._replies.update(update_json_mapping(self._file, {thing: text}))
         return text
 
     def hints(self, thing: str) -> list[str]:
