@@ -56,11 +56,19 @@ from weightspace import TaskVector, merge, models, report, text
 HERE = Path(__file__).resolve().parent
 DEFAULT_DATA = HERE.parents[2] / "shared" / "data" / "itdi2022"
 SETS = ("VEC", "FUR-ITDI", "FUR-wiki", "IT", "EN")
-SEED_SETS = ("VEC", "IT")
-# Time budget: secondary runs are scored on Venetian and the forgetting sets only.
+# The core comparison: both varieties, LoRA r16 on q_proj and v_proj against full fine-tuning,
+# every seed; seed 0 is scored on every set, further seeds on the sets of their question.
+MAIN = (
+    ("VEC r16 qv", "VEC", "lora", 16, "qv"),
+    ("VEC full", "VEC", "full", 0, ""),
+    ("FUR r16 qv", "FUR", "lora", 16, "qv"),
+    ("FUR full", "FUR", "full", 0, ""),
+)
+MAIN_NAMES = tuple(spec[0] for spec in MAIN)
+CORE_SETS = {"VEC": ("VEC", "IT", "EN"), "FUR": ("FUR-wiki", "FUR-ITDI", "IT", "EN")}
+# Time budget: the one-seed runs are scored on Venetian and the forgetting sets only.
 SECONDARY_SETS = ("VEC", "IT", "EN")
 MERGE_SETS = SETS
-MAIN_RUNS = ("VEC r16 qv", "FUR r16 qv")
 IT_FORTUNES = ("italia", "definizioni", "leggi", "formiche", "computer", "adams", "zuse")
 
 
@@ -70,15 +78,15 @@ class Config:
 
     quick: bool
     eval_texts: dict[str, int]  # texts per evaluation set
+    val_texts: int  # Venetian validation sentences that choose the learning rate
     wiki_articles: int  # Friulian articles read (0: all)
     wiki_chars: int  # evaluation paragraphs cut to this many characters
     block_size: int
     batch_size: int
     steps: int
-    lora_lr: float
-    full_lr: float
-    vec_seeds: tuple[int, ...]
-    runs: tuple[tuple[str, str, str, int, str], ...]  # name, corpus, method, rank, targets
+    lr_grid: tuple[float, ...]  # multiples of each method's default learning rate
+    seeds: tuple[int, ...]  # seeds of the main runs
+    extra_runs: tuple[tuple[str, str, str, int, str], ...]  # name, corpus, method, rank, targets
     scratch_vocab: int
     scratch_width: int
     scratch_layers: int
@@ -88,20 +96,17 @@ class Config:
 
 FULL = Config(
     quick=False,
-    eval_texts={"VEC": 12, "FUR-ITDI": 12, "FUR-wiki": 6, "IT": 8, "EN": 8},
+    eval_texts={"VEC": 100, "FUR-ITDI": 100, "FUR-wiki": 40, "IT": 60, "EN": 60},
+    val_texts=100,
     wiki_articles=0,
     wiki_chars=200,
-    block_size=48,
+    block_size=128,
     batch_size=4,
-    steps=6,
-    lora_lr=2e-3,
-    full_lr=1e-4,
-    vec_seeds=(0, 1, 2),
-    runs=(
-        ("VEC r16 qv", "VEC", "lora", 16, "qv"),
-        ("FUR r16 qv", "FUR", "lora", 16, "qv"),
+    steps=24,
+    lr_grid=(1.0, 3.0, 10.0),
+    seeds=(0, 1, 2),
+    extra_runs=(
         ("IT r16 qv", "IT", "lora", 16, "qv"),
-        ("VEC full", "VEC", "full", 0, ""),
         ("VEC r4 qv", "VEC", "lora", 4, "qv"),
         ("VEC r64 qv", "VEC", "lora", 64, "qv"),
         ("VEC r16 all", "VEC", "lora", 16, "all"),
@@ -116,21 +121,18 @@ FULL = Config(
 QUICK = Config(
     quick=True,
     eval_texts={"VEC": 4, "FUR-ITDI": 4, "FUR-wiki": 3, "IT": 3, "EN": 3},
+    val_texts=4,
     wiki_articles=60,
     wiki_chars=120,
     block_size=32,
     batch_size=2,
     steps=2,
-    lora_lr=1e-3,
-    full_lr=1e-4,
-    vec_seeds=(0,),
-    runs=(
-        ("VEC r16 qv", "VEC", "lora", 16, "qv"),
-        ("FUR r16 qv", "FUR", "lora", 16, "qv"),
+    lr_grid=(1.0, 10.0),
+    seeds=(0, 1),
+    extra_runs=(
         ("IT r16 qv", "IT", "lora", 16, "qv"),
         ("VEC r4 qv", "VEC", "lora", 4, "qv"),
         ("VEC r16 all", "VEC", "lora", 16, "all"),
-        ("VEC full", "VEC", "full", 0, ""),
     ),
     scratch_vocab=300,
     scratch_width=32,
@@ -138,6 +140,9 @@ QUICK = Config(
     gen_tokens=6,
     bootstrap=200,
 )
+
+# the library's default learning rates (finetune_lm), which the grid multiplies
+DEFAULT_LR = {"lora": 2e-4, "full": 5e-5}
 
 TARGETS = {"qv": ("q_proj", "v_proj"), "all": "all-linear"}
 
@@ -265,6 +270,7 @@ def load_corpora(folder: Path, cfg: Config) -> dict[str, Any]:
         "IT": draw(it["test"], n["IT"]),
         "EN": draw(en["test"], n["EN"]),
     }
+    val_eval = draw(vec["val"], cfg.val_texts)
     train = {
         "VEC": vec["train"],
         "FUR": [p for a in fur["train"] for p in a],
@@ -286,6 +292,7 @@ def load_corpora(folder: Path, cfg: Config) -> dict[str, Any]:
         "train": train,
         "val": {"VEC": vec["val"], "FUR": [p for a in fur["val"] for p in a]},
         "evals": evals,
+        "val_eval": val_eval,
         "card": card,
         "train_words": {k: words(v) for k, v in train.items()},
         "train_chars": {k: sum(map(len, v)) for k, v in train.items()},
@@ -420,16 +427,21 @@ def rubric(reply: str, marks: dict[str, set[str]], italian: set[str]) -> dict[st
 
 
 def finetune(
-    base: nn.Module, tok: Any, data: text.TokenBlocks, cfg: Config, spec: tuple[Any, ...], seed: int
+    base: nn.Module,
+    data: text.TokenBlocks,
+    cfg: Config,
+    spec: tuple[Any, ...],
+    lr: float,
+    seed: int,
 ) -> text.FinetunedLM:
     _, _, method, rank, targets = spec
     if method == "full":
         return text.finetune_lm(
-            base, data, method="full", lr=cfg.full_lr, batch_size=cfg.batch_size,
-            max_steps=cfg.steps, seed=seed,
+            base, data, method="full", lr=lr, batch_size=cfg.batch_size, max_steps=cfg.steps,
+            seed=seed,
         )  # fmt: skip
     return text.finetune_lm(
-        base, data, method="lora", rank=rank, target_modules=TARGETS[targets], lr=cfg.lora_lr,
+        base, data, method="lora", rank=rank, target_modules=TARGETS[targets], lr=lr,
         batch_size=cfg.batch_size, max_steps=cfg.steps, seed=seed,
     )  # fmt: skip
 
@@ -464,11 +476,28 @@ def train_from_scratch(
     }
 
 
+def _utc_minutes(hhmm: str) -> float:
+    """Minutes since midnight UTC of ``HH:MM``."""
+    hours, minutes = hhmm.split(":")
+    return 60 * int(hours) + int(minutes)
+
+
+def _now_minutes() -> float:
+    t = time.gmtime()
+    return 60 * t.tm_hour + t.tm_min + t.tm_sec / 60
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description="Project 11: Italian dialects")
     parser.add_argument("--quick", action="store_true", help="smoke run on a tiny slice")
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="the itdi2022 folder")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--stop-after",
+        default=None,
+        help="HH:MM (UTC): the optional stages (extra LoRA runs, merges, from scratch) that "
+        "would start later are skipped and marked so in the results",
+    )
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     out = args.out or (HERE / "results" / ("quick" if cfg.quick else ""))
@@ -483,6 +512,7 @@ def main() -> None:
     corpora = load_corpora(args.data, cfg)
     base, tok, base_name = load_base(cfg, corpora)
     evals = corpora["evals"]
+    val = {"VEC val": corpora["val_eval"]}
     blocks = {
         k: text.pack_texts(corpora["train"][k], tok, block_size=cfg.block_size)
         for k in ("VEC", "FUR", "IT")
@@ -499,14 +529,18 @@ def main() -> None:
         "eval_chars": corpora["eval_chars"],
         "eval_sizes": {k: len(v) for k, v in evals.items()},
         "train_blocks": {k: len(v) for k, v in blocks.items()},
+        "train_tokens": {k: v.tokens for k, v in blocks.items()},
         "load_start": load,
         "torch_threads": torch.get_num_threads(),
         # ITDI's sentences carry no licence: the results keep each evaluation text's length in
         # characters and bytes and its SHA-256, never the text itself
         "eval_text_stats": {k: [_text_stats(t) for t in v] for k, v in evals.items()},
+        "val_text_stats": [_text_stats(t) for t in corpora["val_eval"]],
+        "skipped": [],
     }
     print(f"corpora ready ({time.perf_counter() - start:.0f} s); base {base_name}", flush=True)
     result["vanilla"] = evaluate(base, tok, evals)
+    result["vanilla_val"] = evaluate(base, tok, val)["VEC val"]["bpc"]
     result["fertility"] = {k: text.fertility(tok, v) for k, v in evals.items()}
     # the automatic rubric's word lists; replies are generated as soon as a model exists, so
     # that no adapted model has to be kept in memory
@@ -515,6 +549,22 @@ def main() -> None:
     result["markers"] = {k: sorted(v)[:40] for k, v in marks.items()}
     result["marker_counts"] = {k: len(v) for k, v in marks.items()}
     gens: dict[str, Any] = {}
+    result["generations"] = gens
+    runs: dict[str, Any] = {}
+    result["runs"] = runs
+    result["tuning"] = []
+    result["chosen_lr"] = {}
+    result["merges"] = {}
+    vectors: dict[str, TaskVector] = {}
+
+    def write() -> None:
+        result["seconds"] = time.perf_counter() - start
+        result["load_end"] = os.getloadavg()[0]
+        result["intervals"] = intervals(result, cfg)
+        md = tables(result)
+        (out / "results.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
+        (out / "tables.md").write_text(md, encoding="utf-8")
+        (out / "tables.rst").write_text(markdown_to_rst(md), encoding="utf-8")
 
     def replies(label: str, model: nn.Module) -> None:
         got = text.generate(
@@ -525,97 +575,125 @@ def main() -> None:
             for (t, p), r in zip(PROMPTS, got, strict=True)
         ]
 
-    replies("vanilla", base)
-    runs: dict[str, Any] = {}
-    vectors: dict[str, TaskVector] = {}
-
-    def train_and_score(spec: tuple[Any, ...]) -> None:
-        name, corpus = spec[0], spec[1]
-        seeds = cfg.vec_seeds if name == "VEC r16 qv" else (0,)
-        per_seed = []
-        for seed in seeds:
-            run = finetune(base, tok, blocks[corpus], cfg, spec, seed)
-            # further seeds are scored on the Venetian and Italian sets only (time budget)
-            keep = SETS if name in MAIN_RUNS else SECONDARY_SETS
-            keep = keep if seed == 0 else SEED_SETS
-            scores = evaluate(run.model, tok, {k: evals[k] for k in keep})
-            per_seed.append(
-                {
-                    "seed": seed,
-                    "eval": scores,
-                    "losses": list(run.losses),
-                    "tokens": run.tokens,
-                    "seconds": run.seconds,
-                    "tokens_per_second": run.tokens_per_second,
-                    "trainable": run.trainable_parameters,
-                }
-            )
-            if run.method == "lora":
-                key = name if seed == 0 else f"{name} seed {seed}"
-                vectors[key] = run.task_vector().materialize()
-            if seed == 0 and name in MAIN_RUNS:
-                replies(name, run.model)
-            print(
-                f"{name} seed {seed}: VEC {scores['VEC']['bpc']:.3f} bpc, "
-                f"{run.seconds:.0f} s ({time.perf_counter() - start:.0f} s)",
-                flush=True,
-            )
-            del run
-        runs[name] = per_seed
-
-    # full fine-tuning needs the most memory (AdamW states of every weight): it runs last,
-    # after the results without it are written
-    late = [spec for spec in cfg.runs if spec[2] == "full"]
-    for spec in cfg.runs:
-        if spec not in late:
-            train_and_score(spec)
-    result["runs"] = runs
-    # ---- adapters as task vectors
-    vec, fur, it = vectors["VEC r16 qv"], vectors["FUR r16 qv"], vectors["IT r16 qv"]
-    pairs = [("VEC", "FUR", vec, fur), ("VEC", "IT", vec, it), ("FUR", "IT", fur, it)]
-    pairs += [
-        ("VEC seed 0", f"VEC seed {s}", vec, vectors[f"VEC r16 qv seed {s}"])
-        for s in cfg.vec_seeds[1:]
-    ]
-    result["cosines"] = [[a, b, x.cosine(y)] for a, b, x, y in pairs]
-    result["norms"] = {k: v.norm() for k, v in vectors.items()}
-    merges = {
-        "task arithmetic VEC + FUR": merge.task_arithmetic([vec, fur], scale=1.0),
-        "TIES VEC, FUR (density 0.5)": merge.ties([vec, fur], density=0.5, scale=1.0),
-        "negated FUR (base - FUR)": -fur,
-        "FUR - IT + VEC": fur - it + vec,
-    }
-    result["merges"] = {}
-    for label, tv in merges.items():
-        model = tv.apply_to(base)
-        result["merges"][label] = evaluate(model, tok, {k: evals[k] for k in MERGE_SETS})
-        if label.startswith("task arithmetic"):
-            replies(label, model)
-        del model
-        print(f"{label}: done ({time.perf_counter() - start:.0f} s)", flush=True)
-    # ---- from scratch at the compute of the Venetian LoRA run (forward 2N + backward 2N)
-    lora_tokens = runs["VEC r16 qv"][0]["tokens"]
-    compute = 4 * params_of(base) * lora_tokens
-    result["scratch"] = train_from_scratch(corpora, cfg, compute, seed=0)
-    result["scratch"]["matched_flops"] = compute
-    print(f"from scratch: done ({time.perf_counter() - start:.0f} s)", flush=True)
-    result["generations"] = gens
-
-    def write() -> None:
-        result["seconds"] = time.perf_counter() - start
-        result["load_end"] = os.getloadavg()[0]
-        result["intervals"] = intervals(result, cfg)
-        md = tables(result)
-        (out / "results.json").write_text(json.dumps(result, indent=1, ensure_ascii=False))
-        (out / "tables.md").write_text(md, encoding="utf-8")
-        (out / "tables.rst").write_text(markdown_to_rst(md), encoding="utf-8")
-        print(md)
-        print(f"total {result['seconds']:.0f} s; load {load:.1f} -> {result['load_end']:.1f}")
-
-    write()
-    for spec in late:
-        train_and_score(spec)
+    def record(name: str, run: text.FinetunedLM, seed: int, lr: float, keep: Sequence[str]) -> None:
+        scores = evaluate(run.model, tok, {k: evals[k] for k in keep})
+        runs.setdefault(name, []).append(
+            {
+                "seed": seed,
+                "lr": lr,
+                "eval": scores,
+                "losses": list(run.losses),
+                "tokens": run.tokens,
+                "seconds": run.seconds,
+                "tokens_per_second": run.tokens_per_second,
+                "trainable": run.trainable_parameters,
+                "load": os.getloadavg()[0],
+            }
+        )
+        if run.method == "lora":
+            vectors[name if seed == 0 else f"{name} seed {seed}"] = run.task_vector().materialize()
+        if seed == 0 and name in MAIN_NAMES:
+            replies(name, run.model)
+        first = keep[0]
+        print(
+            f"{name} seed {seed} lr {lr:.1e}: {first} {scores[first]['bpc']:.3f} bpc, "
+            f"{run.seconds:.0f} s ({time.perf_counter() - start:.0f} s)",
+            flush=True,
+        )
         write()
+
+    replies("vanilla", base)
+    write()
+    # ---- the learning rate of each method, chosen on Venetian validation sentences (seed 0);
+    # the run at the chosen rate is the method's seed-0 run
+    for spec in MAIN:
+        name, corpus, method = spec[0], spec[1], spec[2]
+        if method in result["chosen_lr"]:
+            continue
+        best: tuple[float, float, text.FinetunedLM | None] = (math.inf, 0.0, None)
+        for factor in cfg.lr_grid:
+            lr = factor * DEFAULT_LR[method]
+            run = finetune(base, blocks[corpus], cfg, spec, lr, seed=0)
+            bpc = evaluate(run.model, tok, val)["VEC val"]["bpc"]
+            result["tuning"].append(
+                {"method": method, "lr": lr, "val_bpc": bpc, "final_loss": run.losses[-1]}
+            )
+            print(f"tuning {method} lr {lr:.1e}: VEC val {bpc:.3f} bpc", flush=True)
+            if bpc < best[0]:
+                best = (bpc, lr, run)
+            del run
+        result["chosen_lr"][method] = best[1]
+        assert best[2] is not None
+        record(name, best[2], 0, best[1], SETS)
+        best = (math.inf, 0.0, None)
+    # ---- the main runs at the chosen rates, seed 0 first, then the further seeds
+    for seed in cfg.seeds:
+        for spec in MAIN:
+            name, corpus, method = spec[0], spec[1], spec[2]
+            if any(r["seed"] == seed for r in runs.get(name, [])):
+                continue
+            lr = result["chosen_lr"][method]
+            run = finetune(base, blocks[corpus], cfg, spec, lr, seed=seed)
+            record(name, run, seed, lr, SETS if seed == 0 else CORE_SETS[corpus])
+            del run
+
+    def late(stage: str) -> bool:
+        if args.stop_after is not None and _now_minutes() > _utc_minutes(args.stop_after):
+            result["skipped"].append(stage)
+            print(f"{stage}: skipped (past {args.stop_after} UTC)", flush=True)
+            write()
+            return True
+        return False
+
+    # ---- one seed each: the Italian adapter, ranks and target modules (the LoRA rate chosen
+    # for r16 q,v)
+    for spec in cfg.extra_runs:
+        if late(spec[0]):
+            continue
+        lr = result["chosen_lr"]["lora"]
+        run = finetune(base, blocks[spec[1]], cfg, spec, lr, seed=0)
+        record(spec[0], run, 0, lr, SECONDARY_SETS)
+        del run
+    # ---- adapters as task vectors
+    if "IT r16 qv" in vectors and not late("merges"):
+        vec, fur, it = vectors["VEC r16 qv"], vectors["FUR r16 qv"], vectors["IT r16 qv"]
+        pairs = [("VEC", "FUR", vec, fur), ("VEC", "IT", vec, it), ("FUR", "IT", fur, it)]
+        pairs += [
+            (
+                f"{c} seed 0",
+                f"{c} seed {s}",
+                vectors[f"{c} r16 qv"],
+                vectors[f"{c} r16 qv seed {s}"],
+            )
+            for c in ("VEC", "FUR")
+            for s in cfg.seeds[1:]
+        ]
+        result["cosines"] = [[a, b, x.cosine(y)] for a, b, x, y in pairs]
+        result["norms"] = {k: v.norm() for k, v in vectors.items()}
+        merges = {
+            "task arithmetic VEC + FUR": merge.task_arithmetic([vec, fur], scale=1.0),
+            "TIES VEC, FUR (density 0.5)": merge.ties([vec, fur], density=0.5, scale=1.0),
+            "negated FUR (base - FUR)": -fur,
+            "FUR - IT + VEC": fur - it + vec,
+        }
+        for label, tv in merges.items():
+            model = tv.apply_to(base)
+            result["merges"][label] = evaluate(model, tok, {k: evals[k] for k in MERGE_SETS})
+            if label.startswith("task arithmetic"):
+                replies(label, model)
+            del model
+            print(f"{label}: done ({time.perf_counter() - start:.0f} s)", flush=True)
+            write()
+    # ---- from scratch at the compute of the Venetian LoRA run (forward 2N + backward 2N)
+    if not late("from scratch"):
+        lora_tokens = runs["VEC r16 qv"][0]["tokens"]
+        compute = 4 * params_of(base) * lora_tokens
+        result["scratch"] = train_from_scratch(corpora, cfg, compute, seed=0)
+        result["scratch"]["matched_flops"] = compute
+        print(f"from scratch: done ({time.perf_counter() - start:.0f} s)", flush=True)
+    write()
+    print((out / "tables.md").read_text(encoding="utf-8"))
+    print(f"total {result['seconds']:.0f} s; load {load:.1f} -> {result['load_end']:.1f}")
 
 
 def _text_stats(t: str) -> dict[str, Any]:
@@ -653,16 +731,23 @@ def _bpc_cell(scores: dict[str, Any], intervals: dict[str, list[float]], key: st
 
 
 def _seeds_cell(per_seed: list[dict[str, Any]], key: str) -> str:
-    values = [r["eval"][key]["bpc"] for r in per_seed]
-    if len(values) == 1:
-        return ""
+    values = [r["eval"][key]["bpc"] for r in per_seed if key in r["eval"]]
+    if len(values) < 2:
+        return "one seed"
     s = report.summarize(values)
     return f"{s.mean:.3f} ± {s.half_width:.3f} (t, n={len(values)})"
+
+
+def _skipped_row(result: dict[str, Any], stage: str, width: int) -> list[str]:
+    why = "skipped: time budget" if stage in result["skipped"] else "not run"
+    return [f"({stage}: {why})", *([""] * (width - 1))]
 
 
 def tables(result: dict[str, Any]) -> str:
     """The Markdown tables of the report, from results.json alone."""
     ci = result["intervals"]
+    cfg = result["config"]
+    runs = result["runs"]
     parts = ["### Data card", ""]
     parts.append(
         report.markdown_table(
@@ -674,23 +759,88 @@ def tables(result: dict[str, Any]) -> str:
         [k, result["eval_sizes"][k], result["eval_chars"][k], f"{result['fertility'][k]:.2f}"]
         for k in SETS
     ]
+    rows.append(
+        [
+            "VEC validation (chooses the learning rate)",
+            len(result["val_text_stats"]),
+            sum(s["chars"] for s in result["val_text_stats"]),
+            "",
+        ]
+    )
     parts.append(
         report.markdown_table(["set", "texts", "characters", "base tokens per word"], rows)
     )
-    parts += ["", "### Bits per character (bootstrap 95 % interval over texts)", ""]
-    rows = [["vanilla", *(_bpc_cell(result["vanilla"], ci["vanilla"], k) for k in SETS)]]
-    for name, per_seed in result["runs"].items():
-        rows.append([name, *(_bpc_cell(per_seed[0]["eval"], ci[name], k) for k in SETS)])
-    parts.append(report.markdown_table(["model (seed 0)", *SETS], rows))
-    parts += ["", "### Venetian adapter over seeds (bits per character)", ""]
-    per_seed = result["runs"]["VEC r16 qv"]
+    parts += ["", "### Training budget of every run", ""]
+    per_run = cfg["steps"] * cfg["batch_size"] * cfg["block_size"]
     rows = [
-        [k, *(f"{r['eval'][k]['bpc']:.3f}" for r in per_seed), _seeds_cell(per_seed, k)]
-        for k in SEED_SETS
+        ["optimiser steps (AdamW, constant rate, gradient norm clipped at 1)", cfg["steps"]],
+        ["blocks per step x tokens per block", f"{cfg['batch_size']} x {cfg['block_size']}"],
+        ["training tokens per run", f"{per_run:,}"],
+        *(
+            [f"share of the {k} training split seen", f"{per_run / result['train_tokens'][k]:.3f}"]
+            for k in ("VEC", "FUR", "IT")
+        ),
+        ["learning-rate grid (x the default)", ", ".join(f"{f:g}" for f in cfg["lr_grid"])],
+        ["seeds of the main runs", ", ".join(str(s) for s in cfg["seeds"])],
+    ]  # fmt: skip
+    parts.append(report.markdown_table(["quantity", "value"], rows))
+    parts += ["", "### Learning rate chosen on Venetian validation sentences (seed 0)", ""]
+    rows = [
+        [
+            t["method"],
+            f"{t['lr']:.1e}",
+            f"{t['val_bpc']:.3f}",
+            f"{t['final_loss']:.3f}",
+            "chosen" if result["chosen_lr"].get(t["method"]) == t["lr"] else "",
+        ]
+        for t in result["tuning"]
     ]
+    rows.insert(0, ["vanilla", "", f"{result['vanilla_val']:.3f}", "", ""])
     parts.append(
         report.markdown_table(
-            ["set", *(f"seed {r['seed']}" for r in per_seed), "mean ± 95 % t half-width"], rows
+            ["method", "learning rate", "VEC validation bpc", "last training loss", ""], rows
+        )
+    )
+    parts += ["", "### Bits per character (bootstrap 95 % interval over texts)", ""]
+    rows = [["vanilla", *(_bpc_cell(result["vanilla"], ci["vanilla"], k) for k in SETS)]]
+    for name, per_seed in runs.items():
+        rows.append([name, *(_bpc_cell(per_seed[0]["eval"], ci[name], k) for k in SETS)])
+    parts.append(report.markdown_table(["model (seed 0)", *SETS], rows))
+    parts += ["", "### Core comparison over seeds (bits per character)", ""]
+    rows = []
+    seeds = cfg["seeds"]
+    for name in MAIN_NAMES:
+        if name not in runs:
+            continue
+        corpus = name.split()[0]
+        for k in CORE_SETS[corpus]:
+            by_seed = {r["seed"]: r["eval"][k]["bpc"] for r in runs[name] if k in r["eval"]}
+            values = list(by_seed.values())
+            change = ""
+            if len(values) >= 2:
+                s = report.summarize([v - result["vanilla"][k]["bpc"] for v in values])
+                change = f"{s.mean:+.3f} ± {s.half_width:.3f}"
+            rows.append(
+                [
+                    name,
+                    k,
+                    f"{result['vanilla'][k]['bpc']:.3f}",
+                    *(f"{by_seed[s]:.3f}" if s in by_seed else "" for s in seeds),
+                    _seeds_cell(runs[name], k),
+                    change,
+                ]
+            )
+    parts.append(
+        report.markdown_table(
+            [
+                "model",
+                "set",
+                "vanilla",
+                *(f"seed {s}" for s in seeds),
+                "mean ± 95 % t half-width",
+                "change vs vanilla",
+            ],
+            rows,
         )
     )
     parts += ["", "### Training cost and token perplexity on VEC", ""]
@@ -698,21 +848,25 @@ def tables(result: dict[str, Any]) -> str:
         [
             name,
             f"{r[0]['trainable']:,}",
+            f"{r[0]['lr']:.1e}",
             r[0]["tokens"],
             f"{r[0]['tokens_per_second']:.1f}",
+            f"{r[0]['load']:.1f}",
             f"{r[0]['losses'][0]:.3f} -> {r[0]['losses'][-1]:.3f}",
             f"{r[0]['eval']['VEC']['ppl']:.1f}",
         ]
-        for name, r in result["runs"].items()
+        for name, r in runs.items()
     ]
-    rows.insert(0, ["vanilla", "0", 0, "", "", f"{result['vanilla']['VEC']['ppl']:.1f}"])
+    rows.insert(0, ["vanilla", "0", "", 0, "", "", "", f"{result['vanilla']['VEC']['ppl']:.1f}"])
     parts.append(
         report.markdown_table(
             [
-                "model",
+                "model (seed 0)",
                 "trained parameters",
+                "learning rate",
                 "tokens",
                 "tokens/s",
+                "load average",
                 "loss first -> last",
                 "VEC perplexity",
             ],
@@ -723,52 +877,53 @@ def tables(result: dict[str, Any]) -> str:
     rows = [
         [name, *(_bpc_cell(scores, ci[name], k) for k in SETS)]
         for name, scores in result["merges"].items()
-    ]
+    ] or [_skipped_row(result, "merges", 1 + len(SETS))]
     parts.append(report.markdown_table(["model", *SETS], rows))
     parts += ["", "### Cosine between adapters (dense deltas)", ""]
-    parts.append(
-        report.markdown_table(
-            ["adapter", "adapter", "cosine"],
-            [[a, b, f"{c:.3f}"] for a, b, c in result["cosines"]],
-        )
-    )
-    s = result["scratch"]
-    parts += ["", "### From scratch vs fine-tuned (Venetian, equal training compute)", ""]
-    lora = result["runs"]["VEC r16 qv"][0]
-    rows = [
-        [
-            f"base + LoRA r16 ({result['base_params'] / 1e6:.1f}M, {result['base_vocab']} BPE)",
-            f"{4 * result['base_params'] * lora['tokens']:.2e}",
-            lora["tokens"],
-            f"{lora['eval']['VEC']['bpc']:.3f}",
-            f"{lora['eval']['IT']['bpc']:.3f}",
-            f"{result['fertility']['VEC']:.2f}",
-            f"{result['fertility']['FUR-ITDI']:.2f}",
-        ],
-        [
-            f"from scratch ({s['params'] / 1e6:.2f}M, {s['vocab']} BPE on VEC train)",
-            f"{s['flops']:.2e}",
-            s["tokens"],
-            f"{s['eval']['VEC']['bpc']:.3f}",
-            f"{s['eval']['IT']['bpc']:.3f}",
-            f"{s['fertility']['VEC']:.2f}",
-            f"{s['fertility']['FUR-ITDI']:.2f}",
-        ],
+    rows = [[a, b, f"{c:.3f}"] for a, b, c in result.get("cosines", [])] or [
+        _skipped_row(result, "merges", 3)
     ]
-    parts.append(
-        report.markdown_table(
+    parts.append(report.markdown_table(["adapter", "adapter", "cosine"], rows))
+    parts += ["", "### From scratch vs fine-tuned (Venetian, equal training compute)", ""]
+    header = [
+        "model",
+        "training FLOPs",
+        "tokens",
+        "VEC bpc",
+        "IT bpc",
+        "VEC tokens/word",
+        "FUR tokens/word",
+    ]
+    lora = runs["VEC r16 qv"][0] if "VEC r16 qv" in runs else None
+    rows = []
+    if lora is not None:
+        rows.append(
             [
-                "model",
-                "training FLOPs",
-                "tokens",
-                "VEC bpc",
-                "IT bpc",
-                "VEC tokens/word",
-                "FUR tokens/word",
-            ],
-            rows,
+                f"base + LoRA r16 ({result['base_params'] / 1e6:.1f}M, {result['base_vocab']} BPE)",
+                f"{4 * result['base_params'] * lora['tokens']:.2e}",
+                lora["tokens"],
+                f"{lora['eval']['VEC']['bpc']:.3f}",
+                f"{lora['eval']['IT']['bpc']:.3f}",
+                f"{result['fertility']['VEC']:.2f}",
+                f"{result['fertility']['FUR-ITDI']:.2f}",
+            ]
         )
-    )
+    s = result.get("scratch")
+    if s is not None:
+        rows.append(
+            [
+                f"from scratch ({s['params'] / 1e6:.2f}M, {s['vocab']} BPE on VEC train)",
+                f"{s['flops']:.2e}",
+                s["tokens"],
+                f"{s['eval']['VEC']['bpc']:.3f}",
+                f"{s['eval']['IT']['bpc']:.3f}",
+                f"{s['fertility']['VEC']:.2f}",
+                f"{s['fertility']['FUR-ITDI']:.2f}",
+            ]
+        )
+    else:
+        rows.append(_skipped_row(result, "from scratch", len(header)))
+    parts.append(report.markdown_table(header, rows))
     parts += ["", "### Generations scored by the automatic rubric", ""]
     rows = []
     for label, gens in result["generations"].items():

@@ -88,6 +88,10 @@ def test_runs_train_what_they_say(run: tuple[Path, dict[str, Any]]) -> None:
         assert r["tokens"] == cfg["steps"] * cfg["batch_size"] * cfg["block_size"]
     for _, _, cosine in data["cosines"]:
         assert -1.0 <= cosine <= 1.0
+    # the seed-to-seed baseline of the cosines: every further seed of both main adapters
+    assert [c[:2] for c in data["cosines"][3:]] == [
+        [f"{c} seed 0", f"{c} seed {s}"] for c in ("VEC", "FUR") for s in cfg["seeds"][1:]
+    ]
     assert set(data["merges"]) == {
         "task arithmetic VEC + FUR",
         "TIES VEC, FUR (density 0.5)",
@@ -99,6 +103,35 @@ def test_runs_train_what_they_say(run: tuple[Path, dict[str, Any]]) -> None:
     assert math.isfinite(scratch["eval"]["VEC"]["bpc"])
 
 
+def test_learning_rate_is_chosen_on_validation(run: tuple[Path, dict[str, Any]]) -> None:
+    data = run[1]
+    cfg = data["config"]
+    module = _module()
+    for method in ("lora", "full"):
+        tried = [t for t in data["tuning"] if t["method"] == method]
+        # the same grid, relative to each method's default rate, for every method
+        assert [t["lr"] for t in tried] == [
+            pytest.approx(f * module.DEFAULT_LR[method]) for f in cfg["lr_grid"]
+        ]
+        best = min(tried, key=lambda t: t["val_bpc"])
+        assert data["chosen_lr"][method] == best["lr"]
+    runs = data["runs"]
+    for name, _, method, _, _ in module.MAIN:
+        # every main run at its method's chosen rate, every seed, seed 0 on every set
+        assert [r["seed"] for r in runs[name]] == list(cfg["seeds"])
+        assert {r["lr"] for r in runs[name]} == {data["chosen_lr"][method]}
+        assert set(runs[name][0]["eval"]) == set(SETS)
+        corpus = name.split()[0]
+        for r in runs[name][1:]:
+            assert set(r["eval"]) == set(module.CORE_SETS[corpus])
+    # the validation sentences are Venetian validation texts, never test texts
+    corpora = module.load_corpora(DATA, module.QUICK)
+    assert len(data["val_text_stats"]) == cfg["val_texts"]
+    assert not set(corpora["val_eval"]) & set(corpora["evals"]["VEC"])
+    assert not set(corpora["val_eval"]) & set(corpora["train"]["VEC"])
+    assert data["skipped"] == []
+
+
 def test_tables_and_generations(run: tuple[Path, dict[str, Any]]) -> None:
     out, data = run
     md = (out / "tables.md").read_text(encoding="utf-8")
@@ -106,6 +139,9 @@ def test_tables_and_generations(run: tuple[Path, dict[str, Any]]) -> None:
     assert md == module.tables(data)
     for title in (
         "Data card",
+        "Training budget of every run",
+        "Learning rate chosen on Venetian validation sentences (seed 0)",
+        "Core comparison over seeds (bits per character)",
         "Bits per character (bootstrap 95 % interval over texts)",
         "Adapters as task vectors: merges (bits per character)",
         "From scratch vs fine-tuned (Venetian, equal training compute)",

@@ -650,6 +650,8 @@ class FinetunedLM:
         from weightspace._task_vector import TaskVector
 
         if self.method == "lora":
+            import weightspace._lora  # noqa: F401  (registers TaskVector.from_lora)
+
             peft = _peft()
             # only the adapters: full embedding copies are not an update (and PEFT's check for
             # a resized vocabulary would look for the base model's config.json)
