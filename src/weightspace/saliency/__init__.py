@@ -6,10 +6,13 @@ changing the model. Masks are boolean state dicts: :func:`top_k` (global or per 
 :func:`threshold` build them from scores; :func:`union`, :func:`intersection`,
 :func:`difference` and :func:`complement` combine them; :func:`restrict` limits one to a
 :mod:`weightspace.select` selection; :func:`mask_stats` counts what it selects;
-:func:`random_mask` draws a baseline of the same size. Low-rank attribution
-(:func:`output_bases`, :func:`task_vector_bases`, :func:`lowrank_difference`) finds the
-directions of each weight matrix that one data set uses and another does not. A
-:class:`~weightspace.TaskVector` with the same keys is masked with ``tv * mask``.
+:func:`random_mask` draws a baseline of the same size. For large models, :func:`iter_snip`
+and :func:`iter_wanda` yield the scores one parameter at a time and :func:`top_ranking` keeps
+only the best ``k`` of them (a :class:`Ranking`, whose masks equal :func:`top_k`'s).
+Low-rank attribution (:func:`output_bases`, :func:`task_vector_bases`,
+:func:`lowrank_difference`) finds the directions of each weight matrix that one data set
+uses and another does not. A :class:`~weightspace.TaskVector` with the same keys is masked
+with ``tv * mask``.
 
 One machinery serves SalUn-style unlearning (:mod:`weightspace.unlearn`), TALL-style masks and
 the localisation of safety weights.
@@ -42,20 +45,27 @@ from weightspace.saliency._masks import restrict as restrict
 from weightspace.saliency._masks import threshold as threshold
 from weightspace.saliency._masks import top_k as top_k
 from weightspace.saliency._masks import union as union
+from weightspace.saliency._ranking import Ranking as Ranking
+from weightspace.saliency._ranking import top_ranking as top_ranking
 from weightspace.saliency._scores import LossFn as LossFn
 from weightspace.saliency._scores import fisher as fisher
 from weightspace.saliency._scores import gradient as gradient
+from weightspace.saliency._scores import iter_snip as iter_snip
+from weightspace.saliency._scores import iter_wanda as iter_wanda
 from weightspace.saliency._scores import snip as snip
 from weightspace.saliency._scores import wanda as wanda
 from weightspace.train import Data as Data
 
 __all__ = [
     "MaskStats",
+    "Ranking",
     "complement",
     "difference",
     "fisher",
     "gradient",
     "intersection",
+    "iter_snip",
+    "iter_wanda",
     "lowrank_difference",
     "mask_stats",
     "output_bases",
@@ -65,6 +75,7 @@ __all__ = [
     "task_vector_bases",
     "threshold",
     "top_k",
+    "top_ranking",
     "union",
     "wanda",
 ]

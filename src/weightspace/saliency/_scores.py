@@ -15,7 +15,7 @@ the library's one convention, ``loss(model, batch) -> batch mean``
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -34,7 +34,7 @@ from weightspace.train._batches import (
     to_device,
 )
 
-__all__ = ["LossFn", "fisher", "gradient", "snip", "wanda"]
+__all__ = ["LossFn", "fisher", "gradient", "iter_snip", "iter_wanda", "snip", "wanda"]
 
 logger = logging.getLogger(__name__)
 
@@ -228,11 +228,62 @@ def snip(
         ['bias', 'weight']
     """
     loss_fn = _loss_fn(loss, logits_loss, "saliency.snip")
+    return dict(_snip_scores(model, data, loss_fn, batch_size, progress))
+
+
+def _snip_scores(
+    model: nn.Module, data: Data, loss_fn: LossFn, batch_size: int, progress: bool
+) -> Iterator[tuple[str, Tensor]]:
+    """SNIP scores one parameter at a time; each gradient is dropped once its score is out."""
     params, grads = _summed_gradient(model, data, loss_fn, batch_size, progress, "snip")
-    return {
-        name: (p.detach().to(torch.float32) * g).abs()
-        for (name, p), g in zip(params, grads, strict=True)
-    }
+    for i, (name, p) in enumerate(params):
+        g = grads[i]
+        grads[i] = g.new_empty(0)  # free the gradient before the next score is made
+        yield name, (p.detach().to(torch.float32) * g).abs()
+        del g
+
+
+def iter_snip(
+    model: nn.Module,
+    data: Data,
+    *,
+    loss: LossFn | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Iterator[tuple[str, Tensor]]:
+    r"""SNIP scores of :func:`snip`, yielded one parameter at a time to save memory.
+
+    The gradient of the whole data set is accumulated first (one float32 copy of the trainable
+    parameters), then each score is made, yielded and its gradient freed, so a consumer that
+    keeps only what it needs (:func:`top_ranking`, :func:`layer_top_k`) never holds a full
+    set of scores. The values are exactly those of :func:`snip` on the same arguments, in
+    ``named_parameters`` order. Nothing is computed before the first item is asked for.
+
+    Args:
+        model: The network (not modified).
+        data: Labelled data in the contract of :func:`weightspace.train.batches`.
+        loss: ``loss(model, batch)``, a batch mean; default
+            :func:`weightspace.train.cross_entropy_loss`.
+        batch_size: Examples per batch (for a pair or a ``Dataset``).
+        progress: Show a progress bar.
+
+    Yields:
+        ``(name, float32 scores)`` of each trainable parameter.
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty (on the first item).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> batch = (torch.randn(8, 3), torch.randint(0, 2, (8,)))
+        >>> lazy = dict(iter_snip(net, batch))
+        >>> all(torch.equal(lazy[n], s) for n, s in snip(net, batch).items())
+        True
+    """
+    loss_fn = _loss_fn(loss, None, "saliency.iter_snip")
+    yield from _snip_scores(model, data, loss_fn, batch_size, progress)
 
 
 def fisher(
@@ -391,6 +442,13 @@ def wanda(
         >>> s["0.weight"].shape, float(s["0.bias"].sum())
         (torch.Size([4, 3]), 0.0)
     """
+    return dict(_wanda_scores(model, data, batch_size, progress))
+
+
+def _wanda_scores(
+    model: nn.Module, data: Data, batch_size: int, progress: bool
+) -> Iterator[tuple[str, Tensor]]:
+    """Wanda scores one parameter at a time, from the per-layer input norms."""
     params = _check_model(model)
     param_names = {n for n, _ in params}
     sums: dict[str, Tensor] = {}
@@ -432,20 +490,57 @@ def wanda(
         for handle in handles:
             handle.remove()
         model.train(was_training)
-    out: dict[str, Tensor] = {}
     for name, p in params:
-        w = p.detach().to(torch.float32)
-        if name not in layers or name not in sums:
-            out[name] = torch.zeros_like(w)
-            continue
-        norms = sums[name].sqrt()
-        module = layers[name]
-        if isinstance(module, nn.Conv2d):
-            groups = module.groups
-            out_ch = w.shape[0]
-            per_group = w.reshape(groups, out_ch // groups, -1)
-            scaled = per_group.abs() * norms.reshape(groups, 1, -1)
-            out[name] = scaled.reshape(w.shape)
-        else:
-            out[name] = w.abs() * norms.reshape(1, -1)
-    return out
+        yield name, _wanda_score(p, layers.get(name), sums.get(name))
+
+
+def _wanda_score(p: Tensor, module: nn.Linear | nn.Conv2d | None, sq: Tensor | None) -> Tensor:
+    w = p.detach().to(torch.float32)
+    if module is None or sq is None:
+        return torch.zeros_like(w)
+    norms = sq.sqrt()
+    if isinstance(module, nn.Conv2d):
+        groups = module.groups
+        out_ch = w.shape[0]
+        per_group = w.reshape(groups, out_ch // groups, -1)
+        scaled = per_group.abs() * norms.reshape(groups, 1, -1)
+        return scaled.reshape(w.shape)
+    return w.abs() * norms.reshape(1, -1)
+
+
+def iter_wanda(
+    model: nn.Module,
+    data: Data,
+    *,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> Iterator[tuple[str, Tensor]]:
+    r"""Wanda scores of :func:`wanda`, yielded one parameter at a time to save memory.
+
+    All forward passes run first and keep only each layer's squared input norms (one vector of
+    the input size per layer); each score is then made when it is asked for. The values are
+    exactly those of :func:`wanda` on the same arguments, in ``named_parameters`` order.
+    Nothing is computed before the first item is asked for.
+
+    Args:
+        model: The network (not modified).
+        data: Data in the contract of :func:`weightspace.train.batches` (targets ignored).
+        batch_size: Examples per batch (for a pair, a tensor or a ``Dataset``).
+        progress: Show a progress bar.
+
+    Yields:
+        ``(name, float32 scores)`` of each trainable parameter (zeros for parameters that are
+        not the weight of an ``nn.Linear`` or ``nn.Conv2d``).
+
+    Raises:
+        WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
+            ``data`` is malformed or empty (on the first item).
+
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> x = torch.randn(8, 3)
+        >>> [name for name, _ in iter_wanda(net, x)]
+        ['weight', 'bias']
+    """
+    yield from _wanda_scores(model, data, batch_size, progress)
