@@ -109,6 +109,7 @@ from weightspace.games._scorers import EmbeddingScorer as EmbeddingScorer
 from weightspace.games._scorers import ImageTextScorer as ImageTextScorer
 from weightspace.games._scorers import ImageTower as ImageTower
 from weightspace.games._search import SEARCH_METHODS as SEARCH_METHODS
+from weightspace.games._search import SEARCH_OPTIONS as SEARCH_OPTIONS
 from weightspace.games._search import SearchResult as SearchResult
 from weightspace.games._search import random_compositions as random_compositions
 from weightspace.games._search import search as search
@@ -130,6 +131,7 @@ __all__ = [
     "PARAMS_PER_CARD",
     "RULEBOOK_SCALE",
     "SEARCH_METHODS",
+    "SEARCH_OPTIONS",
     "WINNING_SCORE",
     "AbstractBot",
     "CLIPScorer",
