@@ -17,10 +17,6 @@ from weightspace._errors import ShapeMismatchError as ShapeMismatchError
 from weightspace._errors import WeightspaceError as WeightspaceError
 from weightspace._errors import WeightspaceTypeError as WeightspaceTypeError
 from weightspace._errors import WeightspaceValueError as WeightspaceValueError
-from weightspace._lora import LoraAdapter as LoraAdapter
-from weightspace._lora import LowRankTaskVector as LowRankTaskVector
-from weightspace._task_vector import LayerStats as LayerStats
-from weightspace._task_vector import TaskVector as TaskVector
 from weightspace._version import __version__ as __version__
 
 if TYPE_CHECKING:
@@ -40,6 +36,10 @@ if TYPE_CHECKING:
     from weightspace import text as text
     from weightspace import train as train
     from weightspace import unlearn as unlearn
+    from weightspace._lora import LoraAdapter as LoraAdapter
+    from weightspace._lora import LowRankTaskVector as LowRankTaskVector
+    from weightspace._task_vector import LayerStats as LayerStats
+    from weightspace._task_vector import TaskVector as TaskVector
 
 __all__ = [
     "CacheError",
@@ -73,6 +73,14 @@ __all__ = [
 
 # The lower-case public names are the subpackages, imported on first access.
 _SUBMODULES = frozenset(name for name in __all__ if name.islower() and not name.startswith("_"))
+# The core classes need torch; they too are imported on first access, so that the numpy-only
+# subpackages (``weightspace.spectral``'s mesh path) do not load it.
+_LAZY_CLASSES = {
+    "LayerStats": "weightspace._task_vector",
+    "LoraAdapter": "weightspace._lora",
+    "LowRankTaskVector": "weightspace._lora",
+    "TaskVector": "weightspace._task_vector",
+}
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
@@ -82,8 +90,12 @@ def __getattr__(name: str) -> Any:
         module = importlib.import_module(f"{__name__}.{name}")
         globals()[name] = module
         return module
+    if name in _LAZY_CLASSES:
+        value = getattr(importlib.import_module(_LAZY_CLASSES[name]), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | _SUBMODULES)
+    return sorted(set(globals()) | _SUBMODULES | set(_LAZY_CLASSES))

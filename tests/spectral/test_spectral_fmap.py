@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -215,7 +216,7 @@ def test_nearest_neighbors_matches_brute_force() -> None:
         np.testing.assert_array_equal(spectral.nearest_neighbors(ref, qry), brute)
 
 
-def test_zoomout_polish_ends_with_an_exact_pass_on_all_points() -> None:
+def _bent_pair() -> tuple[Any, ...]:
     v, f = data.sheet_mesh(30, 15, jitter=0.2, seed=0)
     perm = np.random.default_rng(1).permutation(len(v))
     vy = data.bend_sheet(v, 2.0)[perm]
@@ -223,27 +224,101 @@ def test_zoomout_polish_ends_with_an_exact_pass_on_all_points() -> None:
     ly = spectral.cotangent_laplacian(vy, np.argsort(perm)[f])
     bx, by = spectral.eigenbasis(lx, 30), spectral.eigenbasis(ly, 30)
     init = spectral.FunctionalMap.from_pointwise(perm, bx.truncate(10), by.truncate(10))
+    return v, perm, lx, bx, by, init
+
+
+@pytest.mark.parametrize("sampling", ["area", "uniform"])
+def test_zoomout_polish_ends_with_an_exact_pass_on_all_points(sampling: str) -> None:
+    v, perm, lx, bx, by, init = _bent_pair()
     n = bx.n  # 450 points: 2 * 120 < n <= 4 * 120
-    plain = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=0)
-    once = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=1)
-    full = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=5)
+    kw: dict[str, Any] = {"step": 4, "subsample": 120, "seed": 3, "sampling": sampling}
+    plain = spectral.zoomout(init, bx, by, polish=0, final_passes=0, **kw)
+    once = spectral.zoomout(init, bx, by, polish=1, final_passes=0, **kw)
+    full = spectral.zoomout(init, bx, by, polish=5, final_passes=0, **kw)
     assert 2 * 120 < n <= 4 * 120
     # polish=1 adds one pass at k=30 on 240 fresh samples, then polish=2 ends on all points
     # with the exact projection of the previous map's point map; more passes change nothing
-    twice = spectral.zoomout(init, bx, by, step=4, subsample=120, seed=3, polish=2)
+    twice = spectral.zoomout(init, bx, by, polish=2, final_passes=0, **kw)
     exact = spectral.FunctionalMap.from_pointwise(once.to_pointwise(), bx, by)
     np.testing.assert_allclose(twice.matrix, exact.matrix, atol=1e-12)
     np.testing.assert_array_equal(full.matrix, twice.matrix)
+    # that pass on all points counts as the default single final pass
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, polish=2, **kw).matrix, twice.matrix
+    )
+    # polish=1 then a final pass on all points: the same exact pass
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, polish=1, **kw).matrix, twice.matrix
+    )
     errors = [
         spectral.correspondence_error(m.to_pointwise(), perm, v, area=lx.area)
         for m in (plain, twice)
     ]
     assert errors[1] <= errors[0]
     assert errors[1] < 0.01
-    # without subsampling, polish has nothing to do
-    np.testing.assert_array_equal(
-        spectral.zoomout(init, bx, by, step=4, polish=0).matrix,
-        spectral.zoomout(init, bx, by, step=4, polish=3).matrix,
-    )
-    with pytest.raises(WeightspaceValueError, match="`polish` must be non-negative"):
+
+
+def test_zoomout_arguments_are_never_silently_ignored() -> None:
+    _, _, _, bx, by, init = _bent_pair()
+    with pytest.raises(WeightspaceValueError, match=r"`polish=3` refines a subsampled run"):
+        spectral.zoomout(init, bx, by, step=4, subsample=None, polish=3)
+    with pytest.raises(WeightspaceValueError, match="`polish` must be non-negative, got -1"):
         spectral.zoomout(init, bx, by, polish=-1)
+    with pytest.raises(WeightspaceValueError, match="`final_passes` must be non-negative"):
+        spectral.zoomout(init, bx, by, final_passes=-2)
+    with pytest.raises(WeightspaceValueError, match="`subsample` must be a positive number"):
+        spectral.zoomout(init, bx, by, subsample=0)
+    with pytest.raises(WeightspaceValueError, match="`sampling` must be 'area' or 'uniform'"):
+        spectral.zoomout(init, bx, by, sampling="fps")  # type: ignore[arg-type]
+    # polish=0 without subsample is allowed (it asks for nothing)
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, step=4, subsample=None, polish=0).matrix,
+        spectral.zoomout(init, bx, by, step=4, subsample=None).matrix,
+    )
+
+
+def test_zoomout_defaults_and_the_former_schedule() -> None:
+    _, _, _, bx, by, init = _bent_pair()
+    # a subsample at least as large as the shapes means all points: the former default
+    # (subsample=None) and the new one agree on small shapes
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, step=4).matrix,
+        spectral.zoomout(init, bx, by, step=4, subsample=None).matrix,
+    )
+    # on all points, extra final passes are further iterations at the final size
+    once = spectral.zoomout(init, bx, by, step=4, subsample=None)
+    again = spectral.zoomout(once, bx, by, subsample=None)
+    np.testing.assert_array_equal(
+        spectral.zoomout(init, bx, by, step=4, subsample=None, final_passes=1).matrix,
+        again.matrix,
+    )
+
+
+def test_area_sampling_follows_the_mass() -> None:
+    from weightspace.spectral._fmap import _sample
+
+    mass = np.r_[np.full(50, 10.0), np.full(950, 0.1)]
+    rng = np.random.default_rng(0)
+    picks = np.concatenate([_sample(rng, mass, 100, "area") for _ in range(20)])
+    # the first 50 points hold 84 % of the mass: nearly all of them are drawn every time
+    assert (picks < 50).mean() > 0.45
+    uniform = np.concatenate([_sample(rng, mass, 100, "uniform") for _ in range(20)])
+    assert (uniform < 50).mean() < 0.1
+    for draw in (picks[:100], uniform[:100]):
+        assert len(np.unique(draw)) == 100 and np.all(np.diff(draw) > 0)
+
+
+def test_nearest_neighbor_methods_and_workers_agree() -> None:
+    rng = np.random.default_rng(0)
+    ref, qry = rng.normal(size=(3000, 20)), rng.normal(size=(500, 20))
+    brute = ((qry[:, None] - ref[None]) ** 2).sum(-1).argmin(1)
+    for kw in ({}, {"method": "kdtree"}, {"method": "brute"}, {"workers": 2}, {"workers": -1}):
+        np.testing.assert_array_equal(spectral.nearest_neighbors(ref, qry, **kw), brute)
+    with pytest.raises(WeightspaceValueError, match="`method` must be 'auto', 'kdtree'"):
+        spectral.nearest_neighbors(ref, qry, method="ball")  # type: ignore[arg-type]
+    with pytest.raises(WeightspaceValueError, match="`workers` must be a positive thread count"):
+        spectral.nearest_neighbors(ref, qry, workers=0)
+    from weightspace.spectral._fmap import default_workers
+
+    assert default_workers(19999) == 1
+    assert default_workers(20000) >= 1

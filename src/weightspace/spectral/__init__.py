@@ -38,7 +38,8 @@ Example:
 
 from __future__ import annotations
 
-from typing import TypeAlias
+import importlib
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 from weightspace.spectral._basis import Eigenbasis as Eigenbasis
 from weightspace.spectral._basis import covariance_eigenbasis as covariance_eigenbasis
@@ -55,20 +56,37 @@ from weightspace.spectral._laplacian import Laplacian as Laplacian
 from weightspace.spectral._laplacian import cotangent_laplacian as cotangent_laplacian
 from weightspace.spectral._laplacian import graph_laplacian as graph_laplacian
 from weightspace.spectral._laplacian import knn_laplacian as knn_laplacian
-from weightspace.spectral._neural import WeightCovariances as WeightCovariances
-from weightspace.spectral._neural import (
-    bures_wasserstein_similarity as bures_wasserstein_similarity,
-)
-from weightspace.spectral._neural import channel_samples as channel_samples
-from weightspace.spectral._neural import collect_activations as collect_activations
-from weightspace.spectral._neural import linear_cka as linear_cka
-from weightspace.spectral._neural import neural_encoding_map as neural_encoding_map
-from weightspace.spectral._neural import procrustes_rotation as procrustes_rotation
-from weightspace.spectral._neural import weight_covariances as weight_covariances
 from weightspace.spectral._shapes import bend_sheet as bend_sheet
 from weightspace.spectral._shapes import sheet_mesh as sheet_mesh
-from weightspace.spectral._spectra import LayerSpectra as LayerSpectra
-from weightspace.spectral._spectra import weight_spectra as weight_spectra
+
+if TYPE_CHECKING:
+    from weightspace.spectral._neural import WeightCovariances as WeightCovariances
+    from weightspace.spectral._neural import (
+        bures_wasserstein_similarity as bures_wasserstein_similarity,
+    )
+    from weightspace.spectral._neural import channel_samples as channel_samples
+    from weightspace.spectral._neural import collect_activations as collect_activations
+    from weightspace.spectral._neural import linear_cka as linear_cka
+    from weightspace.spectral._neural import neural_encoding_map as neural_encoding_map
+    from weightspace.spectral._neural import procrustes_rotation as procrustes_rotation
+    from weightspace.spectral._neural import weight_covariances as weight_covariances
+    from weightspace.spectral._spectra import LayerSpectra as LayerSpectra
+    from weightspace.spectral._spectra import weight_spectra as weight_spectra
+
+# The neural-encoding functions need torch; they are imported on first use, so that the mesh
+# path (Laplacians, bases, functional maps, ZoomOut) runs with numpy and scipy only.
+_LAZY = {
+    "WeightCovariances": "_neural",
+    "bures_wasserstein_similarity": "_neural",
+    "channel_samples": "_neural",
+    "collect_activations": "_neural",
+    "linear_cka": "_neural",
+    "neural_encoding_map": "_neural",
+    "procrustes_rotation": "_neural",
+    "weight_covariances": "_neural",
+    "LayerSpectra": "_spectra",
+    "weight_spectra": "_spectra",
+}
 
 ArrayLike: TypeAlias = _ArrayLike
 """An array argument: a numpy array, a torch tensor (detached and copied to the CPU) or a
@@ -104,3 +122,15 @@ __all__ = [
     "weight_spectra",
     "zoomout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

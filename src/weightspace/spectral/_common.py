@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, ForwardRef, TypeAlias, Union
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from weightspace._errors import WeightspaceValueError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "ArrayLike",
@@ -18,21 +21,47 @@ __all__ = [
     "as_float_array",
     "as_index_array",
     "describe",
+    "tensor_to_numpy",
 ]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-ArrayLike: TypeAlias = NDArray[Any] | torch.Tensor | Sequence[Any]
+if TYPE_CHECKING:
+    ArrayLike: TypeAlias = NDArray[Any] | torch.Tensor | Sequence[Any]
+else:
+    # ``torch.Tensor`` as a forward reference into the torch module: typing.get_type_hints
+    # resolves it once torch is loaded, and this module never imports torch itself.
+    ArrayLike = Union[NDArray[Any], ForwardRef("Tensor", module="torch"), Sequence[Any]]  # noqa: UP007
 """An array given as a numpy array, a torch tensor (detached and copied to the CPU) or a
 (nested) sequence of numbers. Float inputs are read as ``float64``, index inputs as ``int64``;
 the functions that take a sparse matrix say so and also accept :mod:`scipy.sparse` ones."""
 
 
+def tensor_to_numpy(value: object, dtype: str | None = None) -> Any:
+    """Return ``value`` as a CPU numpy array when it is a torch tensor, else unchanged.
+
+    torch is never imported here: a tensor can only exist once its caller imported torch, so
+    ``sys.modules`` tells whether ``value`` may be one (the mesh path stays free of torch).
+    """
+    torch_module = sys.modules.get("torch")
+    if torch_module is None or not isinstance(value, torch_module.Tensor):
+        return value
+    tensor = value.detach().cpu()
+    if dtype == "float64":
+        tensor = tensor.to(torch_module.float64)
+    return tensor.numpy()
+
+
+def _is_tensor(value: object) -> bool:
+    torch_module = sys.modules.get("torch")
+    return torch_module is not None and isinstance(value, torch_module.Tensor)
+
+
 def describe(value: object) -> str:
     """Return a short description of ``value`` for error messages."""
-    if isinstance(value, (np.ndarray, torch.Tensor)):
-        return f"{type(value).__name__} of shape {list(value.shape)}"
+    if isinstance(value, np.ndarray) or _is_tensor(value):
+        return f"{type(value).__name__} of shape {list(getattr(value, 'shape', ()))}"
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -41,8 +70,7 @@ def as_float_array(
     value: ArrayLike, name: str, *, ndim: int | tuple[int, ...] | None = None
 ) -> FloatArray:
     """Return ``value`` (array, tensor or nested sequence) as a finite ``float64`` array."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().to("cpu", torch.float64).numpy()
+    value = tensor_to_numpy(value, "float64")
     try:
         array = np.asarray(value, dtype=np.float64)
     except (TypeError, ValueError):
@@ -63,9 +91,7 @@ def as_float_array(
 
 def as_index_array(value: ArrayLike, name: str, *, size: int | None = None, upper: int) -> IntArray:
     """Return ``value`` as a 1-D ``int64`` array of indices in ``[0, upper)``."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    array = np.asarray(value)
+    array = np.asarray(tensor_to_numpy(value))
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
         raise WeightspaceValueError(
             f"`{name}` must be a 1-D array of integer indices, got {describe(value)}"

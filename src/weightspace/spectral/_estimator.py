@@ -19,13 +19,18 @@ from weightspace.spectral._common import (
 )
 from weightspace.spectral._descriptors import _multiplication_operators
 from weightspace.spectral._fmap import FunctionalMap
+from weightspace.spectral._orientation import check_faces, orientation_operators
 
-__all__ = ["FunctionalMapEstimator", "Regularization"]
+__all__ = ["FunctionalMapEstimator", "Orientation", "Regularization"]
 
 logger = logging.getLogger(__name__)
 
 
 Regularization = Literal["resolvent", "laplacian"]
+Orientation = Literal["preserving", "reversing"]
+
+#: The orientation weight used when meshes are given and ``orientation_weight`` is ``None``.
+DEFAULT_ORIENTATION_WEIGHT = 0.1
 
 
 class FunctionalMapEstimator:
@@ -36,7 +41,8 @@ class FunctionalMapEstimator:
     .. math::
 
         \|C A - B\|_F^2 + \mu \sum_{ij} m_{ij}\, C_{ij}^2
-        + \beta \rho \sum_{d} \|C P_d - Q_d C\|_F^2,
+        + \beta \rho \sum_{d} \|C P_d - Q_d C\|_F^2
+        + \gamma \rho_o \sum_{d} \|C G_d - s H_d C\|_F^2,
         \qquad A = \Phi_X^\top M_X D_X,\ B = \Phi_Y^\top M_Y D_Y,
 
     where the descriptors ``D`` (heat / wave kernel signatures or any functions that should
@@ -59,12 +65,26 @@ class FunctionalMapEstimator:
         \rho = \|A\|_F^2 \Big/ \sum_d \big\|P_d - \tfrac{\operatorname{tr} P_d}{k_X} I\big\|_F^2
 
     makes :math:`\beta` independent of the descriptors' scale and number (a constant added to
-    a descriptor does not change the commutator, so it is removed from the normaliser). For the
-    map of an isometry with full bases, all three terms vanish: the true map is a minimiser.
+    a descriptor does not change the commutator, so it is removed from the normaliser).
 
-    With :math:`\beta = 0` the penalty is diagonal in :math:`\mathrm{vec}(C)` and each row has
-    the closed form :math:`c_i = b_i A^\top (A A^\top + \mu\,\mathrm{diag}(m_{i\cdot}))^{-1}`.
-    With :math:`\beta > 0` the rows are coupled: the normal equations are solved by conjugate
+    The last term, used when the triangles of both meshes are passed to :meth:`fit`, is the
+    orientation-preserving term of Ren et al. ("Continuous and orientation-preserving
+    correspondences via functional maps", SIGGRAPH Asia 2018): :math:`G_d` and :math:`H_d` are
+    the operators :math:`g \mapsto \langle n \times \nabla d, \nabla g\rangle` of each
+    descriptor on ``X`` and ``Y`` in the bases (``s = 1``; ``s = -1`` with
+    ``orientation="reversing"`` for maps that flip the orientation, such as onto a mirror
+    image). The intrinsic terms above cannot tell a shape from its mirror image; this one can.
+    The operator is :math:`d\,\mathrm{descriptor} \wedge dg`, which depends on the winding of
+    the triangles and not on the vertex positions, so only the faces are needed, wound
+    consistently on each mesh and alike on both (for example, normals pointing outwards).
+    :math:`\rho_o = \|A\|_F^2 / \sum_d \|G_d\|_F^2` makes :math:`\gamma` scale-free like
+    :math:`\beta`. For the map of an isometry with full bases, all terms vanish: the true map
+    is a minimiser.
+
+    With :math:`\beta = \gamma = 0` the penalty is diagonal in :math:`\mathrm{vec}(C)` and each
+    row has the closed form
+    :math:`c_i = b_i A^\top (A A^\top + \mu\,\mathrm{diag}(m_{i\cdot}))^{-1}`.
+    Otherwise the rows are coupled: the normal equations are solved by conjugate
     gradients, preconditioned by those per-row systems, to a relative residual of ``1e-10``
     (``n_iter_`` records the iterations). Before that, the descriptors are reduced to their
     numerical rank ``r`` by an orthogonal mixing of the columns, applied alike on both shapes,
@@ -85,6 +105,10 @@ class FunctionalMapEstimator:
             error of the k = 50 map's point map is 0.00132 at ``0`` and 0.00103-0.00105 for
             any ``beta`` in ``0.01 .. 0.3`` (0.00108 at 1, 0.00244 at 100); the default,
             ``0.1``, sits inside that flat range.
+        orientation_weight: ``gamma`` (non-negative), or ``None``: 0.1 when :meth:`fit`
+            gets both meshes' faces, 0 otherwise. A positive value without the faces is an
+            error.
+        orientation: ``"preserving"`` (``s = 1``) or ``"reversing"`` (``s = -1``).
 
     Attributes:
         map_: The fitted :class:`FunctionalMap`.
@@ -92,6 +116,9 @@ class FunctionalMapEstimator:
         descriptor_commutativity_residual_: :math:`\big(\sum_d \|C P_d - Q_d C\|_F^2 \big/
             \sum_d \|P_d - \tfrac{\operatorname{tr} P_d}{k_X} I\|_F^2\big)^{1/2}` at the
             solution (``nan`` when ``beta`` is 0).
+        orientation_residual_: :math:`\big(\sum_d \|C G_d - s H_d C\|_F^2 \big/ \sum_d
+            \|G_d\|_F^2\big)^{1/2}` at the solution (``nan`` when the term is off).
+        orientation_weight_: The ``gamma`` used (``0.0`` when the term is off).
         n_iter_: Conjugate-gradient iterations (``0`` for the closed form).
 
     Example:
@@ -114,11 +141,15 @@ class FunctionalMapEstimator:
         regularization: Regularization = "resolvent",
         normalize_descriptors: bool = True,
         descriptor_commutativity_weight: float = 0.1,
+        orientation_weight: float | None = None,
+        orientation: Orientation = "preserving",
     ) -> None:
         self.laplacian_weight = laplacian_weight
         self.regularization = regularization
         self.normalize_descriptors = normalize_descriptors
         self.descriptor_commutativity_weight = descriptor_commutativity_weight
+        self.orientation_weight = orientation_weight
+        self.orientation = orientation
 
     def fit(
         self,
@@ -126,6 +157,9 @@ class FunctionalMapEstimator:
         target: Eigenbasis,
         source_descriptors: ArrayLike,
         target_descriptors: ArrayLike,
+        *,
+        source_faces: ArrayLike | None = None,
+        target_faces: ArrayLike | None = None,
     ) -> FunctionalMapEstimator:
         """Fit ``C`` from descriptors that correspond between the two domains.
 
@@ -134,16 +168,22 @@ class FunctionalMapEstimator:
             target: Basis on ``Y``.
             source_descriptors: Descriptors on ``X``.
             target_descriptors: The same descriptors on ``Y``, column for column.
+            source_faces: Triangles of ``X`` (vertex indices into the basis' points), for the
+                orientation term; pass both meshes' faces or neither.
+            target_faces: Triangles of ``Y``.
 
         Returns:
             ``self``, with ``map_``, ``descriptor_residual_``,
-            ``descriptor_commutativity_residual_`` and ``n_iter_`` set.
+            ``descriptor_commutativity_residual_``, ``orientation_residual_``,
+            ``orientation_weight_`` and ``n_iter_`` set.
 
         Raises:
-            WeightspaceValueError: on a bad setting or descriptor shape.
+            WeightspaceValueError: on a bad setting, descriptor shape or faces, one mesh's
+                faces without the other's, or a positive ``orientation_weight`` without faces.
 
         Shapes:
             - source_descriptors: ``[n_X, d]``; target_descriptors: ``[n_Y, d]``.
+            - source_faces: ``[t_X, 3]``; target_faces: ``[t_Y, 3]``.
         """
         if not self.laplacian_weight >= 0:
             raise WeightspaceValueError(
@@ -159,6 +199,7 @@ class FunctionalMapEstimator:
             raise WeightspaceValueError(
                 f"`regularization` must be 'resolvent' or 'laplacian', got {self.regularization!r}"
             )
+        gamma = self._orientation_gamma(source_faces, target_faces)
         dx = as_float_array(source_descriptors, "source_descriptors", ndim=2)
         dy = as_float_array(target_descriptors, "target_descriptors", ndim=2)
         if dx.shape[0] != source.n or dy.shape[0] != target.n or dx.shape[1] != dy.shape[1]:
@@ -176,27 +217,85 @@ class FunctionalMapEstimator:
         system = _NormalEquations(a, b, self.laplacian_weight * mask)
         self.n_iter_ = 0
         self.descriptor_commutativity_residual_ = float("nan")
-        if beta > 0:
+        self.orientation_residual_ = float("nan")
+        self.orientation_weight_ = gamma
+        scale = float((a**2).sum())
+        # (operators on X, operators on Y, weight, normaliser, residual attribute)
+        terms: list[tuple[FloatArray, FloatArray, float, float, str]] = []
+        if beta > 0 or gamma > 0:
             mixed_x, mixed_y = _reduce_descriptors(source, target, dx, dy)
+        if beta > 0:
             p = _multiplication_operators(source, mixed_x)  # [r, kx, kx]
             q = _multiplication_operators(target, mixed_y)  # [r, ky, ky]
             spread = _centered_energy(p)
             if spread > 0:
-                system.add_commutativity(p, q, beta * float((a**2).sum()) / spread)
-                c, self.n_iter_ = system.solve_cg()
-                commutator = np.matmul(c, p) - np.matmul(q, c)
-                self.descriptor_commutativity_residual_ = float(
-                    np.sqrt((commutator**2).sum() / spread)
-                )
+                terms.append((p, q, beta * scale / spread, spread, "descriptor_commutativity"))
             else:  # constant descriptors: every C commutes with multiples of the identity
-                c = system.solve_rows()
                 self.descriptor_commutativity_residual_ = 0.0
+        if gamma > 0:
+            fx = check_faces(source_faces, source.n, "source_faces")  # type: ignore[arg-type]
+            fy = check_faces(target_faces, target.n, "target_faces")  # type: ignore[arg-type]
+            g = orientation_operators(source, fx, mixed_x)
+            h = orientation_operators(target, fy, mixed_y)
+            if self.orientation == "reversing":
+                h = -h
+            energy = float((g**2).sum())
+            if energy > 0:
+                terms.append((g, h, gamma * scale / energy, energy, "orientation"))
+            else:
+                self.orientation_residual_ = 0.0
+        if terms:
+            symmetric = all(t[4] == "descriptor_commutativity" for t in terms)
+            if len(terms) == 1:
+                system.add_commutativity(*terms[0][:3], symmetric=symmetric)
+            else:  # sum_d w ||C P_d - Q_d C||^2 of both terms = one stack of scaled operators
+                system.add_commutativity(
+                    np.concatenate([np.sqrt(t[2]) * t[0] for t in terms]),
+                    np.concatenate([np.sqrt(t[2]) * t[1] for t in terms]),
+                    1.0,
+                    symmetric=symmetric,
+                )
+            c, self.n_iter_ = system.solve_cg()
+            for ops_x, ops_y, _, normaliser, name in terms:
+                commutator = np.matmul(c, ops_x) - np.matmul(ops_y, c)
+                residual = float(np.sqrt((commutator**2).sum() / normaliser))
+                setattr(self, f"{name}_residual_", residual)
         else:
             c = system.solve_rows()
         self.map_ = FunctionalMap(c, source, target)
         denom = float(np.linalg.norm(b)) or 1.0
         self.descriptor_residual_ = float(np.linalg.norm(c @ a - b)) / denom
         return self
+
+    def _orientation_gamma(
+        self, source_faces: ArrayLike | None, target_faces: ArrayLike | None
+    ) -> float:
+        """The orientation weight to use, after checking it against the faces given."""
+        if self.orientation not in ("preserving", "reversing"):
+            raise WeightspaceValueError(
+                f"`orientation` must be 'preserving' or 'reversing', got {self.orientation!r}"
+            )
+        if (source_faces is None) != (target_faces is None):
+            given = "source_faces" if target_faces is None else "target_faces"
+            raise WeightspaceValueError(
+                f"`{given}` was given alone; the orientation term needs both meshes' faces "
+                "(pass `source_faces` and `target_faces`, or neither)"
+            )
+        has_faces = source_faces is not None
+        gamma = self.orientation_weight
+        if gamma is None:
+            return DEFAULT_ORIENTATION_WEIGHT if has_faces else 0.0
+        if not (gamma >= 0 and np.isfinite(gamma)):
+            raise WeightspaceValueError(
+                f"`orientation_weight` must be finite and non-negative, got {gamma!r}; pass 0 "
+                "to turn the term off"
+            )
+        if gamma > 0 and not has_faces:
+            raise WeightspaceValueError(
+                f"`orientation_weight={gamma}` needs the meshes: pass `source_faces` and "
+                "`target_faces` to `fit`, or set `orientation_weight=0`"
+            )
+        return float(gamma)
 
 
 #: Relative residual at which the conjugate-gradient solve of the estimator stops.
@@ -227,16 +326,19 @@ class _Commutativity:
 
     p: FloatArray  # [r, kx, kx]
     q: FloatArray  # [r, ky, ky]
-    p_sq: FloatArray  # sum_d P_d^2
-    q_sq: FloatArray  # sum_d Q_d^2
+    p_sq: FloatArray  # sum_d P_d P_d^T
+    q_sq: FloatArray  # sum_d Q_d^T Q_d
     w: float
+    symmetric: bool  # every P_d and Q_d is symmetric (multiplication operators)
 
 
 class _NormalEquations:
     r"""Normal equations of the estimator's energy, as an operator on ``C`` (private).
 
-    ``H(C) = C A A^T + W * C + w (C S_P + S_Q C - 2 sum_d Q_d C P_d)`` with ``W = mu m`` and
-    ``S_P = sum_d P_d^2``; the right-hand side is ``B A^T``.
+    ``H(C) = C A A^T + W * C + w (C S_P + S_Q C - sum_d (Q_d^T C P_d + Q_d C P_d^T))`` with
+    ``W = mu m``, ``S_P = sum_d P_d P_d^T`` and ``S_Q = sum_d Q_d^T Q_d`` (the last sum is
+    ``2 sum_d Q_d C P_d`` for symmetric operators); the right-hand side is ``B A^T``. ``H`` is
+    half the gradient of the energy plus ``B A^T``.
     """
 
     def __init__(self, a: FloatArray, b: FloatArray, weights: FloatArray) -> None:
@@ -245,10 +347,24 @@ class _NormalEquations:
         self.weights = weights  # [ky, kx]
         self.commutativity: _Commutativity | None = None
 
-    def add_commutativity(self, p: FloatArray, q: FloatArray, w: float) -> None:
-        p_sq = np.einsum("dij,djk->ik", p, p)
-        q_sq = np.einsum("dij,djk->ik", q, q)
-        self.commutativity = _Commutativity(p, q, p_sq, q_sq, w)
+    def add_commutativity(
+        self, p: FloatArray, q: FloatArray, w: float, *, symmetric: bool = True
+    ) -> None:
+        if symmetric:
+            p_sq = np.einsum("dij,djk->ik", p, p)
+            q_sq = np.einsum("dij,djk->ik", q, q)
+        else:
+            p_sq = np.einsum("dij,dkj->ik", p, p)
+            q_sq = np.einsum("dji,djk->ik", q, q)
+        self.commutativity = _Commutativity(p, q, p_sq, q_sq, w, symmetric)
+
+    def energy(self, c: FloatArray, b: FloatArray, a: FloatArray) -> float:
+        """The energy at ``c``, from the projected descriptors ``a`` and ``b`` of the system."""
+        out = float(((c @ a - b) ** 2).sum() + (self.weights * c**2).sum())
+        t = self.commutativity
+        if t is not None:
+            out += t.w * float(((np.matmul(c, t.p) - np.matmul(t.q, c)) ** 2).sum())
+        return out
 
     def blocks(self) -> FloatArray:
         """The diagonal blocks of ``H``, one ``[kx, kx]`` block per row of ``C``."""
@@ -261,7 +377,11 @@ class _NormalEquations:
             q_diag = np.einsum("dii->di", t.q)  # [r, ky]
             out += t.w * t.p_sq
             out[:, idx, idx] += t.w * np.diag(t.q_sq)[:, None]
-            out -= 2 * t.w * np.einsum("di,djk->ijk", q_diag, t.p)
+            if t.symmetric:
+                out -= 2 * t.w * np.einsum("di,djk->ijk", q_diag, t.p)
+            else:
+                both = t.p + t.p.transpose(0, 2, 1)
+                out -= t.w * np.einsum("di,djk->ijk", q_diag, both)
         return out
 
     def solve_rows(self) -> FloatArray:
@@ -276,8 +396,13 @@ class _NormalEquations:
         out: FloatArray = c @ self.gram + self.weights * c
         t = self.commutativity
         if t is not None:
-            mixed = np.matmul(np.matmul(t.q, c), t.p).sum(axis=0)
-            out += t.w * (c @ t.p_sq + t.q_sq @ c - 2 * mixed)
+            if t.symmetric:
+                mixed = 2 * np.matmul(np.matmul(t.q, c), t.p).sum(axis=0)
+            else:
+                qt = t.q.transpose(0, 2, 1)
+                mixed = np.matmul(np.matmul(qt, c), t.p).sum(axis=0)
+                mixed += np.matmul(np.matmul(t.q, c), t.p.transpose(0, 2, 1)).sum(axis=0)
+            out += t.w * (c @ t.p_sq + t.q_sq @ c - mixed)
         return out
 
     def solve_cg(self) -> tuple[FloatArray, int]:

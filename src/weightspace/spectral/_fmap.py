@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
-import torch
 from scipy.spatial import cKDTree
-from torch import Tensor
 
 from weightspace._errors import ShapeMismatchError, WeightspaceValueError
 from weightspace.spectral._basis import Eigenbasis
@@ -34,22 +33,55 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 
-def nearest_neighbors(reference: ArrayLike, queries: ArrayLike) -> IntArray:
+#: Queries below which the k-d tree searches on one thread (threads cost more than they save).
+PARALLEL_QUERIES = 20000
+
+NeighborMethod = Literal["auto", "kdtree", "brute"]
+Sampling = Literal["area", "uniform"]
+
+
+def default_workers(num_queries: int) -> int:
+    """Threads for a k-d tree search of ``num_queries`` points: one below 20,000, else all.
+
+    Splitting a small search across threads costs more than it saves (on a loaded machine it
+    made ZoomOut's searches slower), so only large searches use every core.
+    """
+    if num_queries < PARALLEL_QUERIES:
+        return 1
+    return max(1, min(os.cpu_count() or 1, 8))
+
+
+def nearest_neighbors(
+    reference: ArrayLike,
+    queries: ArrayLike,
+    *,
+    method: NeighborMethod = "auto",
+    workers: int | None = None,
+) -> IntArray:
     """Return, for each query row, the index of its nearest reference row (Euclidean).
 
-    Low dimensions (``d <= 12``) use a k-d tree on all cores; higher dimensions use exact
-    brute force in chunks of ``float32`` matrix products (k-d trees degrade to brute force
-    there anyway), so near-ties closer than float32 round-off may resolve either way.
+    ``"kdtree"`` builds a :class:`scipy.spatial.cKDTree` and searches it exactly in
+    ``float64``. Its cost grows with the *intrinsic* dimension of the points, not the number of
+    columns, so it is fast for spectral embeddings of surfaces (2-D manifolds, whatever ``k``):
+    at 45k vertices and ``k = 100`` a search takes a fraction of a second where brute force
+    takes seconds. ``"brute"`` compares all pairs by ``float32`` matrix products in chunks
+    (near-ties closer than ``float32`` round-off may then resolve either way); it suits
+    high-dimensional points without such structure. ``"auto"`` uses the k-d tree for up to 12
+    columns or at least 2,000 reference points, brute force otherwise.
 
     Args:
         reference: Points searched.
         queries: Points whose nearest reference point is wanted.
+        method: ``"auto"``, ``"kdtree"`` or ``"brute"``.
+        workers: Threads of the k-d tree search (``-1``: all cores); ``None`` uses one thread
+            below 20,000 queries and all cores (at most 8) above.
 
     Returns:
         ``int64`` indices into ``reference``.
 
     Raises:
-        WeightspaceValueError: if the dimensions differ or ``reference`` is empty.
+        WeightspaceValueError: if the dimensions differ, ``reference`` is empty, or
+            ``method`` or ``workers`` is invalid.
 
     Shapes:
         - reference: ``[n, d]``; queries: ``[m, d]``; output: ``[m]``.
@@ -66,22 +98,33 @@ def nearest_neighbors(reference: ArrayLike, queries: ArrayLike) -> IntArray:
             f"`reference` [n, d] and `queries` [m, d] must share d and n > 0, got "
             f"{list(ref.shape)} and {list(qry.shape)}"
         )
-    if ref.shape[1] <= 12:
-        _, idx = cKDTree(ref).query(qry, k=1, workers=-1)
-        return np.asarray(idx, dtype=np.int64)
-    return _nearest_float32(
-        torch.tensor(ref, dtype=torch.float32), torch.tensor(qry, dtype=torch.float32)
-    )
+    if method not in ("auto", "kdtree", "brute"):
+        raise WeightspaceValueError(f"`method` must be 'auto', 'kdtree' or 'brute', got {method!r}")
+    if workers is not None and (workers == 0 or workers < -1):
+        raise WeightspaceValueError(
+            f"`workers` must be a positive thread count, -1 (all cores) or None, got {workers}"
+        )
+    if method == "brute" or (method == "auto" and ref.shape[1] > 12 and ref.shape[0] < 2000):
+        return _nearest_brute(ref, qry)
+    return _nearest_kdtree(ref, qry, workers)
 
 
-def _nearest_float32(ref: Tensor, qry: Tensor) -> IntArray:
+def _nearest_kdtree(ref: FloatArray, qry: FloatArray, workers: int | None) -> IntArray:
+    threads = default_workers(qry.shape[0]) if workers is None else workers
+    _, idx = cKDTree(ref).query(qry, k=1, workers=threads)
+    return np.asarray(idx, dtype=np.int64)
+
+
+def _nearest_brute(ref: FloatArray, qry: FloatArray) -> IntArray:
     """Exact nearest neighbours by float32 matrix products, in chunks of queries."""
-    r_sq = (ref * ref).sum(dim=1)
-    out = np.empty(qry.shape[0], dtype=np.int64)
-    chunk = max(1, int(2e7 // max(ref.shape[0], 1)))
-    for start in range(0, qry.shape[0], chunk):
-        d2 = torch.addmm(r_sq[None, :], qry[start : start + chunk], ref.T, alpha=-2.0)
-        out[start : start + chunk] = d2.argmin(dim=1).numpy()
+    r32 = np.ascontiguousarray(ref, dtype=np.float32)
+    q32 = np.ascontiguousarray(qry, dtype=np.float32)
+    r_sq = (r32 * r32).sum(axis=1)
+    out = np.empty(q32.shape[0], dtype=np.int64)
+    chunk = max(1, int(2e7 // max(r32.shape[0], 1)))
+    for start in range(0, q32.shape[0], chunk):
+        d2 = r_sq[None, :] - 2.0 * (q32[start : start + chunk] @ r32.T)
+        out[start : start + chunk] = d2.argmin(axis=1)
     return out
 
 
@@ -493,9 +536,12 @@ def zoomout(
     target: Eigenbasis,
     *,
     step: int = 1,
-    subsample: int | None = None,
+    subsample: int | None = 3000,
     seed: int = 0,
-    polish: int = 3,
+    polish: int | None = None,
+    final_passes: int | None = None,
+    sampling: Sampling = "area",
+    workers: int | None = None,
 ) -> FunctionalMap:
     r"""Refine a functional map by ZoomOut (Melzi et al., SIGGRAPH Asia 2019).
 
@@ -508,37 +554,53 @@ def zoomout(
         T_k = \mathrm{NN}(\Phi_Y^{k},\ \Phi_X^{k} C_k^\top), \qquad
         C_{k+s} = \Phi_Y^{k+s\,+} \Pi_{T_k} \Phi_X^{k+s}.
 
-    With ``subsample``, iterations run on that many points per shape drawn with ``seed``
-    (ZoomOut's fast variant) and ``C`` is fitted by least squares on them; the final map is
-    still defined on all points. A small sample biases the result: a sampled target point can
-    only match one of the few sampled source points, and the least-squares fit on a random
-    sample is noisy. So ``polish`` more iterations at the final size follow, on fresh samples
-    twice as large each time (``2, 4, 8, ...`` times ``subsample``); a sample that would reach
-    the size of the smaller shape is replaced by all points, with the exact projection
-    :math:`\Phi_Y^\top M_Y \Pi \Phi_X`, and ends the polishing. Their cost is dominated by
-    the last one, at most that of one point-map conversion on all points. On the 45k-vertex
-    sheets of ``benchmarks/bench_spectral_vs_pyfm.py`` (3,000 samples, ``k`` from 50 to 100),
-    the mean error of the final point map over :math:`\sqrt{\text{area}}` is 0.0019 without
-    polishing, 0.00044 with the default three passes (about 10 s more on one core) and 0.00023
-    with four, the last on all points (about 25 s more); the true map read through the same
-    100 functions gives 0.00019.
+    **Schedule.** By default the growing iterations run on ``subsample`` points per shape
+    (ZoomOut's fast variant), where ``C`` is fitted by least squares; then ``polish``
+    iterations at the final size on fresh samples twice as large each time (``2, 4, 8, ...``
+    times ``subsample``), and ``final_passes`` iterations on all points with the exact
+    projection :math:`\Phi_Y^\top M_Y \Pi \Phi_X`. A polishing sample that would reach the
+    size of the smaller shape is replaced by all points, ends the polishing and counts as one
+    of the final passes. A small sample alone biases the result (a sampled
+    target point can only match one of the few sampled source points, and the least-squares
+    fit on a sample is noisy); the passes on all points remove that bias, so the default
+    reaches the accuracy of ZoomOut on all points at a fraction of its cost. Nearest
+    neighbours are found with a k-d tree (:func:`nearest_neighbors`), which is fast for
+    spectral embeddings of surfaces at any ``k``.
+
+    **Samples.** ``sampling="area"`` draws points with probability proportional to their mass
+    (uniform over the surface, so irregular meshes are covered evenly); ``"uniform"`` draws
+    every point with equal probability (the behaviour before 0.1's ZoomOut changes).
+
+    The defaults changed: ``subsample`` was ``None`` (all points in every iteration, the
+    slowest choice and, from a map fitted at ``k = 50``, not the most accurate), and
+    polishing ended without a pass on all points. ``subsample=None`` gives ZoomOut on all
+    points as before; ``final_passes=0, sampling="uniform"`` gives the former subsampled
+    schedule.
 
     Args:
         fmap: The initial map; its bases must be the leading columns of ``source``/``target``.
         source: Larger basis on ``X``.
         target: Larger basis on ``Y``.
         step: Basis functions added per side and iteration.
-        subsample: Points per shape used in the iterations (``None``: all).
-        seed: Seeds the subsamples.
-        polish: Iterations at the final size on growing samples after a subsampled run
-            (``0``: none; ignored without ``subsample``).
+        subsample: Points per shape in the growing iterations (``None``: all points). A value
+            at least the size of the smaller shape also means all points.
+        seed: Seeds the samples.
+        polish: Iterations at the final size on growing samples after a subsampled run;
+            ``None`` means 3 with a subsample. Only meaningful with ``subsample``.
+        final_passes: Iterations at the final size on all points at the end; ``None`` means
+            1 after a subsampled run and 0 otherwise.
+        sampling: ``"area"`` or ``"uniform"`` (see above).
+        workers: Threads of the nearest-neighbour searches (see :func:`nearest_neighbors`;
+            ``None``: one thread for searches of fewer than 20,000 points, all cores above).
 
     Returns:
         The refined map, of size ``[target.k, source.k]``.
 
     Raises:
         ShapeMismatchError: if the bases do not extend ``fmap``'s.
-        WeightspaceValueError: if ``step`` is not positive or ``polish`` is negative.
+        WeightspaceValueError: if ``step`` or ``subsample`` is not positive, ``polish`` or
+            ``final_passes`` is negative, ``sampling`` is unknown, or ``polish`` is given
+            (non-zero) without ``subsample``.
 
     Example:
         >>> import numpy as np
@@ -551,8 +613,22 @@ def zoomout(
     """
     if step < 1:
         raise WeightspaceValueError(f"`step` must be positive, got {step}")
-    if polish < 0:
+    if subsample is not None and subsample < 1:
+        raise WeightspaceValueError(
+            f"`subsample` must be a positive number of points or None (all points), got {subsample}"
+        )
+    if polish is not None and polish < 0:
         raise WeightspaceValueError(f"`polish` must be non-negative, got {polish}")
+    if polish and subsample is None:
+        raise WeightspaceValueError(
+            f"`polish={polish}` refines a subsampled run, but `subsample` is None (all points); "
+            "pass `subsample=3000` (say) or drop `polish` (use `final_passes` for more "
+            "iterations on all points)"
+        )
+    if final_passes is not None and final_passes < 0:
+        raise WeightspaceValueError(f"`final_passes` must be non-negative, got {final_passes}")
+    if sampling not in ("area", "uniform"):
+        raise WeightspaceValueError(f"`sampling` must be 'area' or 'uniform', got {sampling!r}")
     for name, small, big in (("source", fmap.source, source), ("target", fmap.target, target)):
         if big.n != small.n or big.k < small.k:
             raise ShapeMismatchError(
@@ -560,65 +636,76 @@ def zoomout(
                 f"functions, got {big.n} points and {big.k} functions"
             )
     smaller = min(source.n, target.n)
+    sampled = subsample is not None and subsample < smaller
+    n_polish = (3 if polish is None else polish) if sampled else 0
+    n_final = (1 if sampled else 0) if final_passes is None else final_passes
     c = fmap.matrix
     grow = c.shape != (target.k, source.k)
-    if subsample is None or subsample >= smaller:
+    run = _ZoomOutRun(source, target, workers)
+    if not sampled:
         if grow:
-            c = _zoomout_steps(c, source, target, None, step)
+            c = run.steps(c, None, step)
     else:
+        assert subsample is not None
         rng = np.random.default_rng(seed)
         if grow:
-            c = _zoomout_steps(c, source, target, _draw(rng, source, target, subsample), step)
+            c = run.steps(c, _draw(rng, source, target, subsample, sampling), step)
         size = subsample
-        for _ in range(polish):
+        for _ in range(n_polish):
             size *= 2
-            if size >= smaller:
-                c = _zoomout_steps(c, source, target, None, step)
+            if size >= smaller:  # the sample would be (nearly) everything: use all points
+                c = run.steps(c, None, step)
+                n_final = max(n_final - 1, 0)
                 break
-            c = _zoomout_steps(c, source, target, _draw(rng, source, target, size), step)
+            c = run.steps(c, _draw(rng, source, target, size, sampling), step)
+    for _ in range(n_final):
+        c = run.steps(c, None, step)
     logger.debug("zoomout reached k=(%d, %d)", target.k, source.k)
     return FunctionalMap(c, source, target)
 
 
 def _draw(
-    rng: np.random.Generator, source: Eigenbasis, target: Eigenbasis, size: int
+    rng: np.random.Generator, source: Eigenbasis, target: Eigenbasis, size: int, sampling: Sampling
 ) -> tuple[IntArray, IntArray]:
-    sub_x = np.sort(rng.choice(source.n, size=size, replace=False))
-    sub_y = np.sort(rng.choice(target.n, size=size, replace=False))
-    return sub_x, sub_y
+    return _sample(rng, source.mass, size, sampling), _sample(rng, target.mass, size, sampling)
 
 
-def _zoomout_steps(
-    c: FloatArray,
-    source: Eigenbasis,
-    target: Eigenbasis,
-    sample: tuple[IntArray, IntArray] | None,
-    step: int,
-) -> FloatArray:
-    """ZoomOut iterations from ``c``'s size up to the bases' sizes (one if already there)."""
-    ky, kx = c.shape
-    px, py = source.vectors, target.vectors
-    if sample is not None:
-        px, py = px[sample[0]], py[sample[1]]
-    # iterations in float32 (nearest neighbours and least squares); the map stays float64
-    tx = torch.tensor(px, dtype=torch.float32)
-    ty = torch.tensor(py, dtype=torch.float32)
-    while True:
-        emb = tx[:, :kx] @ torch.tensor(c.T, dtype=torch.float32)
-        p2p = _nearest_float32(emb, ty[:, :ky].contiguous())
-        kx, ky = min(kx + step, source.k), min(ky + step, target.k)
-        if sample is None:
-            pulled = px[p2p, :kx]
-            c = py[:, :ky].T @ (target.mass[:, None] * pulled)
-        else:
-            # least squares through the normal equations: the sampled basis has nearly
-            # orthogonal columns, and this is far cheaper than an SVD-based solver
-            a = ty[:, :ky]
-            gram = (a.T @ a).double().numpy()
-            rhs = (a.T @ tx[torch.from_numpy(p2p), :kx]).double().numpy()
-            c = scipy.linalg.solve(gram, rhs, assume_a="pos")
-        if kx == source.k and ky == target.k:
-            return c
+def _sample(rng: np.random.Generator, mass: FloatArray, size: int, sampling: Sampling) -> IntArray:
+    """``size`` distinct points, sorted: uniformly, or by mass (Efraimidis–Spirakis keys)."""
+    if sampling == "uniform":
+        return np.sort(rng.choice(mass.shape[0], size=size, replace=False))
+    keys = np.log(rng.random(mass.shape[0])) / mass
+    return np.sort(np.argpartition(keys, -size)[-size:]).astype(np.int64)
+
+
+class _ZoomOutRun:
+    """ZoomOut iterations on the two bases, all points or a sample of each (private)."""
+
+    def __init__(self, source: Eigenbasis, target: Eigenbasis, workers: int | None) -> None:
+        self.source, self.target, self.workers = source, target, workers
+
+    def steps(
+        self, c: FloatArray, sample: tuple[IntArray, IntArray] | None, step: int
+    ) -> FloatArray:
+        """Iterations from ``c``'s size up to the bases' sizes (one if already there)."""
+        ky, kx = c.shape
+        px, py = self.source.vectors, self.target.vectors
+        if sample is not None:
+            px, py = px[sample[0]], py[sample[1]]
+        while True:
+            p2p = nearest_neighbors(
+                px[:, :kx] @ c.T, py[:, :ky], method="kdtree", workers=self.workers
+            )
+            kx, ky = min(kx + step, self.source.k), min(ky + step, self.target.k)
+            if sample is None:
+                c = py[:, :ky].T @ (self.target.mass[:, None] * px[p2p, :kx])
+            else:
+                # least squares through the normal equations: the sampled basis has nearly
+                # orthogonal columns, and this is far cheaper than an SVD-based solver
+                a = py[:, :ky]
+                c = scipy.linalg.solve(a.T @ a, a.T @ px[p2p, :kx], assume_a="pos")
+            if kx == self.source.k and ky == self.target.k:
+                return c
 
 
 def correspondence_error(

@@ -8,11 +8,17 @@ from typing import Literal
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 from scipy.spatial import cKDTree
 
 from weightspace._errors import WeightspaceValueError
-from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array, describe, frozen
+from weightspace.spectral._common import (
+    ArrayLike,
+    FloatArray,
+    as_float_array,
+    describe,
+    frozen,
+    tensor_to_numpy,
+)
 
 __all__ = ["Laplacian", "cotangent_laplacian", "graph_laplacian", "knn_laplacian"]
 
@@ -127,9 +133,7 @@ def _edges_from(
         if adj.shape[0] != adj.shape[1]:
             raise WeightspaceValueError(f"`adjacency` must be square, got {list(adj.shape)}")
         return adj, int(adj.shape[0])
-    ei = np.asarray(
-        edge_index.detach().cpu().numpy() if isinstance(edge_index, torch.Tensor) else edge_index
-    )
+    ei = np.asarray(tensor_to_numpy(edge_index))
     if ei.ndim != 2 or 2 not in ei.shape:
         raise WeightspaceValueError(
             f"`edge_index` must have shape [2, E] (PyG) or [E, 2], got {describe(edge_index)}"
@@ -317,7 +321,7 @@ def cotangent_laplacian(vertices: ArrayLike, faces: ArrayLike) -> Laplacian:
         v = np.concatenate([v, np.zeros((v.shape[0], 1))], axis=1)
     if v.shape[1] != 3:
         raise WeightspaceValueError(f"`vertices` must be [n, 3], got {list(v.shape)}")
-    f = np.asarray(faces.detach().cpu().numpy() if hasattr(faces, "detach") else faces)
+    f = np.asarray(tensor_to_numpy(faces))
     if f.ndim != 2 or f.shape[1] != 3 or not np.issubdtype(f.dtype, np.integer):
         raise WeightspaceValueError(
             f"`faces` must be an integer array [f, 3], got {describe(faces)}"

@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
-
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 from weightspace._deprecation import deprecated
+from weightspace.spectral._common import ArrayLike
 
 __all__ = ["bend_sheet", "sheet_mesh"]
 
@@ -45,9 +42,7 @@ def sheet_mesh(
 
 
 @deprecated(since="0.1", alternative="weightspace.data.bend_sheet", name="spectral.bend_sheet")
-def bend_sheet(
-    vertices: NDArray[Any] | torch.Tensor | Sequence[Any], curvature: float
-) -> NDArray[np.float64]:
+def bend_sheet(vertices: ArrayLike, curvature: float) -> NDArray[np.float64]:
     """Roll a flat sheet around an axis parallel to ``y``; see :func:`weightspace.data.bend_sheet`.
 
     Args:
