@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import os
 import stat
@@ -535,3 +536,34 @@ def test_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(WeightspaceValueError, match="is an existing folder"):
         save_state_dict(t, folder, overwrite=True)
     assert isinstance(WeightspaceValueError("x"), WeightspaceError)
+
+
+@pytest.mark.skipif(not hasattr(os, "posix_fadvise"), reason="posix_fadvise is Linux-only")
+def test_write_behind_covers_the_data_and_changes_no_byte(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each written stretch is handed to the kernel's writeback once, in order; same bytes."""
+    from weightspace.io import _write
+
+    gen = torch.Generator().manual_seed(0)
+    tensors = {f"t{i}": torch.randn(100 + 37 * i, generator=gen) for i in range(6)}
+    save_file(tensors, str(tmp_path / "reference.safetensors"))
+    calls: list[tuple[int, int, int]] = []
+    real = os.posix_fadvise
+
+    def spy(fd: int, offset: int, length: int, advice: int) -> None:
+        calls.append((offset, length, advice))
+        real(fd, offset, length, advice)
+
+    monkeypatch.setattr(os, "posix_fadvise", spy)
+    monkeypatch.setattr(_write, "WRITE_BEHIND_BYTES", 1000)
+    out = save_state_dict(tensors, tmp_path / "out.safetensors")
+    data = out.read_bytes()
+    assert data == (tmp_path / "reference.safetensors").read_bytes()
+    header_end = 8 + struct.unpack("<Q", data[:8])[0]
+    assert len(calls) == 3  # tensors of 400, 548, 696, 844, 992, 1140 bytes: 3 kicks
+    assert all(advice == os.POSIX_FADV_DONTNEED for _, _, advice in calls)
+    assert calls[0][0] == header_end
+    for (offset, length, _), (following, _, _) in itertools.pairwise(calls):
+        assert following == offset + length
+    assert calls[-1][0] + calls[-1][1] <= len(data)

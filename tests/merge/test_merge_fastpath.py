@@ -267,6 +267,36 @@ def test_non_finite_same_outcome(tmp_path: Path, where: str, method: str, check:
         _assert_same(outcomes[0], outcomes[1])
 
 
+@pytest.mark.parametrize("method", ["task_arithmetic", "ties"])
+def test_large_finite_values_take_the_lazy_path_with_the_same_bits(
+    tmp_path: Path, method: str
+) -> None:
+    """Finite bf16 values whose float32 sum overflows: no error, the lazy path's bits."""
+    base, models = _checkpoints(tmp_path, 3, quantum=2.0**-7)
+    for path in [base, *models]:
+        sd = open_state_dict(path)
+        tensors = {k: sd[k].clone() for k in sd}
+        big = tensors["layers.0.weight"].view(-1)
+        big[:40] = 2.5e38  # finite in bf16, in every input; 40 of them overflow a float32 sum
+        assert bool(torch.isfinite(big).all())
+        assert not bool(torch.isfinite(big.sum(dtype=torch.float32)))
+        save_state_dict(
+            tensors, path, overwrite=True, max_shard_size=300 if path.is_dir() else None
+        )
+    params = {"density": 0.5} if method == "ties" else {}
+    config = MergeConfig(
+        base=base,
+        models=tuple(models),
+        method=method,  # type: ignore[arg-type]
+        parameters=params,
+        check_finite=True,
+    )
+    _compare(tmp_path, config, chunk=64)
+    out = open_state_dict(tmp_path / "fast.safetensors")["layers.0.weight"].view(-1)
+    assert bool(torch.isfinite(out).all())
+    assert torch.equal(out[:40], torch.full((40,), 2.5e38, dtype=torch.bfloat16))
+
+
 def test_kth_largest_with_count_matches() -> None:
     gen = torch.Generator().manual_seed(0)
     for numel, k in [(1000, 1), (1000, 999), (4096, 2048), (777, 300)]:

@@ -295,6 +295,47 @@ def raise_if_not_finite(name: str, tensor: torch.Tensor) -> None:
         )
 
 
+#: Bytes written between two requests to the kernel to start writing the file back to disk.
+WRITE_BEHIND_BYTES = 64 << 20
+
+
+class _WriteBehind:
+    """Asks the kernel to start writing back each written stretch of a file, early.
+
+    The writer ends each file with ``fsync`` (the rename that installs the output must not
+    come before its data are on disk). Left alone, the kernel writes most of the data back
+    only then, and the merge waits for the whole output at the end (about a second per 3 GB
+    on the disks measured). Every :data:`WRITE_BEHIND_BYTES` the written range is handed to
+    ``posix_fadvise(POSIX_FADV_DONTNEED)``, which on Linux starts its writeback without
+    waiting (and later lets the kernel drop those pages from its cache), so the disk works
+    while the next tensors are computed and the final ``fsync`` waits for the last stretch
+    only. Without ``posix_fadvise`` (not on Linux), it does nothing.
+    """
+
+    __slots__ = ("f", "pending", "start")
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f = f
+        self.start = f.tell()
+        self.pending = 0
+
+    def wrote(self, nbytes: int) -> None:
+        """Count ``nbytes`` more bytes written, and kick the writeback every so often."""
+        self.pending += nbytes
+        if self.pending >= WRITE_BEHIND_BYTES:
+            self.kick()
+
+    def kick(self) -> None:
+        """Start the writeback of what was written since the last kick."""
+        if self.pending == 0 or not hasattr(os, "posix_fadvise"):
+            return
+        self.f.flush()
+        with contextlib.suppress(OSError):
+            os.posix_fadvise(self.f.fileno(), self.start, self.pending, os.POSIX_FADV_DONTNEED)
+        self.start += self.pending
+        self.pending = 0
+
+
 def _write_chunks(
     f: IO[bytes],
     spec: TensorSpec,
@@ -302,6 +343,7 @@ def _write_chunks(
     cast: torch.dtype | None,
     check_finite: bool,
     bar: Any,
+    behind: _WriteBehind,
 ) -> None:
     dtype = value.dtype
     if cast is not None and dtype.is_floating_point:
@@ -326,6 +368,7 @@ def _write_chunks(
             raise WeightspaceError(f"tensor {spec.name!r} has an unexpected byte size")
         f.write(data)
         bar.update(data.nbytes)
+        behind.wrote(data.nbytes)
     if done != spec.nbytes:
         raise WeightspaceError(f"tensor {spec.name!r} has an unexpected byte size")
 
@@ -344,10 +387,11 @@ def _write_file(
     with open(dest, "wb") as f:
         f.write(header)
         f.flush()  # the header is on disk before the first tensor is computed
+        behind = _WriteBehind(f)
         for spec in layout:
             tensor = get(spec.name)
             if isinstance(tensor, TensorChunks):
-                _write_chunks(f, spec, tensor, cast, check_finite, bar)
+                _write_chunks(f, spec, tensor, cast, check_finite, bar, behind)
                 del tensor
                 continue
             if not isinstance(tensor, torch.Tensor):
@@ -373,6 +417,7 @@ def _write_file(
             f.write(data)
             del data
             bar.update(spec.nbytes)
+            behind.wrote(spec.nbytes)
         f.flush()
         os.fsync(f.fileno())
     os.chmod(dest, 0o666 & ~_UMASK)

@@ -191,6 +191,28 @@ class Engine:
         self.files.close()
         self._buffers.clear()
 
+    # -- reading ---------------------------------------------------------------------------
+
+    def _read_chunks(
+        self, readers: Sequence[_Reader], numel: int
+    ) -> Iterator[tuple[int, int, list[torch.Tensor]]]:
+        """``(start, stop, raw)`` of every chunk: ``raw`` its entries read from ``readers``.
+
+        The buffers are reused from chunk to chunk. (Reading the next chunk on a background
+        thread while this one is computed made merges slower on a busy two-core machine:
+        every torch operation hands the GIL over, and each hand-over waited for a
+        descheduled thread.)
+        """
+        step = self.chunk
+        for start in range(0, numel, step):
+            stop = min(numel, start + step)
+            m = stop - start
+            raw = [
+                r.read(start, stop, self._buf("raw", i, m * r.itemsize))
+                for i, r in enumerate(readers)
+            ]
+            yield start, stop, raw
+
     def _buf(
         self, key: str, index: int, numel: int, dtype: torch.dtype = torch.uint8
     ) -> torch.Tensor:
@@ -233,13 +255,11 @@ class Engine:
         except _NotFinite:
             yield from self._generic_rest(name, 0)
             return
-        step = self.chunk
-        for start in range(0, numel, step):
-            stop = min(numel, start + step)
+        for start, stop, raw in self._read_chunks(readers, numel):
             if self.governor is not None:
                 self.governor.tick()
             try:
-                out = self._chunk(readers, state, start, stop, out_dtype)
+                out = self._chunk(raw, state, start, stop, out_dtype)
             except _NotFinite:
                 yield from self._generic_rest(name, start)
                 return
@@ -253,29 +273,29 @@ class Engine:
         yield tensor.reshape(-1)[start:]
 
     def _deltas(
-        self, readers: list[_Reader], start: int, stop: int, tasks: Sequence[int] | None = None
+        self, raw: Sequence[torch.Tensor], tasks: Sequence[int] | None = None
     ) -> tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]:
-        """The chunk's base (as read), base in float32, and float32 deltas of ``tasks``."""
-        m = stop - start
-        base_reader = readers[0]
-        raw = base_reader.read(start, stop, self._buf("raw", 0, m * base_reader.itemsize))
-        if raw.dtype == torch.float32:
-            b32 = raw
+        """The chunk's base (as read), base in float32, and float32 deltas of ``tasks``.
+
+        ``raw`` holds the chunk as read: the base, then the model of each task of ``tasks``
+        (all tasks when ``None``).
+        """
+        base = raw[0]
+        m = base.numel()
+        if base.dtype == torch.float32:
+            b32 = base
         else:
             b32 = self._buf("b32", 0, m, torch.float32)
-            b32.copy_(raw)
+            b32.copy_(base)
         deltas = []
-        for t in range(self.n) if tasks is None else tasks:
-            reader = readers[t + 1]
-            f = reader.read(start, stop, self._buf("raw", t + 1, m * reader.itemsize))
+        for t, f in zip(range(self.n) if tasks is None else tasks, raw[1:], strict=True):
             d = self._buf("d", t, m, torch.float32)
-            if f.dtype == torch.float32 or f.dtype in _HALF:
-                torch.sub(f, b32, out=d)  # bf16/f16 -> f32 is exact: same as f.float() - b32
-            else:
-                d.copy_(f)
-                d.sub_(b32)
+            # f.float() - b32: the conversion is exact for the half dtypes, and a float32
+            # subtraction after it is faster than a mixed-dtype one (the same values).
+            d.copy_(f)
+            d.sub_(b32)
             deltas.append(d)
-        return raw, b32, deltas
+        return base, b32, deltas
 
     def _tensor_state(self, name: str, readers: list[_Reader], numel: int) -> list[_Keep] | None:
         """Per-tensor state: the magnitude trims, or the DARE masks (kept in ``_dare``)."""
@@ -297,9 +317,8 @@ class Engine:
         if k <= 0:
             return _Keep("none")
         magnitude = self._buf("magnitude", 0, numel, torch.float32)
-        for start in range(0, numel, self.chunk):
-            stop = min(numel, start + self.chunk)
-            _, _, (d,) = self._deltas(readers, start, stop, [task])
+        for start, stop, raw in self._read_chunks([readers[0], readers[task + 1]], numel):
+            _, _, (d,) = self._deltas(raw, [task])
             if not bool(torch.isfinite(d.sum())):
                 raise _NotFinite
             torch.abs(d, out=magnitude[start:stop])
@@ -308,13 +327,13 @@ class Engine:
 
     def _chunk(
         self,
-        readers: list[_Reader],
+        raw: Sequence[torch.Tensor],
         state: list[_Keep] | None,
         start: int,
         stop: int,
         out_dtype: torch.dtype,
     ) -> torch.Tensor:
-        raw, b32, deltas = self._deltas(readers, start, stop)
+        base, b32, deltas = self._deltas(raw)
         if self.r.sparsify != "none" or self.r.combine in ("ties", "consensus"):
             # Masks can hide a bad input from the output: check the deltas (a non-finite
             # input gives a non-finite delta; an overflow only sends us to the lazy path).
@@ -323,10 +342,10 @@ class Engine:
                     raise _NotFinite
         merged = self._merge_chunk(deltas, state, start, stop)
         m = stop - start
-        if raw.dtype == torch.float64:
+        if base.dtype == torch.float64:
             total = self._buf("o64", 0, m, torch.float64)
             total.copy_(merged)
-            total.add_(raw)  # b + delta in float64 (a + b == b + a exactly)
+            total.add_(base)  # b + delta in float64 (a + b == b + a exactly)
         else:
             total = merged.add_(b32)  # b + delta (a + b == b + a exactly)
         if total.dtype == out_dtype:
@@ -334,9 +353,13 @@ class Engine:
         else:
             out = self._buf("out", 0, m, out_dtype)
             out.copy_(total)
-        # A float64 sum of finite entries is finite (no overflow): this checks every entry of
-        # the output and, for the unmasked methods, every input (a bad input propagates).
-        if not bool(torch.isfinite(out.sum(dtype=torch.float64))):
+        # A non-finite entry makes the sum non-finite: this checks every entry of the output
+        # and, for the unmasked methods, every input (a bad input propagates). The sum of
+        # half-precision entries is taken in float32 (three times faster than in float64):
+        # finite entries whose sum overflows, which takes values near 3e38, only send the
+        # tensor to the lazy path, which gives the same bits.
+        check = torch.float32 if out.dtype in _HALF else out.dtype
+        if not bool(torch.isfinite(out.sum(dtype=check))):
             raise _NotFinite
         return out
 
