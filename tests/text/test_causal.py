@@ -252,3 +252,31 @@ def test_perplexity_is_exp_of_the_mean_token_loss(tiny_llama: torch.nn.Module) -
     assert short.text_tokens == ev.text_tokens
     assert short.nats != pytest.approx(ev.nats, rel=1e-6)
     assert not tiny_llama.training
+
+
+def test_token_nll_shifts_the_labels_not_the_logits(tiny_llama: torch.nn.Module) -> None:
+    """The cheaper loss path (no copy of the logits) gives the textbook values and gradients."""
+    import torch.nn.functional as F
+
+    from weightspace.text._causal import token_nll
+
+    blocks = chunk_texts(["abc ab", "cab", "a b c abba"], TOK, block_size=64)
+    labels = blocks.labels.clone()
+    labels[0, 1:3] = IGNORE_INDEX  # a masked prompt, besides the right padding
+    batch = (blocks.input_ids, blocks.attention_mask, labels)
+    nll, used = token_nll(tiny_llama, batch)
+    grad = torch.autograd.grad(nll.sum(), list(tiny_llama.parameters()))
+    # reference: drop the last position's logits, take log-probabilities of the next label
+    logits = tiny_llama(input_ids=blocks.input_ids, attention_mask=blocks.attention_mask).logits
+    target = labels[:, 1:]
+    want_used = target != IGNORE_INDEX
+    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)
+    picked = -logp.gather(-1, target.clamp_min(0).unsqueeze(-1)).squeeze(-1)
+    want = torch.where(want_used, picked, torch.zeros_like(picked))
+    want_grad = torch.autograd.grad(want.sum(), list(tiny_llama.parameters()))
+    assert torch.equal(used, want_used)
+    assert int(used.sum()) == blocks.target_tokens - 2
+    torch.testing.assert_close(nll, want, rtol=1e-6, atol=1e-6)
+    assert bool((nll[~used] == 0).all())
+    for g, w in zip(grad, want_grad, strict=True):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)

@@ -493,15 +493,18 @@ def _trim(ids: Tensor, mask: Tensor, labels: Tensor) -> tuple[Tensor, Tensor, Te
 def token_nll(model: nn.Module, batch: Any) -> tuple[Tensor, Tensor]:
     """Negative log-likelihood (nats) of every target token: ``(nll [N, L-1], used [N, L-1])``."""
     ids, mask, labels = _trim(*_unpack(batch))
-    logits = logits_of(hf_model(model), ids, mask)[:, :-1]
-    target = labels[:, 1:]
-    used = target != IGNORE_INDEX
+    logits = logits_of(hf_model(model), ids, mask)
+    # Shift the labels, not the logits: position t is scored against labels[t + 1] and the last
+    # position gets no target, so the [N, L, vocab] logits (the largest tensor of a step) are
+    # never sliced into a copy, nor is their gradient.
+    target = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
     nll = F.cross_entropy(
         logits.reshape(-1, logits.shape[-1]).float(),
-        target.clamp_min(0).reshape(-1),
+        target.reshape(-1),
         reduction="none",
+        ignore_index=IGNORE_INDEX,
     ).view_as(target)
-    return torch.where(used, nll, torch.zeros_like(nll)), used
+    return nll[:, :-1], target[:, :-1] != IGNORE_INDEX
 
 
 def causal_lm_loss(model: nn.Module, batch: Any) -> Tensor:
