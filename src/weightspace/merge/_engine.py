@@ -183,6 +183,7 @@ class Engine:
         self.bytes_read = 0
         self.chunk = CHUNK_ELEMENTS
         self._buffers: dict[tuple[str, int], torch.Tensor] = {}
+        self._views: dict[tuple[str, int, int, torch.dtype], torch.Tensor] = {}
         self._dare: list[torch.Tensor] = []
         self.governor: ThreadGovernor | None = None
 
@@ -190,6 +191,7 @@ class Engine:
         """Close the input files and drop the buffers."""
         self.files.close()
         self._buffers.clear()
+        self._views.clear()
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -216,13 +218,24 @@ class Engine:
     def _buf(
         self, key: str, index: int, numel: int, dtype: torch.dtype = torch.uint8
     ) -> torch.Tensor:
-        """A reused buffer of at least ``numel`` entries of ``dtype``."""
+        """A reused buffer of ``numel`` entries of ``dtype``.
+
+        Its views are kept: most chunks have one size, and making a view costs more than
+        looking one up.
+        """
+        view = self._views.get((key, index, numel, dtype))
+        if view is not None:
+            return view
         nbytes = numel * dtype.itemsize
         buf = self._buffers.get((key, index))
         if buf is None or buf.numel() < nbytes:
             buf = torch.empty(max(nbytes, 1), dtype=torch.uint8)
             self._buffers[(key, index)] = buf
-        return buf[:nbytes].view(dtype)
+            self._views = {k: v for k, v in self._views.items() if k[:2] != (key, index)}
+        view = buf[:nbytes].view(dtype)
+        if len(self._views) < 256:
+            self._views[(key, index, numel, dtype)] = view
+        return view
 
     # -- one tensor ------------------------------------------------------------------------
 
