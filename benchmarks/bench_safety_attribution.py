@@ -11,6 +11,8 @@ Llama) with ``--threads`` torch threads:
   gradients on the linear weights of the transformer blocks, and tokens per second;
 * **Wanda** (``weightspace.saliency.wanda``): the same pairs, one unpadded sequence per
   forward pass;
+* **the memory-lean path** (``weightspace.saliency.iter_snip`` / ``iter_wanda`` streamed into
+  ``weightspace.saliency.top_ranking``, keeping the top 5 %): the same pairs;
 * **ActSVD bases** (``weightspace.saliency.output_bases`` at rank 8): the same sequences;
 * **generation** (``weightspace.text.generate``, greedy, batches of 16): ``--prompts``
   held-out benign prompts, ``--new-tokens`` new tokens at most, in generated tokens per
@@ -26,6 +28,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import resource
 import sys
 import time
 from pathlib import Path
@@ -82,6 +85,21 @@ def main() -> None:
     saliency.wanda(model, iter(seqs), batch_size=1)
     wanda_s = time.perf_counter() - start
     results.append(("Wanda", wanda_s, f"{tokens / wanda_s:.0f} tokens/s"))
+    keep = round(0.05 * sum(dict(model.named_parameters())[n].numel() for n in names))
+    start = time.perf_counter()
+    saliency.top_ranking(
+        saliency.iter_snip(model, rows, loss=text.causal_lm_loss, batch_size=8), k=keep
+    )
+    lean_s = time.perf_counter() - start
+    results.append(
+        ("SNIP streamed into top_ranking (top 5 %)", lean_s, f"{tokens / lean_s:.0f} tokens/s")
+    )
+    start = time.perf_counter()
+    saliency.top_ranking(saliency.iter_wanda(model, iter(seqs), batch_size=1), k=keep)
+    lean_s = time.perf_counter() - start
+    results.append(
+        ("Wanda streamed into top_ranking (top 5 %)", lean_s, f"{tokens / lean_s:.0f} tokens/s")
+    )
     start = time.perf_counter()
     saliency.output_bases(model, iter(seqs), 8, names=names, batch_size=1)
     bases_s = time.perf_counter() - start
@@ -93,6 +111,7 @@ def main() -> None:
     gen_s = time.perf_counter() - start
     new = sum(len(tok(r, add_special_tokens=False)["input_ids"]) for r in replies)
     results.append(("generation (greedy)", gen_s, f"{new / gen_s:.1f} new tokens/s"))
+    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     load_after = os.getloadavg()
     print(f"load average after: {load_after[0]:.2f} {load_after[1]:.2f} {load_after[2]:.2f}")
 
@@ -109,7 +128,7 @@ def main() -> None:
         f"Machine: {platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
         f"{torch.get_num_threads()} thread(s), Python {platform.python_version()}; load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (a shared machine: timings "
-        "taken under load).",
+        f"taken under load); peak resident memory of the whole run {peak_mb:.0f} MB.",
         "",
         "| step | seconds | throughput |",
         "|---|---|---|",
