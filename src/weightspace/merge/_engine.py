@@ -119,19 +119,26 @@ def _reader(sd: LazyStateDict, name: str, files: _Files) -> _Reader | None:
 
 @dataclass
 class _Keep:
-    """The trim of one task's tensor: keep ``|d| > threshold`` and the first ``missing`` ties."""
+    """The trim of one task's tensor: what it keeps of ``|d|``.
+
+    ``|d| > threshold``, and ``|d| == threshold`` at flat indices below ``cutoff`` (the first
+    ties in flat order, as many as the trim keeps).
+    """
 
     mode: Literal["all", "none", "threshold"]
     threshold: torch.Tensor | None = None
-    missing: int = 0
+    cutoff: int = 0
 
-    def apply(self, delta: torch.Tensor, magnitude: torch.Tensor, keep: torch.Tensor) -> None:
-        """``delta *= mask`` in place, with a float 0/1 mask (``magnitude``, ``keep``: scratch).
+    def apply(
+        self, delta: torch.Tensor, magnitude: torch.Tensor, keep: torch.Tensor, start: int
+    ) -> None:
+        """``delta *= mask`` in place, for the chunk that starts at flat index ``start``.
 
-        The same values as ``delta * magnitude_keep_mask(delta, density)`` over the whole
-        tensor (a product by a boolean is one by 0.0 or 1.0), with float operations only,
-        which are much faster than boolean ones. Tied entries are consumed in flat order,
-        so the chunks must come in order.
+        ``magnitude`` and ``keep`` are scratch buffers; the mask is a float 0/1 one. The
+        same values as ``delta * magnitude_keep_mask(delta, density)`` over the whole tensor
+        (a product by a boolean is one by 0.0 or 1.0), with float operations only, which are
+        much faster than boolean ones: ``|d| >= threshold`` below the cutoff, ``|d| >
+        threshold`` from it on. The chunks may come in any order.
         """
         if self.mode == "all":
             return
@@ -140,11 +147,11 @@ class _Keep:
             return
         assert self.threshold is not None
         torch.abs(delta, out=magnitude)
-        torch.gt(magnitude, self.threshold, out=keep)
-        if self.missing > 0:
-            tied = torch.nonzero(magnitude == self.threshold).squeeze(1)[: self.missing]
-            keep[tied] = 1.0
-            self.missing -= int(tied.numel())
+        split = min(max(self.cutoff - start, 0), magnitude.numel())
+        if split > 0:
+            torch.ge(magnitude[:split], self.threshold, out=keep[:split])
+        if split < magnitude.numel():
+            torch.gt(magnitude[split:], self.threshold, out=keep[split:])
         delta.mul_(keep)
 
 
@@ -336,7 +343,24 @@ class Engine:
                 raise _NotFinite
             torch.abs(d, out=magnitude[start:stop])
         threshold, above = _core.kth_largest_with_count(magnitude, k, self.chunk)
-        return _Keep("threshold", threshold, k - above)
+        return _Keep("threshold", threshold, self._tie_cutoff(magnitude, threshold, k - above))
+
+    def _tie_cutoff(self, magnitude: torch.Tensor, threshold: torch.Tensor, missing: int) -> int:
+        """One past the flat index of the ``missing``-th entry equal to ``threshold``.
+
+        The ties that the trim keeps are those below it (none when ``missing`` is 0).
+        """
+        if missing <= 0:
+            return 0
+        numel = magnitude.numel()
+        for start in range(0, numel, self.chunk):
+            stop = min(numel, start + self.chunk)
+            tied = magnitude[start:stop] == threshold
+            count = int(tied.sum())
+            if count >= missing:
+                return start + int(torch.nonzero(tied)[missing - 1, 0]) + 1
+            missing -= count
+        raise AssertionError("fewer ties than the count of entries above the threshold implies")
 
     def _chunk(
         self,
@@ -391,7 +415,7 @@ class Engine:
             magnitude = self._buf("f32", 3, m, torch.float32)
             keep = self._buf("f32", 4, m, torch.float32)
             for d, trim in zip(deltas, state, strict=True):
-                trim.apply(d, magnitude, keep)
+                trim.apply(d, magnitude, keep, start)
         drops: list[torch.Tensor] | None = None
         divisor: float | None = None
         if r.sparsify == "dare" and r.drop_rate != 0.0:
