@@ -39,6 +39,7 @@ import argparse
 import copy
 import json
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -67,7 +68,41 @@ EFFECT_CLASSES = ("bird", "mammal", "other")
 ACCENTS = ("de", "fr-fr", "es", "it", "pl", "nl")
 ACCENT_VARIANTS = (("m1", 1.0, 1.0), ("m3", 0.9, 1.05), ("f1", 1.0, 0.95), ("f3", 1.1, 1.0))
 ADDED = ("language", "instrument", "effects", "digits", "commands")
-SAME_HEAD = {"digits_accented": "digits", "commands_accented": "commands"}
+#: Two families of accents, each a task pair of its own (for more than one analogy).
+FAMILIES = {"romance": ("fr-fr", "es", "it"), "non_romance": ("de", "pl", "nl")}
+SAME_HEAD = {
+    f"{words}_{accent}": words
+    for words in ("digits", "commands")
+    for accent in ("accented", *FAMILIES)
+}
+#: Analogies ``(A, B, C, D)``: the vector ``C + (B - A)`` is scored on D, never trained on.
+#: Each comes with its mirror (the roles of the two vocabularies swapped).
+ANALOGIES = (
+    ("digits", "digits_accented", "commands", "commands_accented"),
+    ("commands", "commands_accented", "digits", "digits_accented"),
+    ("digits", "digits_romance", "commands", "commands_romance"),
+    ("commands", "commands_romance", "digits", "digits_romance"),
+    ("digits", "digits_non_romance", "commands", "commands_non_romance"),
+    ("commands", "commands_non_romance", "digits", "digits_non_romance"),
+    ("digits_romance", "digits_non_romance", "commands_romance", "commands_non_romance"),
+    ("commands_romance", "commands_non_romance", "digits_romance", "digits_non_romance"),
+)
+#: The ablation: fine-tuning of the added tasks with the shared embedding layer (``trunk.6``)
+#: frozen, the four convolution blocks only.
+ABLATION_TRAINABLE = ["trunk.0", "trunk.1", "trunk.2", "trunk.3"]
+
+# Tuning protocol of the merges: every method with a hyperparameter gets the same budget of
+# 10 configurations, each scored on validation data only (mean normalised validation
+# accuracy); weight averaging has none (1 configuration). TALL masks keep one model per task
+# and need the task's identity at test time: an oracle, reported apart.
+TA_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))
+TIES_DENSITIES = (0.2, 0.5)  # x 5 scales (TIES merges a mean, not a sum)
+TIES_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+MASK_LAMBDAS = (0.2, 0.5)  # TALL / Consensus mask thresholds, x 5 scales
+MASK_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
+SINGLE_METHODS = ("average", "task_arithmetic", "ties", "consensus")
+ORACLE_METHODS = ("tall_masks",)
+BOOTSTRAP = 2000  # resamples of the hierarchical bootstrap (seeds, then clips)
 
 
 @dataclass
@@ -89,11 +124,14 @@ class Config:
     shots: int  # clips per class that make a task's prototype head
     finetune_steps: int  # optimisation steps of each fine-tuning (batches of 32)
     grid: tuple[float, ...]
+    budget_stride: int = 1  # every k-th configuration of the merges' budget (quick: 2)
+    recordings_split: tuple[float, float, float] = (0.5, 0.2, 0.3)  # instrument, effects
+    clips_per_file: int = 6  # windows per file of the instrument and effects tasks
     out: Path = field(default_factory=lambda: HERE / "results")
 
 
 FULL = Config(
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
     pretrain_speakers=32,
     pretrain_words=30,
     pretrain_clips=3,
@@ -125,6 +163,7 @@ QUICK = Config(
     shots=3,
     finetune_steps=40,
     grid=(0.0, 0.25, 0.5, 0.75, 1.0),
+    budget_stride=2,
     out=HERE / "results" / "quick",  # never over the committed full-mode results
 )
 
@@ -316,6 +355,12 @@ def build_tasks(cfg: Config, seed: int, feats: LogMel) -> dict[str, Split]:
     parts = speaker_parts(accented, cfg.accents, cfg.accents, seed + 200)
     tasks["digits_accented"] = word_task(ds, DIGIT_WORDS, parts, feats)
     tasks["commands_accented"] = word_task(ds, COMMAND_WORDS, parts, feats)
+    for k, (family, voices) in enumerate(FAMILIES.items()):
+        members = [s for s in accented if s.voice in voices]
+        n_held = max(1, len(members) // 4)
+        parts = speaker_parts(members, n_held, n_held, seed + 300 + k)
+        tasks[f"digits_{family}"] = word_task(ds, DIGIT_WORDS, parts, feats)
+        tasks[f"commands_{family}"] = word_task(ds, COMMAND_WORDS, parts, feats)
 
     captions = ws.data.stamp_captions(
         list(cfg.languages),
@@ -333,10 +378,10 @@ def build_tasks(cfg: Config, seed: int, feats: LogMel) -> dict[str, Split]:
     )
 
     samples = ws.data.sonic_pi_samples(
-        list(cfg.instruments), hop=0.5, max_clips_per_file=4, progress=False
+        list(cfg.instruments), hop=0.5, max_clips_per_file=cfg.clips_per_file, progress=False
     )
     tasks["instrument"] = recordings_task(
-        samples.split((0.6, 0.2, 0.2), seed=seed),
+        samples.split(cfg.recordings_split, seed=seed),
         lambda p: p.labels,
         samples.classes,
         cfg.per_class,
@@ -344,7 +389,9 @@ def build_tasks(cfg: Config, seed: int, feats: LogMel) -> dict[str, Split]:
         feats,
     )
 
-    effects = ws.data.sound_effects(depth=2, hop=0.5, max_clips_per_file=4, progress=False)
+    effects = ws.data.sound_effects(
+        depth=2, hop=0.5, max_clips_per_file=cfg.clips_per_file, progress=False
+    )
 
     def effect_labels(part: Any) -> Tensor:
         def one(category: str) -> int:
@@ -357,7 +404,7 @@ def build_tasks(cfg: Config, seed: int, feats: LogMel) -> dict[str, Split]:
         return torch.tensor([one(c) for c in part.category], dtype=torch.int64)
 
     tasks["effects"] = recordings_task(
-        effects.split((0.6, 0.2, 0.2), seed=seed),
+        effects.split(cfg.recordings_split, seed=seed),
         effect_labels,
         EFFECT_CLASSES,
         cfg.per_class,
@@ -416,8 +463,15 @@ def fit_head(net: AudioNet, name: str, task: Split, shots: int, seed: int) -> No
     net.heads[name] = PrototypeHead(protos)
 
 
-def finetune(cfg: Config, pre: AudioNet, name: str, task: Split, seed: int) -> AudioNet:
-    """Fine-tune the trunk (head fixed) for about ``cfg.finetune_steps`` steps."""
+def finetune(
+    cfg: Config,
+    pre: AudioNet,
+    name: str,
+    task: Split,
+    seed: int,
+    trainable: Sequence[str] = ("trunk",),
+) -> AudioNet:
+    """Fine-tune ``trainable`` (the trunk; head fixed) for about ``cfg.finetune_steps`` steps."""
     net = copy.deepcopy(pre)
     epochs = max(1, round(cfg.finetune_steps * 32 / len(task.train[1])))
     train.fit_(
@@ -427,19 +481,24 @@ def finetune(cfg: Config, pre: AudioNet, name: str, task: Split, seed: int) -> A
         batch_size=32,
         lr=3e-4,
         seed=seed,
-        trainable=["trunk"],
+        trainable=list(trainable),
     )
     return net.eval()
 
 
 @torch.no_grad()
-def accuracy(net: AudioNet, state: Mapping[str, Tensor], task: str, data: Pair) -> float:
+def correct(net: AudioNet, state: Mapping[str, Tensor], task: str, data: Pair) -> Tensor:
+    """Per clip, whether the model with weights ``state`` classifies it right (bool)."""
     x, y = data
-    correct = 0
+    out = []
     for xb, yb in zip(x.split(256), y.split(256), strict=True):
         logits = torch.func.functional_call(net, dict(state), (xb, task))
-        correct += int((logits.argmax(1) == yb).sum())
-    return correct / len(y)
+        out.append(logits.argmax(1) == yb)
+    return torch.cat(out)
+
+
+def accuracy(net: AudioNet, state: Mapping[str, Tensor], task: str, data: Pair) -> float:
+    return float(correct(net, state, task, data).float().mean())
 
 
 def make_task(net: AudioNet, name: str, data: Split) -> arithmetic.Task:
@@ -448,6 +507,100 @@ def make_task(net: AudioNet, name: str, data: Split) -> arithmetic.Task:
         validate=lambda sd: accuracy(net, sd, name, data.val),
         test=lambda sd: accuracy(net, sd, name, data.test),
     )
+
+
+def bits(flags: Tensor) -> str:
+    """Per-clip correctness as a string of 0s and 1s (kept in ``results.json``)."""
+    return "".join("1" if f else "0" for f in flags.tolist())
+
+
+# %%
+# Controls and the merges' tuning budget
+# --------------------------------------
+# The random control of negation is a Gaussian vector with the norm of the task vector in
+# every tensor, applied at scale 1 (as far from the pretrained weights as the task vector
+# itself) and at the scale chosen for the task vector (as far as the edit moved): both are
+# fixed in advance, so the control is never left at scale 0.
+
+
+def random_like(vector: TaskVector, seed: int) -> TaskVector:
+    """A Gaussian vector with, in every tensor, the norm of ``vector``'s tensor."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for name in vector:
+        t = vector[name].float()
+        r = torch.randn(t.shape, generator=gen)
+        out[name] = r * (t.norm() / r.norm().clamp_min(1e-12))
+    return TaskVector(out)
+
+
+def tall(vectors: Sequence[TaskVector], *, lambdas: float) -> list[TaskVector]:
+    """Per task, the sum of the vectors under that task's TALL mask (one model per task)."""
+    merged = ws.merge.task_arithmetic(vectors).materialize()
+    return [merged.masked(m) for m in ws.merge.tall_masks(vectors, lambdas=lambdas, merged=merged)]
+
+
+def merge_methods(stride: int = 1) -> dict[str, arithmetic.Method]:
+    """Every configuration of the tuning budget, named ``family`` or ``family@value``."""
+    from functools import partial
+
+    method, merge = arithmetic.Method, ws.merge
+    out: dict[str, arithmetic.Method] = {
+        "average": method(merge.mean, grid=(1.0,)),
+        "task_arithmetic": method(merge.task_arithmetic, grid=TA_SCALES[::stride]),
+    }
+    for d in TIES_DENSITIES:
+        out[f"ties@{d}"] = method(partial(merge.ties, density=d), grid=TIES_SCALES[::stride])
+    for lam in MASK_LAMBDAS:
+        out[f"consensus@{lam}"] = method(
+            partial(merge.consensus, k=2, lambdas=lam), grid=MASK_SCALES[::stride]
+        )
+    for lam in MASK_LAMBDAS:
+        out[f"tall_masks@{lam}"] = method(partial(tall, lambdas=lam), grid=MASK_SCALES[::stride])
+    return out
+
+
+def tuned(result: arithmetic.AdditionResult) -> dict[str, str]:
+    """Per method family, the configuration with the best validation score (first on ties)."""
+    best: dict[str, str] = {}
+    for name, row in result.rows.items():
+        family = name.partition("@")[0]
+        if name in ("pretrained", "finetuned"):
+            continue
+        if family not in best or row.validation > result.rows[best[family]].validation:
+            best[family] = name
+    return best
+
+
+def addition_study(
+    net: AudioNet,
+    base: Mapping[str, Tensor],
+    vectors: Mapping[str, TaskVector],
+    tasks: Mapping[str, arithmetic.Task],
+    data: Mapping[str, Split],
+    stride: int,
+) -> dict[str, Any]:
+    """Every configuration of the budget on validation; the tuned one per family, with the
+    per-clip test correctness of its model on every task (for the bootstrap)."""
+    methods = merge_methods(stride)
+    result = arithmetic.add(base, dict(vectors), {n: tasks[n] for n in vectors}, methods=methods)
+    chosen = tuned(result)
+    names = list(vectors)
+    clips: dict[str, dict[str, str]] = {
+        "pretrained": {n: bits(correct(net, base, n, data[n].test)) for n in names},
+        "finetuned": {
+            n: bits(correct(net, vectors[n].apply_to(base), n, data[n].test)) for n in names
+        },
+    }
+    for family, config in chosen.items():
+        merged = methods[config].fn([vectors[n] for n in names])
+        scale = result.rows[config].scale
+        per_task = merged if isinstance(merged, Sequence) else [merged] * len(names)
+        clips[family] = {
+            n: bits(correct(net, v.apply_to(base, scale=scale), n, data[n].test))
+            for n, v in zip(names, per_task, strict=True)
+        }
+    return {"result": result.to_dict(), "chosen": chosen, "clips": clips}
 
 
 # %%
@@ -479,6 +632,12 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
         ft = finetune(cfg, pre, name, data[name], seed * 100 + k)
         full = TaskVector.from_models(base=pre, finetuned=ft)
         vectors[name] = trunk.restrict(full).materialize()
+    # The ablation: the added tasks fine-tuned again with the embedding layer frozen.
+    frozen: dict[str, TaskVector] = {}
+    for k, name in enumerate(ADDED):
+        ft = finetune(cfg, pre, name, data[name], seed * 100 + k, ABLATION_TRAINABLE)
+        full = TaskVector.from_models(base=pre, finetuned=ft)
+        frozen[name] = trunk.restrict(full).materialize()
     times["finetune"] = time.perf_counter() - t0
     shared = {
         "tensors": len(trunk),
@@ -495,48 +654,77 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
             "finetuned": tasks[name].test(vectors[name].apply_to(base)),
         }
     per_task["words"] = {"pretrained": tasks["words"].test(base)}
+    per_task_frozen = {name: tasks[name].test(frozen[name].apply_to(base)) for name in ADDED}
 
+    # Negation, with the random control at two scales fixed in advance (never 0).
     t0 = time.perf_counter()
-    forget = {
-        target: arithmetic.forget(
+    forget: dict[str, Any] = {}
+    for i, target in enumerate(("language", "instrument")):
+        result = arithmetic.forget(
             base,
             vectors[target],
             target=tasks[target],
             control=[tasks["words"], tasks["digits"]],
             grid=cfg.grid,
-            seed=seed,
+            random_baseline=False,
         )
-        for target in ("language", "instrument")
-    }
+        noise = random_like(vectors[target], 7919 * seed + i).materialize()
+        models = {
+            "pretrained": base,
+            "finetuned": vectors[target].apply_to(base),
+            "negated": vectors[target].apply_to(base, scale=-result.scale),
+            "random_unit": noise.apply_to(base, scale=-1.0),
+            "random_chosen": noise.apply_to(base, scale=-result.scale),
+        }
+        scored = (target, "words", "digits")
+        forget[target] = {
+            **result.to_dict(),
+            "scores": {m: {t: tasks[t].test(sd) for t in scored} for m, sd in models.items()},
+            "clips": {
+                m: {t: bits(correct(pre, sd, t, data[t].test)) for t in scored}
+                for m, sd in models.items()
+            },
+            "norm": float(vectors[target].norm()),
+            "random_norm": float(noise.norm()),
+        }
     times["forget"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    addition = arithmetic.add(
-        base, {n: vectors[n] for n in ADDED}, {n: tasks[n] for n in ADDED}, grid=cfg.grid
-    )
+    added = {n: vectors[n] for n in ADDED}
+    addition = addition_study(pre, base, added, tasks, data, cfg.budget_stride)
     times["add"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    ablation = addition_study(pre, base, frozen, tasks, data, cfg.budget_stride)
+    times["add_ablation"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    analogies = {
-        "commands_accented": arithmetic.analogy(
+    analogies: dict[str, Any] = {}
+    for a, b, c, d in ANALOGIES:
+        result = arithmetic.analogy(
             base,
-            a=vectors["digits"],
-            b=vectors["digits_accented"],
-            c=vectors["commands"],
-            task=tasks["commands_accented"],
-            reference=vectors["commands_accented"],
+            a=vectors[a],
+            b=vectors[b],
+            c=vectors[c],
+            task=tasks[d],
+            reference=vectors[d],
             grid=cfg.grid,
-        ),
-        "digits_accented": arithmetic.analogy(
-            base,
-            a=vectors["commands"],
-            b=vectors["commands_accented"],
-            c=vectors["digits"],
-            task=tasks["digits_accented"],
-            reference=vectors["digits_accented"],
-            grid=cfg.grid,
-        ),
-    }
+        )
+        target = (vectors[c] + (vectors[b] - vectors[a])).materialize()
+        models = {
+            "pretrained": base,
+            "c_only": vectors[c].apply_to(base, scale=result.scales["c_only"]),
+            "analogy": target.apply_to(base, scale=result.scales["analogy"]),
+            "reference": vectors[d].apply_to(base),
+        }
+        b_minus_a = vectors[b] - vectors[a]
+        d_minus_c = vectors[d] - vectors[c]
+        analogies[f"{c}->{d}"] = {
+            **result.to_dict(),
+            "abcd": [a, b, c, d],
+            "clips": {m: bits(correct(pre, sd, d, data[d].test)) for m, sd in models.items()},
+            # Does the shift B - A point where the true shift D - C does?
+            "shift_cosine": float(b_minus_a.cosine(d_minus_c)),
+        }
     times["analogy"] = time.perf_counter() - t0
 
     # Diagnostics of interference: each added task under its own vector plus one other, at
@@ -572,6 +760,15 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
     }
     names = list(vectors)
     cosine = [[float(vectors[a].cosine(vectors[b])) for b in names] for a in names]
+    frozen_cosine = float(
+        np.mean(
+            [
+                float(frozen[a].cosine(frozen[b]))
+                for i, a in enumerate(ADDED)
+                for b in ADDED[i + 1 :]
+            ]
+        )
+    )
     norms = {n: float(vectors[n].norm()) for n in names}
     return {
         "seed": seed,
@@ -579,9 +776,12 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
         "classes": {n: list(d.classes) for n, d in data.items()},
         "shared": shared,
         "per_task": per_task,
-        "forget": {k: r.to_dict() for k, r in forget.items()},
-        "addition": addition.to_dict(),
-        "analogy": {k: r.to_dict() for k, r in analogies.items()},
+        "per_task_frozen": per_task_frozen,
+        "forget": forget,
+        "addition": addition,
+        "ablation": ablation,
+        "frozen_pairwise_cosine": frozen_cosine,
+        "analogy": analogies,
         "cosine": {"names": names, "matrix": cosine},
         "norms": norms,
         "pairs": pairs,
@@ -595,113 +795,262 @@ def run_seed(cfg: Config, seed: int, feats: LogMel) -> dict[str, Any]:
 # %%
 # Tables and figures
 # ------------------
+# Accuracies come with a 95 % interval from a hierarchical bootstrap: resample the seeds,
+# then the test clips within each resampled seed (so that both the spread between seeds and
+# the size of the test sets count). Derived numbers (normalised accuracies, cosines) get a
+# 95 % Student-t interval over the seeds.
 
 
-def stat(values: Sequence[float]) -> list[float]:
+def flags(s: str) -> np.ndarray:
+    return np.frombuffer(s.encode(), dtype=np.uint8) == ord("1")
+
+
+def boot(per_seed: Sequence[str], minus: Sequence[str] | None = None) -> tuple[float, float]:
+    """95 % interval of the mean accuracy (or of a paired difference with ``minus``)."""
+    rng = np.random.default_rng(0)
+    a = [flags(s).astype(float) for s in per_seed]
+    b = [flags(s).astype(float) for s in minus] if minus is not None else None
+    n = len(a)
+    stats = np.empty(BOOTSTRAP)
+    for k in range(BOOTSTRAP):
+        seeds = rng.integers(0, n, n) if n > 1 else np.zeros(1, dtype=int)
+        total = 0.0
+        for i in seeds:
+            idx = rng.integers(0, len(a[i]), len(a[i]))
+            total += a[i][idx].mean() - (b[i][idx].mean() if b is not None else 0.0)
+        stats[k] = total / n
+    lo, hi = np.percentile(stats, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def acc(per_seed: Sequence[str], minus: Sequence[str] | None = None) -> str:
+    """``mean [lo, hi]`` of per-seed per-clip correctness (or a paired difference)."""
+    means = [flags(s).mean() for s in per_seed]
+    if minus is not None:
+        means = [m - flags(s).mean() for m, s in zip(means, minus, strict=True)]
+    lo, hi = boot(per_seed, minus)
+    sign = "+" if minus is not None else ""
+    return f"{np.mean(means):{sign}.3f} [{lo:{sign}.3f}, {hi:{sign}.3f}]"
+
+
+def tint(values: Sequence[float], spec: str = ".3f") -> str:
+    """``mean ± half-width of the 95 % t interval`` over seeds (the mean alone for one)."""
     s = report.summarize(list(values))
-    return [s.mean, s.std]
+    if math.isnan(s.half_width):
+        return f"{s.mean:{spec}}"
+    return f"{s.mean:{spec}} ± {s.half_width:{spec}}"
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    per_task = {
-        name: {k: stat([r["per_task"][name][k] for r in runs]) for k in runs[0]["per_task"][name]}
-        for name in runs[0]["per_task"]
-    }
-    forget = {
-        target: {
-            "scale": stat([r["forget"][target]["scale"] for r in runs]),
-            "target": {
-                k: stat([r["forget"][target]["target"][k] for r in runs])
-                for k in ("pretrained", "finetuned", "edited")
-            },
-            "control": {
-                c: {
-                    k: stat([r["forget"][target]["control"][c][k] for r in runs])
-                    for k in ("pretrained", "finetuned", "edited")
-                }
-                for c in runs[0]["forget"][target]["control"]
-            },
-            "random_target": stat([r["forget"][target]["random"][target]["edited"] for r in runs]),
+def seeds_of(values: Sequence[float], spec: str = ".3f") -> str:
+    return ", ".join(f"{v:{spec}}" for v in values)
+
+
+def tuned_row(add: Mapping[str, Any], family: str) -> Mapping[str, Any]:
+    rows: Mapping[str, Any] = add["result"]["rows"]
+    return rows[add["chosen"].get(family, family)]
+
+
+def family_label(family: str) -> str:
+    return f"{family} (oracle)" if family in ORACLE_METHODS else family
+
+
+def summarise(runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Means and 95 % t half-widths over seeds of the headline numbers."""
+
+    def spread(values: Sequence[float]) -> list[float]:
+        s = report.summarize(list(values))
+        return [s.mean, s.std, s.half_width]
+
+    out: dict[str, Any] = {"forget": {}, "addition": {}, "ablation": {}, "analogy": {}}
+    for target in runs[0]["forget"]:
+        out["forget"][target] = {
+            m: spread([r["forget"][target]["scores"][m][target] for r in runs])
+            for m in runs[0]["forget"][target]["scores"]
         }
-        for target in runs[0]["forget"]
-    }
-    rows = runs[0]["addition"]["rows"]
-    addition = {
-        m: {
-            "normalized": {
-                t: stat([r["addition"]["rows"][m]["normalized"][t] for r in runs])
-                for t in runs[0]["addition"]["tasks"]
-            },
-            "normalized_mean": stat([r["addition"]["rows"][m]["normalized_mean"] for r in runs]),
-            "mean": stat([r["addition"]["rows"][m]["mean"] for r in runs]),
+    for key in ("addition", "ablation"):
+        for family in (*SINGLE_METHODS, *ORACLE_METHODS):
+            out[key][family] = spread([tuned_row(r[key], family)["normalized_mean"] for r in runs])
+    for name in runs[0]["analogy"]:
+        out["analogy"][name] = {
+            k: spread([r["analogy"][name]["scores"][k] for r in runs])
+            for k in runs[0]["analogy"][name]["scores"]
         }
-        for m in rows
-    }
-    analogy = {
-        task: {
-            k: stat([r["analogy"][task]["scores"][k] for r in runs])
-            for k in runs[0]["analogy"][task]["scores"]
-        }
-        for task in runs[0]["analogy"]
-    }
-    return {"per_task": per_task, "forget": forget, "addition": addition, "analogy": analogy}
+    return out
 
 
 def tables(runs: Sequence[Mapping[str, Any]]) -> str:
     """``tables.md`` from the per-seed results as stored in ``results.json``."""
-
-    def over(*path: str) -> report.Summary:
-        """The summary over the seeds of ``run[path[0]][path[1]]...``."""
-        values = []
-        for r in runs:
-            for key in path:
-                r = r[key]
-            values.append(r)
-        return report.summarize(values)
-
     seeds = ", ".join(str(r["seed"]) for r in runs)
-    out = [f"Mean ± std over {len(runs)} seed(s) ({seeds}).\n", "### Tasks\n"]
     first = runs[0]
+    out = [
+        f"{len(runs)} seed(s) ({seeds}). Accuracies: mean over seeds [95 % hierarchical "
+        "bootstrap interval over seeds and test clips]; other numbers: mean ± half-width of "
+        "the 95 % Student-t interval over seeds.\n",
+        "### Tasks\n",
+    ]
     rows: list[list[report.Cell]] = []
     for name, sizes in first["sizes"].items():
         ft = "finetuned" in first["per_task"][name]
+        size = [round(float(np.mean([r["sizes"][name][p] for r in runs]))) for p in sizes]
         rows.append(
             [
                 name,
                 len(first["classes"][name]),
-                sizes["train"],
-                sizes["val"],
-                sizes["test"],
-                over("per_task", name, "pretrained"),
-                over("per_task", name, "finetuned") if ft else "(pretraining task)",
+                *size,
+                tint([r["per_task"][name]["pretrained"] for r in runs]),
+                tint([r["per_task"][name]["finetuned"] for r in runs])
+                if ft
+                else "(pretraining task)",
             ]
         )
     header = ["task", "classes", "train", "val", "test", "pretrained", "fine-tuned"]
     out.append(report.markdown_table(header, rows))
+
+    labels = {
+        "pretrained": "pretrained",
+        "finetuned": "fine-tuned",
+        "negated": "negated task vector, chosen λ",
+        "random_unit": "negated random vector, λ = 1",
+        "random_chosen": "negated random vector, chosen λ",
+    }
     for target in first["forget"]:
         out.append(f"### Forgetting by negation: {target}\n")
-        results = [arithmetic.ForgetResult.from_dict(r["forget"][target]) for r in runs]
-        out.append(arithmetic.table(results))
-    out.append("### Addition of five task vectors (test accuracy)\n")
-    out.append(arithmetic.table([arithmetic.AdditionResult.from_dict(r["addition"]) for r in runs]))
-    out.append("### Addition: normalised accuracy (merged / fine-tuned)\n")
-    tasks = first["addition"]["tasks"]
+        scored = (target, "words", "digits")
+        rows = []
+        for m, label in labels.items():
+            scale = ""
+            if m in ("negated", "random_chosen"):
+                scale = tint([r["forget"][target]["scale"] for r in runs], ".2f")
+            elif m == "random_unit":
+                scale = "1"
+            rows.append(
+                [
+                    label,
+                    scale,
+                    *(acc([r["forget"][target]["clips"][m][t] for r in runs]) for t in scored),
+                ]
+            )
+        head = ["model", "λ", f"target: {target}", "control: words", "control: digits"]
+        out.append(report.markdown_table(head, rows))
+        out.append(f"### Negation, paired differences: {target}\n")
+        rows = []
+        for m, label in (("random_chosen", "random, chosen λ"), ("random_unit", "random, λ = 1")):
+            rows.append(
+                [
+                    f"task vector − {label}",
+                    *(
+                        acc(
+                            [r["forget"][target]["clips"]["negated"][t] for r in runs],
+                            [r["forget"][target]["clips"][m][t] for r in runs],
+                        )
+                        for t in scored
+                    ),
+                ]
+            )
+        out.append(report.markdown_table(["difference", target, "words", "digits"], rows))
+
+    titles = {
+        "addition": "Addition of five task vectors",
+        "ablation": "Ablation: the five vectors fine-tuned with the embedding layer frozen",
+    }
+    for key, title in titles.items():
+        tasks = first[key]["result"]["tasks"]
+        out.append(f"### {title}: test accuracy\n")
+        rows = []
+        for family in ("pretrained", "finetuned", *SINGLE_METHODS, *ORACLE_METHODS):
+            chosen = [
+                f"{c} ×{tuned_row(r[key], family)['scale']:g}"
+                for r in runs
+                if (c := r[key]["chosen"].get(family))
+            ]
+            rows.append(
+                [
+                    family_label(family),
+                    "; ".join(chosen),
+                    *(acc([r[key]["clips"][family][t] for r in runs]) for t in tasks),
+                ]
+            )
+        head = ["method", "configurations chosen", *tasks]
+        out.append(report.markdown_table(head, rows))
+        out.append(f"### {title}: normalised accuracy (merged / fine-tuned)\n")
+        rows = []
+        for family in ("pretrained", *SINGLE_METHODS, *ORACLE_METHODS):
+            got = [tuned_row(r[key], family) for r in runs]
+            rows.append(
+                [
+                    family_label(family),
+                    *(tint([g["normalized"][t] for g in got]) for t in tasks),
+                    tint([g["normalized_mean"] for g in got]),
+                ]
+            )
+        out.append(report.markdown_table(["method", *tasks, "mean"], rows))
+    out.append("### Ablation: fine-tuned accuracy with the embedding layer frozen\n")
     rows = [
         [
-            m,
-            *(over("addition", "rows", m, "normalized", t) for t in tasks),
-            over("addition", "rows", m, "normalized_mean"),
+            t,
+            tint([r["per_task"][t]["finetuned"] for r in runs]),
+            tint([r["per_task_frozen"][t] for r in runs]),
         ]
-        for m in first["addition"]["rows"]
+        for t in ADDED
     ]
-    out.append(report.markdown_table(["method", *tasks, "mean"], rows))
-    for task in first["analogy"]:
-        out.append(f"### Analogy: {task}\n")
-        results = [arithmetic.AnalogyResult.from_dict(r["analogy"][task]) for r in runs]
-        out.append(arithmetic.table(results))
+    rows.append(
+        [
+            "mean pairwise cosine of the five vectors",
+            tint(
+                [
+                    np.mean(
+                        [
+                            r["cosine"]["matrix"][r["cosine"]["names"].index(a)][
+                                r["cosine"]["names"].index(b)
+                            ]
+                            for i, a in enumerate(ADDED)
+                            for b in ADDED[i + 1 :]
+                        ]
+                    )
+                    for r in runs
+                ]
+            ),
+            tint([r["frozen_pairwise_cosine"] for r in runs]),
+        ]
+    )
+    out.append(report.markdown_table(["task", "whole trunk", "embedding layer frozen"], rows))
+
+    out.append("### Analogies: test accuracy on D\n")
+    rows = []
+    for name in first["analogy"]:
+        a, b, c, d = first["analogy"][name]["abcd"]
+        clips = {
+            m: [r["analogy"][name]["clips"][m] for r in runs]
+            for m in first["analogy"][name]["clips"]
+        }
+        rows.append(
+            [
+                f"{a} : {b} :: {c} : {d}",
+                acc(clips["pretrained"]),
+                acc(clips["c_only"]),
+                acc(clips["analogy"]),
+                acc(clips["analogy"], clips["c_only"]),
+                acc(clips["reference"]),
+                tint([r["analogy"][name]["shift_cosine"] for r in runs], ".2f"),
+            ]
+        )
+    head = [
+        "analogy A : B :: C : D",
+        "pretrained",
+        "C alone",
+        "C + (B − A)",
+        "analogy − C alone",
+        "fine-tuned on D (reference)",
+        "cos(B − A, D − C)",
+    ]
+    out.append(report.markdown_table(head, rows))
+
     out.append("### Pairs: task (row) under its vector plus another (column), scale 1\n")
     out.append("Test accuracy normalised by the row task's fine-tuned accuracy.\n")
-    rows = [[a, *("1" if a == b else over("pairs", a, b) for b in ADDED)] for a in ADDED]
+    rows = [
+        [a, *("1" if a == b else tint([r["pairs"][a][b] for r in runs]) for b in ADDED)]
+        for a in ADDED
+    ]
     out.append(report.markdown_table(["task", *(f"+ {b}" for b in ADDED)], rows))
     out.append("### Where the five added vectors agree: per tensor\n")
     out.append("Mean cosine over the 10 pairs, and mean share of a vector's squared norm.\n")
@@ -709,8 +1058,8 @@ def tables(runs: Sequence[Mapping[str, Any]]) -> str:
         [
             key,
             size,
-            over("layer_cosine", key),
-            over("layer_share", key),
+            tint([r["layer_cosine"][key] for r in runs]),
+            tint([r["layer_share"][key] for r in runs]),
         ]
         for key, size in first["layer_sizes"].items()
     ]
@@ -719,21 +1068,58 @@ def tables(runs: Sequence[Mapping[str, Any]]) -> str:
     out.append("### Cosine similarity of the task vectors (seed mean)\n")
     names = first["cosine"]["names"]
     mat = np.mean([r["cosine"]["matrix"] for r in runs], axis=0)
-    out.append("| | " + " | ".join(names) + " |")
-    out.append("|---" * (len(names) + 1) + "|")
-    for i, a in enumerate(names):
-        out.append(f"| {a} | " + " | ".join(f"{mat[i, j]:.2f}" for j in range(len(names))) + " |")
-    out.append("")
+    rows = [[a, *(f"{mat[i, j]:.2f}" for j in range(len(names)))] for i, a in enumerate(names)]
+    out.append(report.markdown_table(["", *names], rows))
+
+    # Appendix: the per-seed values behind the headline numbers.
+    seed_head = [f"seed {r['seed']}" for r in runs]
+    out.append("### Per seed: negation\n")
+    rows = []
+    for target in first["forget"]:
+        f = [r["forget"][target] for r in runs]
+        rows.append([f"{target}: chosen λ", *(f"{x['scale']:.2f}" for x in f)])
+        for m in ("negated", "random_unit", "random_chosen"):
+            rows.append([f"{target}: {labels[m]}", *(f"{x['scores'][m][target]:.3f}" for x in f)])
+    out.append(report.markdown_table(["", *seed_head], rows))
+    out.append("### Per seed: addition, normalised mean accuracy\n")
+    rows = []
+    for key in ("addition", "ablation"):
+        for family in (*SINGLE_METHODS, *ORACLE_METHODS):
+            rows.append(
+                [
+                    f"{key}: {family_label(family)}",
+                    *(
+                        f"{tuned_row(r[key], family)['normalized_mean']:.3f} "
+                        f"({r[key]['chosen'][family]})"
+                        for r in runs
+                    ),
+                ]
+            )
+    out.append(report.markdown_table(["", *seed_head], rows))
+    out.append("### Per seed: analogies (test accuracy on D: C alone -> analogy)\n")
+    rows = []
+    for name in first["analogy"]:
+        rows.append(
+            [
+                name,
+                *(
+                    f"{r['analogy'][name]['scores']['c_only']:.3f} -> "
+                    f"{r['analogy'][name]['scores']['analogy']:.3f}"
+                    for r in runs
+                ),
+            ]
+        )
+    out.append(report.markdown_table(["C -> D", *seed_head], rows))
     return "\n".join(out)
 
 
 def sd(values: np.ndarray, axis: int | None = None) -> Any:
-    """Sample standard deviation over seeds (0 for a single seed), as in the tables."""
+    """Sample standard deviation over seeds (0 for a single seed)."""
     n = values.shape[0] if axis == 0 else values.size
     return values.std(axis=axis, ddof=1) if n > 1 else values.std(axis=axis)
 
 
-def figures(runs: list[dict[str, Any]], out: Path) -> None:
+def figures(runs: Sequence[Mapping[str, Any]], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -767,39 +1153,45 @@ def figures(runs: list[dict[str, Any]], out: Path) -> None:
     fig.savefig(out / "negation.png", dpi=120)
     plt.close(fig)
 
-    # 2. Addition: normalised accuracy per task and method.
-    tasks = runs[0]["addition"]["tasks"]
-    methods = [m for m in runs[0]["addition"]["rows"] if m != "finetuned"]
-    fig, ax = plt.subplots(figsize=(9, 3.8))
-    width = 0.8 / len(methods)
-    for k, m in enumerate(methods):
-        vals = np.array([[r["addition"]["rows"][m]["normalized"][t] for t in tasks] for r in runs])
-        xs = np.arange(len(tasks) + 1) + (k - len(methods) / 2 + 0.5) * width
-        means = [*vals.mean(0), vals.mean()]
-        stds = [*sd(vals, 0), sd(vals.mean(1))]
-        ax.bar(xs, means, width, yerr=stds, label=m, capsize=2)
-    ax.axhline(1.0, color="k", lw=0.8)
-    ax.set_xticks(np.arange(len(tasks) + 1), [*tasks, "mean"])
-    ax.set_ylabel("accuracy / fine-tuned accuracy")
-    ax.set_title("one model for five tasks (mean ± std over seeds)")
-    ax.legend(fontsize=8, ncol=3)
+    # 2. Addition: normalised accuracy per task and method, with and without the ablation.
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3.8), sharey=True)
+    families = [*SINGLE_METHODS, *ORACLE_METHODS]
+    for ax, key in zip(axes, ("addition", "ablation"), strict=True):
+        tasks = runs[0][key]["result"]["tasks"]
+        width = 0.8 / len(families)
+        for k, m in enumerate(families):
+            vals = np.array([[tuned_row(r[key], m)["normalized"][t] for t in tasks] for r in runs])
+            xs = np.arange(len(tasks) + 1) + (k - len(families) / 2 + 0.5) * width
+            means = [*vals.mean(0), vals.mean()]
+            stds = [*sd(vals, 0), sd(vals.mean(1))]
+            ax.bar(xs, means, width, yerr=stds, label=family_label(m), capsize=2)
+        ax.axhline(1.0, color="k", lw=0.8)
+        ax.set_xticks(np.arange(len(tasks) + 1), [*tasks, "mean"])
+        ax.set_title(
+            "whole trunk fine-tuned" if key == "addition" else "embedding layer frozen (ablation)"
+        )
+    axes[0].set_ylabel("accuracy / fine-tuned accuracy")
+    axes[0].legend(fontsize=8, ncol=3)
+    fig.suptitle("one model for five tasks (mean ± std over seeds)")
     fig.tight_layout()
     fig.savefig(out / "addition.png", dpi=120)
     plt.close(fig)
 
-    # 3. Addition: the validation curves of the scaled methods.
+    # 3. Addition: task arithmetic's validation curve, with and without the ablation.
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
-    for k, m in enumerate(["task_arithmetic", "ties", "tall_masks", "consensus"]):
+    for k, key in enumerate(("addition", "ablation")):
         for r in runs:
-            curve = r["addition"]["rows"][m]["curve"]
+            curve = r[key]["result"]["rows"]["task_arithmetic"]["curve"]
             ax.plot(
                 [c[0] for c in curve],
                 [c[1] for c in curve],
                 f"C{k}-",
                 alpha=0.9 if r is runs[0] else 0.35,
-                label=m if r is runs[0] else None,
+                label=("whole trunk" if key == "addition" else "embedding frozen")
+                if r is runs[0]
+                else None,
             )
-    ax.set_xlabel("scale")
+    ax.set_xlabel("scale of the sum (task arithmetic)")
     ax.set_ylabel("mean normalised validation accuracy")
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -808,17 +1200,17 @@ def figures(runs: list[dict[str, Any]], out: Path) -> None:
 
     # 4. Analogies.
     names = list(runs[0]["analogy"])
-    keys = list(runs[0]["analogy"][names[0]]["scores"])
-    fig, ax = plt.subplots(figsize=(7, 3.6))
+    keys = ["pretrained", "c_only", "analogy", "reference"]
+    fig, ax = plt.subplots(figsize=(12, 3.8))
     width = 0.8 / len(keys)
     for k, key in enumerate(keys):
         vals = np.array([[r["analogy"][n]["scores"][key] for n in names] for r in runs])
         xs = np.arange(len(names)) + (k - len(keys) / 2 + 0.5) * width
         ax.bar(xs, vals.mean(0), width, yerr=sd(vals, 0), capsize=2, label=key)
-    ax.set_xticks(np.arange(len(names)), names)
-    ax.set_ylabel("test accuracy")
+    ax.set_xticks(np.arange(len(names)), [n.replace("->", "\n-> ") for n in names], fontsize=7)
+    ax.set_ylabel("test accuracy on D")
     ax.set_ylim(0, 1)
-    ax.set_title("analogy: C + (B - A), never trained on the task")
+    ax.set_title("analogies: C + (B - A), never trained on D")
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out / "analogy.png", dpi=120)
@@ -842,13 +1234,13 @@ def figures(runs: list[dict[str, Any]], out: Path) -> None:
     # 6. Cosine similarities of the task vectors.
     labels = runs[0]["cosine"]["names"]
     mat = np.mean([r["cosine"]["matrix"] for r in runs], axis=0)
-    fig, ax = plt.subplots(figsize=(5.8, 5))
+    fig, ax = plt.subplots(figsize=(7.5, 6.5))
     im = ax.imshow(mat, vmin=0, vmax=1, cmap="viridis")
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     for i in range(len(labels)):
         for j in range(len(labels)):
-            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=7, color="w")
+            ax.text(j, i, f"{mat[i, j]:.2f}", ha="center", va="center", fontsize=6, color="w")
     fig.colorbar(im, ax=ax, shrink=0.8)
     ax.set_title("cosine similarity of trunk task vectors")
     fig.tight_layout()
@@ -856,12 +1248,33 @@ def figures(runs: list[dict[str, Any]], out: Path) -> None:
     plt.close(fig)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
-    parser.add_argument("--quick", action="store_true", help="a smoke run in well under a minute")
+def write_tables(runs: Sequence[Mapping[str, Any]], out: Path) -> str:
+    """``tables.md`` and its reStructuredText form ``tables.rst`` (included by the report)."""
+    text = tables(runs)
+    (out / "tables.md").write_text(text, encoding="utf-8")
+    (out / "tables.rst").write_text(report.markdown_to_rst(text), encoding="utf-8")
+    return text
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[1])
+    parser.add_argument("--quick", action="store_true", help="a smoke run in about a minute")
     parser.add_argument("--seeds", type=int, default=None, help="number of seeds (0, 1, ...)")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--replot",
+        action="store_true",
+        help="only rewrite the tables and figures from the results.json in the output folder",
+    )
+    parser.add_argument(
+        "--only-seed", type=int, default=None, help="run and store this one seed, then stop"
+    )
+    parser.add_argument(
+        "--combine",
+        action="store_true",
+        help="write the results from the seeds stored so far (a partial run), computing none",
+    )
+    args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = copy.copy(QUICK if args.quick else FULL)
     if args.seeds is not None:
@@ -869,27 +1282,64 @@ def main() -> None:
     if args.out is not None:
         cfg.out = args.out
     cfg.out.mkdir(parents=True, exist_ok=True)
+    if args.replot:
+        saved = json.loads((cfg.out / "results.json").read_text())
+        write_tables(saved["runs"], cfg.out)
+        figures(saved["runs"], cfg.out)
+        print(f"rewrote the tables and figures in {cfg.out}")
+        return
+
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    config.pop("out")
+    config = json.loads(json.dumps(config))  # tuples as lists, as stored
+    stored = cfg.out / "seeds"  # one file per finished seed: a stopped run resumes there
+    stored.mkdir(exist_ok=True)
+
+    def load(seed: int) -> dict[str, Any] | None:
+        path = stored / f"seed{seed}.json"
+        if not path.exists():
+            return None
+        saved: dict[str, Any] = json.loads(path.read_text())
+        if saved["config"] != {k: v for k, v in config.items() if k != "seeds"}:
+            raise ws.WeightspaceValueError(
+                f"{path} was run with another configuration; remove it or pass another `--out`"
+            )
+        run: dict[str, Any] = saved["run"]
+        return run
 
     start = time.perf_counter()
+    load_start = os.getloadavg()
     feats = LogMel()
     runs = []
-    for seed in cfg.seeds:
-        t0 = time.perf_counter()
-        runs.append(run_seed(cfg, seed, feats))
-        print(f"seed {seed}: {time.perf_counter() - t0:.0f} s {runs[-1]['seconds']}", flush=True)
-    text = tables(runs)
-    figures(runs, cfg.out)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()}
+    todo = cfg.seeds if args.only_seed is None else (args.only_seed,)
+    for seed in todo:
+        done = load(seed)
+        if done is None and not args.combine:
+            t0 = time.perf_counter()
+            done = run_seed(cfg, seed, feats)
+            done["load_average"] = list(os.getloadavg())
+            print(f"seed {seed}: {time.perf_counter() - t0:.0f} s {done['seconds']}", flush=True)
+            body = {"config": {k: v for k, v in config.items() if k != "seeds"}, "run": done}
+            (stored / f"seed{seed}.json").write_text(json.dumps(body, allow_nan=True))
+        if done is not None:
+            runs.append(done)
+    if args.only_seed is not None:
+        return
+    if not runs:
+        raise ws.WeightspaceValueError(f"no finished seed in {stored}; run without `--combine`")
+    config["seeds"] = [r["seed"] for r in runs]
     result = {
         "mode": "quick" if args.quick else "full",
         "config": config,
         "seconds": time.perf_counter() - start,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
         "torch_threads": torch.get_num_threads(),
         "summary": summarise(runs),
         "runs": runs,
     }
     (cfg.out / "results.json").write_text(json.dumps(result, indent=1, allow_nan=True))
-    (cfg.out / "tables.md").write_text(text)
+    text = write_tables(runs, cfg.out)
+    figures(runs, cfg.out)
     print(text)
     print(f"total {result['seconds']:.0f} s; wrote {cfg.out}")
 

@@ -11,19 +11,23 @@ three rdkit descriptors. Each property task gets a linear head fitted once on th
 model's embeddings (the stand-in for CLIP's zero-shot head) and kept frozen; fine-tuning
 moves the shared trunk only, so every task vector lives on the trunk and any edited trunk
 can be scored on every task with that task's own head. Tasks are regressions scored by
-R^2 on held-out molecules: measured TPSA and rdkit's logP, H-bond donors and ring count on
-NCI, and measured pIC50 on a ChEMBL assay. Then, through :mod:`weightspace.arithmetic`:
+R^2 on held-out molecules: computed descriptors on NCI (TPSA, logP, H-bond donors, ring
+count) and measured pIC50 on a ChEMBL assay. The fine-tuning learning rate of every
+objective is chosen from the same small grid on the validation split of a separate tuning
+seed. Then, through :mod:`weightspace.arithmetic`:
 
 * negation of each task's vector, with the pretraining objectives as control tasks and a
   random vector of the same norms as baseline;
-* addition of the five vectors (and of the four NCI ones, and of the five with each task's
-  predictions re-centred without labels) against weight averaging, TIES, TALL masks and
-  Consensus, and every pair of vectors, to see which properties interfere;
+* addition of the five vectors (and of the four NCI ones) with weight averaging, task
+  arithmetic, TIES and Consensus (TALL masks, which need the task's identity, as an oracle),
+  every method with the same budget of validation configurations; the five once more with
+  each task's predictions re-centred on the merged model's own validation predictions (no
+  label, no test molecule); and every pair of vectors, to see which properties interfere;
 * analogies across the two molecule collections: "A on NCI is to A on ChEMBL as B on NCI is
   to B on ChEMBL", with A the label-free masked-atom objective or another property.
 
-Run ``python graph_task_vectors.py`` for the full study (all molecules, three seeds, about
-10 minutes on one core; writes ``results/``) or ``python graph_task_vectors.py --quick`` for
+Run ``python graph_task_vectors.py`` for the full study (all molecules, five seeds and a
+tuning seed; writes ``results/``) or ``python graph_task_vectors.py --quick`` for
 a smoke run of a few hundred molecules and one seed (it writes ``results/quick/``).
 """
 
@@ -35,10 +39,12 @@ import dataclasses
 import itertools
 import json
 import math
+import os
 import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -55,8 +61,9 @@ with warnings.catch_warnings():  # torch_geometric's import warns about torch.ji
 
 HERE = Path(__file__).resolve().parent
 
-#: Property -> the column that holds it in each molecule collection. TPSA is measured (Ertl's
-#: reference program) on NCI and computed by rdkit (the same method) on ChEMBL.
+#: Property -> the column that holds it in each molecule collection. TPSA is computed by
+#: Ertl's reference program on NCI and by rdkit (the same method) on ChEMBL; logP, H-bond
+#: donors and rings are computed by rdkit; only pIC50 is measured.
 COLUMNS: dict[str, dict[str, str]] = {
     "tpsa": {"nci": "tpsa", "chembl": "tpsa_rdkit"},
     "logp": {"nci": "logp", "chembl": "logp"},
@@ -97,6 +104,18 @@ TRUNK = ["encoder", "convs", "readout"]
 N_ELEMENTS = 15  # the element one-hot block of weightspace.data.molecules' atom features
 MASK_RATE = 0.15
 
+# Tuning protocol of the merges: every method with a hyperparameter gets the same budget of
+# 10 configurations, each scored on validation data only (mean normalised validation score);
+# weight averaging has none (1 configuration). TALL masks keep one model per task and need
+# the task's identity at test time: an oracle, reported apart.
+TA_SCALES = tuple(round(0.1 * i, 1) for i in range(1, 11))
+TIES_DENSITIES = (0.2, 0.5)  # x 5 scales (TIES merges a mean, not a sum)
+TIES_SCALES = (0.5, 1.0, 1.5, 2.0, 3.0)
+MASK_LAMBDAS = (0.2, 0.5)  # TALL / Consensus mask thresholds, x 5 scales
+MASK_SCALES = (0.2, 0.4, 0.6, 0.8, 1.0)
+SINGLE_METHODS = ("average", "task_arithmetic", "ties", "consensus")
+ORACLE_METHODS = ("tall_masks",)
+
 
 @dataclass
 class Config:
@@ -109,7 +128,9 @@ class Config:
     finetune_steps: int  # optimiser steps of every fine-tuning, whatever the data set's size
     grid: tuple[float, ...]  # scales tried on validation (addition, analogies)
     negation_grid: tuple[float, ...]  # magnitudes tried for negation
-    finetune_lr: float
+    lr_grid: tuple[float, ...]  # fine-tuning learning rates, chosen on the tuning seed
+    tuning_seed: int = 100  # never one of the evaluation seeds
+    budget_stride: int = 1  # every k-th configuration of the merges' budget (quick: 2)
     hidden: int = 64
     layers: int = 3
     batch_size: int = 64
@@ -119,14 +140,14 @@ class Config:
 
 
 FULL = Config(
-    seeds=(0, 1, 2),
+    seeds=(0, 1, 2, 3, 4),
     nci=None,
     chembl=None,
     pretrain_epochs=30,
     finetune_steps=600,
     grid=arithmetic.DEFAULT_GRID,
     negation_grid=tuple(round(0.1 * i, 1) for i in range(21)),
-    finetune_lr=1e-4,
+    lr_grid=(3e-5, 1e-4, 3e-4),
 )
 QUICK = Config(
     seeds=(0,),
@@ -136,7 +157,8 @@ QUICK = Config(
     finetune_steps=80,
     grid=(0.0, 0.25, 0.5, 0.75, 1.0),
     negation_grid=(0.0, 0.5, 1.0, 1.5, 2.0),
-    finetune_lr=2e-4,
+    lr_grid=(1e-4, 3e-4),
+    budget_stride=2,
     out=HERE / "results" / "quick",  # never over the committed full-mode results
 )
 
@@ -452,13 +474,15 @@ class Evaluator:
         return self.std.inverse(prop, self.model(g, prop).squeeze(1))
 
     def regression(
-        self, sd: Mapping[str, Tensor], prop: str, g: Graphs, centre: float | None = None
+        self, sd: Mapping[str, Tensor], prop: str, g: Graphs, shift_on: Graphs | None = None
     ) -> float:
-        """R² of the head of ``prop``; with ``centre``, the predictions are first shifted to
-        have that mean (label-free re-centring on the fine-tuned model's mean prediction)."""
+        """R² of the head of ``prop``; with ``shift_on``, the predictions are first shifted by
+        one number: the training-label mean minus the model's mean prediction on the
+        molecules ``shift_on`` (the validation split: no label, no test molecule)."""
         pred = self.predict(sd, prop, g)
-        if centre is not None:
-            pred = pred - pred.mean() + centre
+        if shift_on is not None:
+            own = pred if shift_on is g else self.predict(sd, prop, shift_on)
+            pred = pred - own.mean() + self.std.stats[prop][0]
         return r2(pred, g.y[prop])
 
     @torch.no_grad()
@@ -522,27 +546,24 @@ def make_tasks(
 
 
 def recentred_tasks(
-    fixed: Mapping[tuple[str, str], Graphs],
-    ev: Evaluator,
-    finetuned: Mapping[str, Mapping[str, Tensor]],
+    fixed: Mapping[tuple[str, str], Graphs], ev: Evaluator, names: Sequence[str]
 ) -> dict[str, arithmetic.Task]:
-    """The property tasks scored after label-free re-centring of the predictions.
+    """The property tasks scored after label-free, test-free re-centring of the predictions.
 
-    The predictions of an edited model on a split are shifted to the mean prediction of the
-    task's fine-tuned model on the same molecules: one number per task and split, computed
-    from unlabelled molecules, that removes a common offset of the outputs (the
-    "representation bias" of merged models, Yang et al., ICML 2024, arXiv 2402.02705).
+    Each edited model's predictions are shifted by one number per task: the mean training
+    label (known when the head was fitted) minus the edited model's own mean prediction on
+    the validation molecules. It removes a common offset of the outputs (the
+    "representation bias" of merged models, Yang et al., ICML 2024, arXiv 2402.02705)
+    without a validation label, a test molecule or a fine-tuned model.
     """
     tasks: dict[str, arithmetic.Task] = {}
-    for name, sd in finetuned.items():
+    for name in names:
         prop, src = name.split("@")
         val, test = fixed[(src, "val")], fixed[(src, "test")]
-        cv = float(ev.predict(sd, prop, val).mean())
-        ct = float(ev.predict(sd, prop, test).mean())
         tasks[name] = arithmetic.Task(
             name,
-            validate=lambda s, p=prop, g=val, c=cv: ev.regression(s, p, g, c),
-            test=lambda s, p=prop, g=test, c=ct: ev.regression(s, p, g, c),
+            validate=lambda s, p=prop, v=val: ev.regression(s, p, v, shift_on=v),
+            test=lambda s, p=prop, g=test, v=val: ev.regression(s, p, g, shift_on=v),
         )
     return tasks
 
@@ -604,6 +625,7 @@ def finetune(
     std: Standardiser,
     cfg: Config,
     seed: int,
+    lr: float,
 ) -> dict[str, Tensor]:
     """Fine-tune the trunk on ``objective@collection`` (heads frozen); returns the state dict."""
     name, src = objective.split("@")
@@ -618,7 +640,7 @@ def finetune(
         table,
         loss,
         epochs=steps_to_epochs(len(table), cfg.batch_size, cfg.finetune_steps),
-        lr=cfg.finetune_lr,
+        lr=lr,
         batch_size=cfg.batch_size,
         seed=seed,
         trainable=TRUNK,
@@ -627,12 +649,73 @@ def finetune(
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
+def tall(vectors: Sequence[TaskVector], *, lambdas: float) -> list[TaskVector]:
+    """Per task, the sum of the vectors under that task's TALL mask (one model per task)."""
+    merged = merge.task_arithmetic(vectors).materialize()
+    return [merged.masked(m) for m in merge.tall_masks(vectors, lambdas=lambdas, merged=merged)]
+
+
+def merge_methods(stride: int = 1) -> dict[str, arithmetic.Method]:
+    """Every configuration of the tuning budget, named ``family`` or ``family@value``."""
+    method = arithmetic.Method
+    out: dict[str, arithmetic.Method] = {
+        "average": method(merge.mean, grid=(1.0,)),
+        "task_arithmetic": method(merge.task_arithmetic, grid=TA_SCALES[::stride]),
+    }
+    for d in TIES_DENSITIES:
+        out[f"ties@{d}"] = method(partial(merge.ties, density=d), grid=TIES_SCALES[::stride])
+    for lam in MASK_LAMBDAS:
+        out[f"consensus@{lam}"] = method(
+            partial(merge.consensus, k=2, lambdas=lam), grid=MASK_SCALES[::stride]
+        )
+    for lam in MASK_LAMBDAS:
+        out[f"tall_masks@{lam}"] = method(partial(tall, lambdas=lam), grid=MASK_SCALES[::stride])
+    return out
+
+
+def tuned(result: arithmetic.AdditionResult) -> dict[str, str]:
+    """Per method family, the configuration with the best validation score (first on ties)."""
+    best: dict[str, str] = {}
+    for name, row in result.rows.items():
+        family = name.partition("@")[0]
+        if name in ("pretrained", "finetuned"):
+            continue
+        if family not in best or row.validation > result.rows[best[family]].validation:
+            best[family] = name
+    return best
+
+
 # %%
 # One seed: pretrain, fine-tune, then negation, addition and analogies
 # --------------------------------------------------------------------
 
 
-def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, Any]:
+@dataclass
+class Prepared:
+    """One seed's data, pretrained model (with its probe heads) and tasks."""
+
+    data: dict[str, Splits]
+    std: Standardiser
+    model: MolGNN
+    base: dict[str, Tensor]
+    alphas: dict[str, float]
+    ev: Evaluator
+    fixed: dict[tuple[str, str], Graphs]
+    tasks: dict[str, arithmetic.Task]
+    n_trunk: int
+    seconds: float
+
+
+def needed_objectives() -> list[str]:
+    """Every objective that gets a task vector: the five tasks and the analogies' parts."""
+    needed = list(TASKS)
+    for a, c in ANALOGIES:
+        needed += [f"{a}@nci", f"{a}@chembl", f"{c}@nci", f"{c}@chembl"]
+    return list(dict.fromkeys(needed))
+
+
+def prepare(cfg: Config, seed: int, log: Callable[[str], None]) -> Prepared:
+    """Split the molecules, pretrain the trunk and fit the probe heads for ``seed``."""
     t0 = time.perf_counter()
     data = load_data(cfg, seed)
     std = Standardiser(data)
@@ -658,22 +741,47 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
     base = {k: v.detach().clone() for k, v in model.state_dict().items()}
     t_pre = time.perf_counter() - t0
     log(f"seed {seed}: pretrained in {t_pre:.0f} s")
-
     ev = Evaluator(cfg, std)
     fixed = fixed_batches(data, seed)
     tasks = make_tasks(fixed, ev)
+    return Prepared(data, std, model, base, alphas, ev, fixed, tasks, n_trunk, t_pre)
+
+
+def tune_learning_rates(
+    cfg: Config, log: Callable[[str], None]
+) -> tuple[dict[str, float], dict[str, dict[str, float]]]:
+    """Per objective, the learning rate of ``cfg.lr_grid`` with the best validation score.
+
+    Run once, on ``cfg.tuning_seed`` (its own split, pretraining and heads), before any
+    evaluation seed; every objective gets the same grid. Returns the chosen rates and every
+    validation score.
+    """
+    p = prepare(cfg, cfg.tuning_seed, log)
+    chosen: dict[str, float] = {}
+    scores: dict[str, dict[str, float]] = {}
+    for i, name in enumerate(needed_objectives()):
+        scores[name] = {}
+        for lr in cfg.lr_grid:
+            ft = finetune(p.model, name, p.data, p.std, cfg, 1000 * cfg.tuning_seed + i, lr)
+            scores[name][f"{lr:g}"] = p.tasks[name].validate(ft)
+        chosen[name] = max(cfg.lr_grid, key=lambda lr, n=name: scores[n][f"{lr:g}"])
+        log(f"tuning: {name} lr {chosen[name]:g} {scores[name]}")
+    return chosen, scores
+
+
+def run_seed(
+    cfg: Config, seed: int, lrs: Mapping[str, float], log: Callable[[str], None]
+) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    p = prepare(cfg, seed, log)
+    data, std, model, base, alphas = p.data, p.std, p.model, p.base, p.alphas
+    ev, fixed, tasks, n_trunk, t_pre = p.ev, p.fixed, p.tasks, p.n_trunk, p.seconds
     trunk = select.parameters(model, TRUNK)
-    needed = list(TASKS)
-    for a, c in ANALOGIES:
-        needed += [f"{a}@nci", f"{a}@chembl", f"{c}@nci", f"{c}@chembl"]
     vectors: dict[str, TaskVector] = {}
-    finetuned: dict[str, dict[str, Tensor]] = {}
-    for i, name in enumerate(dict.fromkeys(needed)):
-        ft = finetune(model, name, data, std, cfg, seed=1000 * seed + i)
+    for i, name in enumerate(needed_objectives()):
+        ft = finetune(model, name, data, std, cfg, 1000 * seed + i, lrs[name])
         tv = TaskVector.from_models(base=base, finetuned=ft)
         vectors[name] = tv.restrict(trunk).materialize()
-        if name in TASKS:
-            finetuned[name] = ft
     t_ft = time.perf_counter() - t0 - t_pre
     log(f"seed {seed}: {len(vectors)} fine-tunings in {t_ft:.0f} s")
 
@@ -721,26 +829,40 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
     log(f"seed {seed}: negation done")
 
     # --- (c) learning by addition: the five vectors, then every pair ------------------------
-    addition = arithmetic.add(
-        base, {n: vectors[n] for n in TASKS}, {n: tasks[n] for n in TASKS}, grid=cfg.grid
-    )
+    # Every method gets the same budget of configurations on validation data; the best one
+    # per method family is reported.
+    methods = merge_methods(cfg.budget_stride)
+    five = {n: vectors[n] for n in TASKS}
+    addition = arithmetic.add(base, five, {n: tasks[n] for n in TASKS}, methods=methods)
     # the same without the ChEMBL task: four properties of the same molecules
     addition_nci = arithmetic.add(
-        base, {n: vectors[n] for n in NCI_TASKS}, {n: tasks[n] for n in NCI_TASKS}, grid=cfg.grid
+        base,
+        {n: vectors[n] for n in NCI_TASKS},
+        {n: tasks[n] for n in NCI_TASKS},
+        methods=methods,
     )
-    # the five tasks, scored after label-free re-centring of each task's predictions
-    recentred = recentred_tasks(fixed, ev, finetuned)
+    # the five tasks, each edited model's predictions re-centred on its own validation
+    # predictions (no label, no test molecule, no fine-tuned model)
+    recentred = recentred_tasks(fixed, ev, TASKS)
     addition_recentred = arithmetic.add(
-        base, {n: vectors[n] for n in TASKS}, {n: recentred[n] for n in TASKS}, grid=cfg.grid
+        base, five, {n: recentred[n] for n in TASKS}, methods=methods
     )
-    only_sum = {"task_arithmetic": arithmetic.Method(merge.task_arithmetic)}
+    chosen = {
+        "addition": tuned(addition),
+        "addition_nci": tuned(addition_nci),
+        "addition_recentred": tuned(addition_recentred),
+    }
+    only_sum = {
+        "task_arithmetic": arithmetic.Method(
+            merge.task_arithmetic, grid=TA_SCALES[:: cfg.budget_stride]
+        )
+    }
     pairs = {
         f"{a}+{b}": arithmetic.add(
             base,
             {a: vectors[a], b: vectors[b]},
             {a: tasks[a], b: tasks[b]},
             methods=only_sum,
-            grid=cfg.grid,
         )
         for a, b in itertools.combinations(TASKS, 2)
     }
@@ -782,6 +904,8 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
         "addition": addition,
         "addition_nci": addition_nci,
         "addition_recentred": addition_recentred,
+        "chosen": chosen,
+        "learning_rates": dict(lrs),
         "pairs": pairs,
         "analogies": analogies,
     }
@@ -792,21 +916,61 @@ def run_seed(cfg: Config, seed: int, log: Callable[[str], None]) -> dict[str, An
 # ------------------
 
 
+class CI(report.Summary):
+    """A :class:`~weightspace.report.Summary` shown as ``mean ± half-width of the 95 % t
+    interval`` over seeds (the mean alone for one seed)."""
+
+    def __format__(self, spec: str) -> str:
+        spec = spec or ".3f"
+        if math.isnan(self.mean):
+            return "n/a"
+        hw = self.half_width
+        return f"{self.mean:{spec}}" if math.isnan(hw) else f"{self.mean:{spec}} ± {hw:{spec}}"
+
+
 def over(values: Sequence[float]) -> report.Summary:
-    return report.summarize(list(values))
+    s = report.summarize(list(values))
+    return CI(s.mean, s.std, s.n, s.values, s.ddof)
+
+
+def family_row(run: Mapping[str, Any], key: str, family: str) -> arithmetic.MethodRow:
+    """The tuned configuration of a method family (or a reference row) of one seed."""
+    result: arithmetic.AdditionResult = run[key]
+    return result.rows[run["chosen"][key].get(family, family)]
+
+
+def family_label(family: str) -> str:
+    return f"{family} (oracle)" if family in ORACLE_METHODS else family
+
+
+FAMILIES = ("pretrained", "finetuned", *SINGLE_METHODS, *ORACLE_METHODS)
 
 
 def tables(runs: Sequence[dict[str, Any]]) -> str:
     n = len(runs)
-    parts: list[str] = []
+    seeds = ", ".join(str(r["seed"]) for r in runs)
+    parts: list[str] = [
+        f"{n} seed(s) ({seeds}); every cell: mean ± half-width of the 95 % Student-t "
+        "interval over the seeds.\n"
+    ]
     table = report.markdown_table
+    # learning rates chosen on the tuning seed
+    lrs = runs[0]["learning_rates"]
+    parts.append("\n### Fine-tuning learning rate chosen on the tuning seed's validation split\n")
+    tuning = runs[0].get("lr_validation", {})
+    grid = list(next(iter(tuning.values()))) if tuning else []
+    rows: list[list[report.Cell]] = [
+        [LABELS.get(name, name), f"{lr:g}", *(f"{tuning[name][g]:.3f}" for g in grid)]
+        for name, lr in lrs.items()
+    ]
+    parts.append(table(["objective", "chosen", *(f"validation at {g}" for g in grid)], rows))
     # scores of the pretrained (probe heads) and fine-tuned models
-    rows: list[list[report.Cell]] = []
+    rows = []
     for name in runs[0]["scores"]:
         pre = [r["scores"][name]["pretrained"] for r in runs]
         ft = [r["scores"][name]["finetuned"] for r in runs]
         rows.append([LABELS.get(name, name), over(pre), "" if ft[0] is None else over(ft)])
-    parts.append(f"### Test scores of the pretrained and fine-tuned models ({n} seeds)\n")
+    parts.append(f"\n### Test scores of the pretrained and fine-tuned models ({n} seeds)\n")
     parts.append(table(["task", "pretrained + probe head", "fine-tuned trunk"], rows))
     if all("pic50_fingerprint_ridge" in r for r in runs):
         parts.append(
@@ -869,22 +1033,41 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
     settings = (
         ("addition", TASKS, "five task vectors"),
         ("addition_nci", NCI_TASKS, "the four NCI task vectors"),
-        ("addition_recentred", TASKS, "five task vectors, predictions re-centred without labels"),
+        (
+            "addition_recentred",
+            TASKS,
+            "five task vectors, predictions re-centred on the validation inputs",
+        ),
     )
     for key, names_t, title in settings:
+        rows = []
+        for family in FAMILIES:
+            got = [family_row(r, key, family) for r in runs]
+            chosen = [
+                f"{c} ×{g.scale:g}"
+                for r, g in zip(runs, got, strict=True)
+                if (c := r["chosen"][key].get(family))
+            ]
+            rows.append(
+                [
+                    family_label(family),
+                    "; ".join(chosen),
+                    *(over([g.scores[t] for g in got]) for t in names_t),
+                ]
+            )
         parts.append(f"\n### Learning by addition, {title}: test R² ({n} seeds)\n")
-        parts.append(arithmetic.table([r[key] for r in runs]))
+        parts.append(
+            table(["method", "configurations chosen", *(LABELS[t] for t in names_t)], rows)
+        )
         rows = []
         extra = len(names_t) > len(NCI_TASKS)
-        for method in runs[0][key].rows:
-            row: list[report.Cell] = [method]
-            row += [over([r[key].rows[method].normalized[t] for r in runs]) for t in names_t]
-            row += [over([r[key].rows[method].normalized_mean for r in runs])]
+        for family in FAMILIES:
+            got = [family_row(r, key, family) for r in runs]
+            row: list[report.Cell] = [family_label(family)]
+            row += [over([g.normalized[t] for g in got]) for t in names_t]
+            row += [over([g.normalized_mean for g in got])]
             if extra:
-                nci = [
-                    sum(r[key].rows[method].normalized[t] for t in NCI_TASKS) / len(NCI_TASKS)
-                    for r in runs
-                ]
+                nci = [sum(g.normalized[t] for t in NCI_TASKS) / len(NCI_TASKS) for g in got]
                 row.append(over(nci))
             rows.append(row)
         parts.append(
@@ -916,14 +1099,35 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
     header = ["pair", "scale", "first", "second", "mean", "cosine of the vectors"]
     parts.append(table(header, rows, formats=[None, ".2f", None, None, None, None]))
 
-    # analogies
+    # analogies: one row each, with the paired difference to C alone
+    rows = []
     for key in runs[0]["analogies"]:
         a, c = key.split("->")
-        parts.append(
-            f"\n### Analogy: {LABELS[f'{a}@nci']} : {LABELS[f'{a}@chembl']} :: "
-            f"{LABELS[f'{c}@nci']} : {LABELS[f'{c}@chembl']} (test R², {n} seeds)\n"
+        res = [r["analogies"][key] for r in runs]
+        diff = [x.scores["analogy"] - x.scores["c_only"] for x in res]
+        rows.append(
+            [
+                f"{LABELS[f'{a}@nci']} : {LABELS[f'{a}@chembl']} :: {LABELS[f'{c}@nci']} : "
+                f"{LABELS[f'{c}@chembl']}",
+                over([x.scores["pretrained"] for x in res]),
+                over([x.scores["c_only"] for x in res]),
+                over([x.scores["analogy"] for x in res]),
+                format(over(diff), "+.3f"),
+                f"{sum(d > 0 for d in diff)} of {len(diff)}",
+                over([x.scores["reference"] for x in res]),
+            ]
         )
-        parts.append(arithmetic.table([r["analogies"][key] for r in runs]))
+    parts.append(f"\n### Analogies: test R² on the ChEMBL molecules ({n} seeds)\n")
+    header = [
+        "A(NCI) : A(ChEMBL) :: C(NCI) : D = C(ChEMBL)",
+        "pretrained",
+        "C alone",
+        "C + (B − A)",
+        "analogy − C alone",
+        "seeds where the analogy beats C alone",
+        "fine-tuned on D (reference)",
+    ]
+    parts.append(table(header, rows))
 
     # cosine similarities
     names = runs[0]["vector_names"]
@@ -933,6 +1137,46 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
     ]
     parts.append(f"\n### Cosine similarity of the task vectors (trunk only) ({n} seeds)\n")
     parts.append(table(["", *(LABELS[b] for b in names)], rows, formats=".2f"))
+
+    # appendix: per-seed values behind the headline numbers
+    seed_head = [f"seed {r['seed']}" for r in runs]
+    rows = []
+    for name in TASKS:
+        rows.append(
+            [f"negation, {LABELS[name]}", *(f"{r['forget'][name].target.edited:.3f}" for r in runs)]
+        )
+    for key, _, title in settings:
+        for family in (*SINGLE_METHODS, *ORACLE_METHODS):
+            rows.append(
+                [
+                    f"{title}: {family_label(family)}, normalised mean",
+                    *(f"{family_row(r, key, family).normalized_mean:.3f}" for r in runs),
+                ]
+            )
+    for key in ("addition", "addition_recentred"):
+        for family in ("task_arithmetic", "ties"):
+            rows.append(
+                [
+                    f"{key}: {family}, pIC50 R²",
+                    *(f"{family_row(r, key, family).scores['pic50@chembl']:.3f}" for r in runs),
+                ]
+            )
+    parts.append(f"\n### Per seed: negation (target R²) and addition ({n} seeds)\n")
+    parts.append(table(["", *seed_head], rows))
+    rows = []
+    for key in runs[0]["analogies"]:
+        rows.append(
+            [
+                key,
+                *(
+                    f"{r['analogies'][key].scores['c_only']:.3f} -> "
+                    f"{r['analogies'][key].scores['analogy']:.3f}"
+                    for r in runs
+                ),
+            ]
+        )
+    parts.append(f"\n### Per seed: analogies (test R²: C alone -> C + (B − A)) ({n} seeds)\n")
+    parts.append(table(["A -> C", *seed_head], rows))
     return "".join(parts)
 
 
@@ -980,9 +1224,9 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     settings = {
         "addition_nci": "4 NCI vectors",
         "addition": "5 vectors (with pIC50)",
-        "addition_recentred": "5 vectors, re-centred",
+        "addition_recentred": "5 vectors, re-centred (validation)",
     }
-    methods = [m for m in runs[0]["addition"].rows]
+    methods = list(FAMILIES)
 
     def nci_mean(row: arithmetic.MethodRow) -> float:
         return sum(row.normalized[t] for t in NCI_TASKS) / len(NCI_TASKS)
@@ -990,7 +1234,7 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.4), gridspec_kw={"width_ratios": [1.5, 1.2, 1]})
     ax = axes[0]
     for j, (key, label) in enumerate(settings.items()):
-        stats = [report.summarize([nci_mean(r[key].rows[m]) for r in runs]) for m in methods]
+        stats = [report.summarize([nci_mean(family_row(r, key, m)) for r in runs]) for m in methods]
         ax.bar(
             [i + (j - 1) * 0.27 for i in range(len(methods))],
             [st.mean for st in stats],
@@ -1009,7 +1253,8 @@ def figures(runs: Sequence[dict[str, Any]], out: Path) -> None:
     low = -3.0
     for j, key in enumerate(("addition", "addition_recentred")):
         stats = [
-            report.summarize([r[key].rows[m].scores["pic50@chembl"] for r in runs]) for m in methods
+            report.summarize([family_row(r, key, m).scores["pic50@chembl"] for r in runs])
+            for m in methods
         ]
         xs = [i + (j - 0.5) * 0.36 for i in range(len(methods))]
         ax.bar(
@@ -1141,6 +1386,17 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
         action="store_true",
         help="only rewrite tables.md and the figures from the results.json in --out",
     )
+    parser.add_argument(
+        "--only-seed",
+        type=int,
+        default=None,
+        help="tune (if not stored yet), run and store this one seed, then stop",
+    )
+    parser.add_argument(
+        "--combine",
+        action="store_true",
+        help="write the results from the seeds stored so far (a partial run), computing none",
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     cfg = dataclasses.replace(QUICK if args.quick else FULL)
@@ -1151,27 +1407,87 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
     if args.replot:
         saved: dict[str, Any] = json.loads((out / "results.json").read_text())
         runs = [from_json(r) for r in saved["runs"]]
-        (out / "tables.md").write_text(tables(runs))
+        write_tables(runs, out)
         figures(runs, out)
         print(f"rewrote the tables and figures in {out}")
         return saved
     start = time.perf_counter()
-    runs = [run_seed(cfg, s, lambda m: print(m, flush=True)) for s in cfg.seeds]
-    text = tables(runs)
-    figures(runs, out)
+    load_start = os.getloadavg()
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    config = json.loads(json.dumps({k: v for k, v in vars(cfg).items() if k not in ("out",)}))
+    fixed_config = {k: v for k, v in config.items() if k != "seeds"}
+    stored = out / "seeds"  # the tuning and one file per finished seed: a stopped run resumes
+    stored.mkdir(exist_ok=True)
+
+    def load(name: str) -> Any:
+        path = stored / f"{name}.json"
+        if not path.exists():
+            return None
+        saved = json.loads(path.read_text())
+        if saved["config"] != fixed_config:
+            raise ws.WeightspaceValueError(
+                f"{path} was run with another configuration; remove it or pass another `--out`"
+            )
+        return saved["data"]
+
+    def store(name: str, data: Any) -> None:
+        body = {"config": fixed_config, "data": data}
+        (stored / f"{name}.json").write_text(json.dumps(body, default=float))
+
+    tuning = load("tuning")
+    if tuning is None:
+        if args.combine:
+            raise ws.WeightspaceValueError(f"no tuning in {stored}; run without `--combine`")
+        lrs, lr_scores = tune_learning_rates(cfg, log)
+        store("tuning", {"learning_rates": lrs, "validation": lr_scores})
+    else:
+        lrs, lr_scores = tuning["learning_rates"], tuning["validation"]
+    runs = []
+    todo = cfg.seeds if args.only_seed is None else (args.only_seed,)
+    for s in todo:
+        saved_run = load(f"seed{s}")
+        if saved_run is None and not args.combine:
+            run = run_seed(cfg, s, lrs, log)
+            run["lr_validation"] = lr_scores
+            run["load_average"] = list(os.getloadavg())
+            store(f"seed{s}", to_json(run))
+            runs.append(run)
+        elif saved_run is not None:
+            runs.append(from_json(saved_run))
+    if args.only_seed is not None:
+        return {}
+    if not runs:
+        raise ws.WeightspaceValueError(f"no finished seed in {stored}; run without `--combine`")
+    config["seeds"] = [r["seed"] for r in runs]
     results = {
         "mode": "quick" if args.quick else "full",
-        "config": {k: v for k, v in vars(cfg).items() if k != "out"},
+        "config": config,
         "tasks": list(TASKS),
         "analogies": [list(a) for a in ANALOGIES],
+        "learning_rates": lrs,
+        "learning_rate_validation": lr_scores,
         "runs": [to_json(r) for r in runs],
         "wall_time_s": time.perf_counter() - start,
+        "load_average": {"start": list(load_start), "end": list(os.getloadavg())},
+        "torch_threads": torch.get_num_threads(),
     }
     (out / "results.json").write_text(json.dumps(results, indent=1, default=float))
-    (out / "tables.md").write_text(text)
+    text = write_tables(runs, out)
+    figures(runs, out)
     print(text)
     print(f"wrote {out} in {results['wall_time_s']:.0f} s")
     return results
+
+
+def write_tables(runs: Sequence[dict[str, Any]], out: Path) -> str:
+    """``tables.md`` and its reStructuredText form ``tables.rst`` (included by the report)."""
+    text = tables(runs)
+    (out / "tables.md").write_text(text, encoding="utf-8")
+    (out / "tables.rst").write_text(report.markdown_to_rst(text), encoding="utf-8")
+    return text
 
 
 if __name__ == "__main__":
