@@ -806,19 +806,23 @@ def flags(s: str) -> np.ndarray:
 
 
 def boot(per_seed: Sequence[str], minus: Sequence[str] | None = None) -> tuple[float, float]:
-    """95 % interval of the mean accuracy (or of a paired difference with ``minus``)."""
+    """95 % interval of the mean accuracy (or of a paired difference with ``minus``).
+
+    Hierarchical bootstrap: each resample draws the seeds with replacement, and for each
+    drawn seed an independent resample of its test clips (the same clips for both models of
+    a paired difference); ``BOOTSTRAP`` resamples, a fixed random generator.
+    """
     rng = np.random.default_rng(0)
-    a = [flags(s).astype(float) for s in per_seed]
-    b = [flags(s).astype(float) for s in minus] if minus is not None else None
-    n = len(a)
-    stats = np.empty(BOOTSTRAP)
-    for k in range(BOOTSTRAP):
-        seeds = rng.integers(0, n, n) if n > 1 else np.zeros(1, dtype=int)
-        total = 0.0
-        for i in seeds:
-            idx = rng.integers(0, len(a[i]), len(a[i]))
-            total += a[i][idx].mean() - (b[i][idx].mean() if b is not None else 0.0)
-        stats[k] = total / n
+    n = len(per_seed)
+    means = np.empty((n, BOOTSTRAP))
+    for i, s in enumerate(per_seed):
+        a = flags(s).astype(float)
+        d = a - flags(minus[i]).astype(float) if minus is not None else a
+        idx = rng.integers(0, len(d), (BOOTSTRAP, len(d)))
+        means[i] = d[idx].mean(1)
+    seeds = rng.integers(0, n, (BOOTSTRAP, n))
+    draws = rng.integers(0, BOOTSTRAP, (BOOTSTRAP, n))
+    stats = means[seeds, draws].mean(1)
     lo, hi = np.percentile(stats, [2.5, 97.5])
     return float(lo), float(hi)
 
@@ -886,9 +890,20 @@ def tables(runs: Sequence[Mapping[str, Any]]) -> str:
         f"{len(runs)} seed(s) ({seeds}). Accuracies: mean over seeds [95 % hierarchical "
         "bootstrap interval over seeds and test clips]; other numbers: mean ± half-width of "
         "the 95 % Student-t interval over seeds.\n",
-        "### Tasks\n",
+        "### Run\n",
     ]
-    rows: list[list[report.Cell]] = []
+    rows: list[list[report.Cell]] = [
+        [
+            r["seed"],
+            f"{sum(r['seconds'].values()):.0f}",
+            " / ".join(f"{x:.1f}" for x in r.get("load_average", [])),
+        ]
+        for r in runs
+    ]
+    head = ["seed", "seconds (one thread)", "load average at its end (1, 5, 15 min)"]
+    out.append(report.markdown_table(head, rows))
+    out.append("### Tasks\n")
+    rows = []
     for name, sizes in first["sizes"].items():
         ft = "finetuned" in first["per_task"][name]
         size = [round(float(np.mean([r["sizes"][name][p] for r in runs]))) for p in sizes]

@@ -954,12 +954,23 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         "interval over the seeds.\n"
     ]
     table = report.markdown_table
+    parts.append("\n### Run\n")
+    rows: list[list[report.Cell]] = [
+        [
+            r["seed"],
+            f"{r['seconds']['total']:.0f}",
+            " / ".join(f"{x:.1f}" for x in r.get("load_average", [])),
+        ]
+        for r in runs
+    ]
+    head = ["seed", "seconds (one thread)", "load average at its end (1, 5, 15 min)"]
+    parts.append(table(head, rows))
     # learning rates chosen on the tuning seed
     lrs = runs[0]["learning_rates"]
     parts.append("\n### Fine-tuning learning rate chosen on the tuning seed's validation split\n")
     tuning = runs[0].get("lr_validation", {})
     grid = list(next(iter(tuning.values()))) if tuning else []
-    rows: list[list[report.Cell]] = [
+    rows = [
         [LABELS.get(name, name), f"{lr:g}", *(f"{tuning[name][g]:.3f}" for g in grid)]
         for name, lr in lrs.items()
     ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import math
 import sys
 from collections.abc import Callable
@@ -10,6 +12,9 @@ from typing import Any
 
 import pytest
 
+from weightspace import report
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "project06_audio_task_vectors"
 ADDED = ["language", "instrument", "effects", "digits", "commands"]
 METHODS = ["average", "task_arithmetic", "ties", "consensus", "tall_masks"]
 
@@ -73,24 +78,39 @@ def test_per_clip_correctness_gives_the_reported_accuracies(
             check(a["clips"][model], value)
 
 
-def test_bootstrap_interval_of_known_flags() -> None:
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[2] / "examples/project06_audio_task_vectors"
-    spec = importlib.util.spec_from_file_location(
-        "p06_audio_task_vectors", path / "audio_task_vectors.py"
-    )
+def _module() -> Any:
+    path = EXAMPLE / "audio_task_vectors.py"
+    spec = importlib.util.spec_from_file_location("p06_audio_task_vectors", path)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
     sys.modules["p06_audio_task_vectors"] = mod  # dataclasses look their module up
     spec.loader.exec_module(mod)
+    return mod
+
+
+def test_bootstrap_interval_of_known_flags() -> None:
+    mod = _module()
     # Every clip right in every seed: no uncertainty at all.
     assert mod.boot(["1111", "11"]) == (1.0, 1.0)
     # A paired difference of a model with itself is exactly 0.
     assert mod.boot(["1010", "0110"], ["1010", "0110"]) == (0.0, 0.0)
     lo, hi = mod.boot(["1" * 50 + "0" * 50] * 5)
     assert lo < 0.5 < hi and hi - lo < 0.25
+    # Seeds that disagree widen the interval beyond what the clips alone give.
+    lo2, hi2 = mod.boot(["1" * 80 + "0" * 20, "1" * 20 + "0" * 80] * 2 + ["1" * 50 + "0" * 50])
+    assert hi2 - lo2 > hi - lo
     assert mod.acc(["1100", "1110"]).startswith("0.625 [")
+
+
+def test_committed_tables_come_from_committed_results() -> None:
+    """The report includes results/tables.rst: it must be what the committed runs give."""
+    mod = _module()
+    folder = EXAMPLE / "results"
+    data = json.loads((folder / "results.json").read_text(encoding="utf-8"))
+    text = mod.tables(data["runs"])
+    assert text == (folder / "tables.md").read_text(encoding="utf-8")
+    assert report.markdown_to_rst(text) == (folder / "tables.rst").read_text(encoding="utf-8")
+    assert data["mode"] == "full"
 
 
 def test_tasks_use_real_recordings_split_apart(run: tuple[Path, dict[str, Any]]) -> None:

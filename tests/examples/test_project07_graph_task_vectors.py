@@ -178,3 +178,25 @@ def test_learning_rates_come_from_the_grid_on_validation(run: tuple[Path, dict[s
         scores = data["learning_rate_validation"][name]
         assert set(scores) == {f"{g:g}" for g in grid}
         assert lr in grid and scores[f"{lr:g}"] == max(scores.values()), name
+
+
+def test_committed_tables_come_from_committed_results() -> None:
+    """The report includes results/tables.rst: it must be what the committed runs give."""
+    import importlib.util
+    import json
+    import sys
+
+    from weightspace import report
+
+    folder = Path(__file__).resolve().parents[2] / "examples/project07_graph_task_vectors"
+    spec = importlib.util.spec_from_file_location("p07_graph", folder / "graph_task_vectors.py")
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["p07_graph"] = mod  # dataclasses look their module up
+    spec.loader.exec_module(mod)
+    data = json.loads((folder / "results" / "results.json").read_text(encoding="utf-8"))
+    text = mod.tables([mod.from_json(r) for r in data["runs"]])
+    assert text == (folder / "results" / "tables.md").read_text(encoding="utf-8")
+    rst = (folder / "results" / "tables.rst").read_text(encoding="utf-8")
+    assert report.markdown_to_rst(text) == rst
+    assert data["mode"] == "full"

@@ -13,8 +13,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import pytest
-
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
@@ -36,21 +34,6 @@ def _saved(folder: str) -> dict[str, Any]:
 
 def _committed(folder: str, name: str) -> str:
     return (EXAMPLES / folder / "results" / name).read_text(encoding="utf-8")
-
-
-def test_project06_tables() -> None:
-    folder = "project06_audio_task_vectors"
-    module = _load(f"{folder}/audio_task_vectors.py")
-    assert module.tables(_saved(folder)["runs"]) == _committed(folder, "tables.md")
-
-
-def test_project07_tables() -> None:
-    pytest.importorskip("rdkit")
-    pytest.importorskip("torch_geometric")
-    folder = "project07_graph_task_vectors"
-    module = _load(f"{folder}/graph_task_vectors.py")
-    runs = [module.from_json(r) for r in _saved(folder)["runs"]]
-    assert module.tables(runs) == _committed(folder, "tables.md")
 
 
 def test_project01_tables() -> None:
