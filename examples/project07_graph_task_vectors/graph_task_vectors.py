@@ -981,7 +981,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         pre = [r["scores"][name]["pretrained"] for r in runs]
         ft = [r["scores"][name]["finetuned"] for r in runs]
         rows.append([LABELS.get(name, name), over(pre), "" if ft[0] is None else over(ft)])
-    parts.append(f"\n### Test scores of the pretrained and fine-tuned models ({n} seeds)\n")
+    parts.append("\n### Test scores of the pretrained and fine-tuned models\n")
     parts.append(table(["task", "pretrained + probe head", "fine-tuned trunk"], rows))
     if all("pic50_fingerprint_ridge" in r for r in runs):
         parts.append(
@@ -994,7 +994,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
             + [over([r["label_correlation"][i][j] for r in runs]) for j in range(len(NCI_TASKS))]
             for i, a in enumerate(NCI_TASKS)
         ]
-        parts.append(f"\n### Pearson correlation of the NCI labels (training split, {n} seeds)\n")
+        parts.append("\n### Pearson correlation of the NCI labels (training split)\n")
         parts.append(table(["", *(LABELS[t] for t in NCI_TASKS)], rows, formats=".2f"))
 
     # negation: one row per target task
@@ -1015,7 +1015,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                 ),
             ]
         )
-    parts.append(f"\n### Forgetting by negation: target R² and control retention ({n} seeds)\n")
+    parts.append("\n### Forgetting by negation: target R² and control retention\n")
     header = [
         "negated task",
         "pretrained",
@@ -1035,9 +1035,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         ]
         for name in TASKS
     ]
-    parts.append(
-        f"\n### Negation: change of every task's test R² (row: negated vector) ({n} seeds)\n"
-    )
+    parts.append("\n### Negation: change of every task's test R² (row: negated vector)\n")
     parts.append(table(["negated \\ scored", *(LABELS[t] for t in TASKS)], rows, formats="+.3f"))
 
     # addition
@@ -1066,7 +1064,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                     *(over([g.scores[t] for g in got]) for t in names_t),
                 ]
             )
-        parts.append(f"\n### Learning by addition, {title}: test R² ({n} seeds)\n")
+        parts.append(f"\n### Learning by addition, {title}: test R²\n")
         parts.append(
             table(["method", "configurations chosen", *(LABELS[t] for t in names_t)], rows)
         )
@@ -1082,8 +1080,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                 row.append(over(nci))
             rows.append(row)
         parts.append(
-            f"\n### Learning by addition, {title}: normalised scores (merged / fine-tuned) "
-            f"({n} seeds)\n"
+            f"\n### Learning by addition, {title}: normalised scores (merged / fine-tuned)\n"
         )
         header = ["method", *(LABELS[t] for t in names_t), "mean"]
         parts.append(table(header + (["mean of the NCI tasks"] if extra else []), rows))
@@ -1106,7 +1103,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                 ),
             ]
         )
-    parts.append(f"\n### Pairs of task vectors: task arithmetic, normalised scores ({n} seeds)\n")
+    parts.append("\n### Pairs of task vectors: task arithmetic, normalised scores\n")
     header = ["pair", "scale", "first", "second", "mean", "cosine of the vectors"]
     parts.append(table(header, rows, formats=[None, ".2f", None, None, None, None]))
 
@@ -1128,7 +1125,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                 over([x.scores["reference"] for x in res]),
             ]
         )
-    parts.append(f"\n### Analogies: test R² on the ChEMBL molecules ({n} seeds)\n")
+    parts.append("\n### Analogies: test R² on the ChEMBL molecules\n")
     header = [
         "A(NCI) : A(ChEMBL) :: C(NCI) : D = C(ChEMBL)",
         "pretrained",
@@ -1146,7 +1143,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
         [LABELS[a]] + [over([r["cosine"][i][j] for r in runs]) for j in range(len(names))]
         for i, a in enumerate(names)
     ]
-    parts.append(f"\n### Cosine similarity of the task vectors (trunk only) ({n} seeds)\n")
+    parts.append("\n### Cosine similarity of the task vectors (trunk only)\n")
     parts.append(table(["", *(LABELS[b] for b in names)], rows, formats=".2f"))
 
     # appendix: per-seed values behind the headline numbers
@@ -1172,7 +1169,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                     *(f"{family_row(r, key, family).scores['pic50@chembl']:.3f}" for r in runs),
                 ]
             )
-    parts.append(f"\n### Per seed: negation (target R²) and addition ({n} seeds)\n")
+    parts.append("\n### Per seed: negation (target R²) and addition\n")
     parts.append(table(["", *seed_head], rows))
     rows = []
     for key in runs[0]["analogies"]:
@@ -1186,7 +1183,7 @@ def tables(runs: Sequence[dict[str, Any]]) -> str:
                 ),
             ]
         )
-    parts.append(f"\n### Per seed: analogies (test R²: C alone -> C + (B − A)) ({n} seeds)\n")
+    parts.append("\n### Per seed: analogies (test R²: C alone -> C + (B − A))\n")
     parts.append(table(["A -> C", *seed_head], rows))
     return "".join(parts)
 
