@@ -23,14 +23,20 @@ embedding of three training clips per class (the accented tasks reuse the Englis
 Fine-tuning trains the shared trunk only, and a task vector covers exactly that trunk (the
 convolutions, their GroupNorms and the embedding layer; :mod:`weightspace.select`). Then, with
 :mod:`weightspace.arithmetic`: negation forgets ``language`` (and ``instrument``) while the
-pretraining task and ``digits`` are controls; addition merges five vectors with task
-arithmetic, TIES, TALL masks and Consensus against weight averaging; and the analogy
-``digits : digits_accented :: commands : commands_accented`` builds a vector for accented
-commands from three others, without training on them.
+pretraining task and ``digits`` are controls, against a random vector of the same norms
+applied at scale 1 and at the chosen scale; addition merges five vectors with weight
+averaging, task arithmetic, TIES and Consensus (TALL masks as an oracle), every method with
+the same budget of validation configurations, and once more with vectors fine-tuned with the
+embedding layer frozen; and four analogies with their mirrors, such as
+``digits : digits_accented :: commands : commands_accented``, build a vector for a task from
+three others, without training on it. Accuracies get hierarchical bootstrap intervals over
+seeds and test clips.
 
-Run ``python audio_task_vectors.py`` for the full study (three seeds, one thread: 13 minutes on
-a busy two-core machine; it writes ``results/``) or ``python audio_task_vectors.py --quick``
-for a smoke run (it writes ``results/quick/``, never the full results).
+Run ``python audio_task_vectors.py`` for the full study (five seeds, one thread; each
+finished seed is stored in ``results/seeds/`` and a stopped run resumes there; it writes
+``results/``), ``--only-seed N`` for one seed, ``--combine`` for the tables of the seeds
+stored so far, or ``python audio_task_vectors.py --quick`` for a smoke run (it writes
+``results/quick/``, never the full results).
 """
 
 from __future__ import annotations
