@@ -241,15 +241,17 @@ def _input_dirs(workdir: Path) -> list[Path]:
     return [workdir / "base"] + [workdir / f"ft{i}" for i in range(N_FINETUNES)]
 
 
-def worker_io_floor(workdir: Path, out: Path) -> None:
+def worker_io_floor(workdir: Path, out: Path, read: bool = True, write: bool = True) -> None:
     """Read every input byte once, write as many bytes as one model holds (no fsync)."""
     buf = bytearray(16 << 20)
     view = memoryview(buf)
-    for folder in _input_dirs(workdir):
+    for folder in _input_dirs(workdir) if read else []:
         for file in sorted(folder.glob("*.safetensors")):
             with open(file, "rb", buffering=0) as f:
                 while f.readinto(view):
                     pass
+    if not write:
+        return
     size = sum(f.stat().st_size for f in (workdir / "base").glob("*.safetensors"))
     out.mkdir(parents=True, exist_ok=True)
     with open(out / "model.safetensors", "wb", buffering=0) as f:
@@ -588,8 +590,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.worker:
-        if args.worker == "io":
-            worker_io_floor(args.workdir, args.out)
+        if args.worker in ("io", "io-read", "io-write"):
+            worker_io_floor(
+                args.workdir, args.out, args.worker != "io-write", args.worker != "io-read"
+            )
         else:
             worker_weightspace(args.workdir, args.out, args.worker, args.density)
         return 0
@@ -717,7 +721,8 @@ def _run(
     commands["start-ws"] = [sys.executable, "-c", "import weightspace.merge"]
     if use_mergekit:
         commands["start-mk"] = [str(args.mergekit_python), "-c", "import mergekit.merge"]
-    commands["io"] = [sys.executable, script, "--worker", "io", "--workdir", str(workdir)]
+    for io in ("io", "io-read", "io-write"):
+        commands[io] = [sys.executable, script, "--worker", io, "--workdir", str(workdir)]
     ws_cli = Path(sys.executable).parent / "weightspace"
     for method in methods:
         ws_config = workdir / f"weightspace-{method}.yml"
@@ -785,6 +790,8 @@ def _run(
     print("-" * len(header))
     labels = {
         "io": "I/O floor (read + write)",
+        "io-read": "I/O floor: read only",
+        "io-write": "I/O floor: write only",
         "torch": "import torch only",
         "start-ws": "start-up weightspace",
         "start-mk": "start-up mergekit",
@@ -800,7 +807,7 @@ def _run(
         "ws/mk wall | ws/mk RSS |",
         "|---|---|---|---|---|---|---|",
     ]
-    rows = ["torch", "start-ws", "start-mk", "io"] + [
+    rows = ["torch", "start-ws", "start-mk", "io", "io-read", "io-write"] + [
         f"{lib}-{m}" for m in methods for lib in ("ws", "api", "mk")
     ]
     for key in [k for k in rows if k in runs]:
@@ -843,6 +850,8 @@ def _run(
                 f"; {mk[0] / ws[0]:.2f}x faster than mergekit ({mk[0]:.2f} s), peak RSS "
                 f"{ws[3] / mk[3]:.2f} of mergekit's; above `import torch` "
                 f"({_fmt_gib(torch_rss)} GiB): {_fmt_gib(above_ws)} vs {_fmt_gib(above_mk)} GiB"
+                f"; at the I/O floor plus start-up, weightspace would be {mk[0] / floor:.2f}x "
+                "faster than mergekit"
             )
         print(line)
         md.append(f"- {line}")
