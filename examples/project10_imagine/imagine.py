@@ -14,13 +14,16 @@ locked-tower alignment (LiT) trained on Tux Paint's captioned stamps. The script
 1. measures the scorers: caption retrieval among 100 on held-out stamps (three splits), and
    Fashion-MNIST zero-shot classification from the class names;
 2. compares PGPE, CMA-ES, a genetic algorithm and random search at the same number of
-   evaluations (three seeds, three concepts), guided by LiT;
+   evaluations (five seeds, three test concepts), guided by LiT, each method with the setting
+   that ``tune.py`` chose for it on other (validation) concepts with the same tuning budget;
 3. plays 16 games per composer (LiT, then ConSE), each guessed by the *other* scorers, with
    random compositions as the baseline, and writes the LiT games for people to play with
    ``weightspace play imagine results/games/games.json``.
 
 ``python imagine.py`` runs the full study (about 25 minutes of one core; it writes
-``results/``), ``python imagine.py --quick`` a smoke run of well under a minute.
+``results/``), ``python imagine.py --quick`` a smoke run of well under a minute, and
+``python imagine.py --part search`` reruns only the comparison of search methods, keeping
+the scorers' measures and the games of the committed ``results/results.json``.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ import weightspace as ws
 from weightspace import games
 
 HERE = Path(__file__).resolve().parent
+TUNING = HERE / "results" / "tuning.json"
 METHODS = ("pgpe", "cmaes", "ga", "random")
 
 
@@ -57,6 +61,7 @@ class Config:
     lit_epochs: int
     fashion_per_class: int
     compare: tuple[str, ...]  # concepts of the search comparison
+    search_seeds: tuple[int, ...]  # seeds of every search in the comparison
     budget: int  # evaluations per search
     popsize: int
     concepts: tuple[str, ...]  # one game per concept and composer
@@ -73,6 +78,7 @@ FULL = Config(
     lit_epochs=200,
     fashion_per_class=30,
     compare=("snowman", "boat", "rocket"),
+    search_seeds=(0, 1, 2, 3, 4),
     budget=1024,
     popsize=32,
     concepts=games.CONCEPTS,
@@ -87,6 +93,7 @@ QUICK = Config(
     lit_epochs=40,
     fashion_per_class=5,
     compare=("snowman",),
+    search_seeds=(0, 1),
     budget=64,
     popsize=16,
     concepts=games.CONCEPTS[:3],
@@ -118,9 +125,35 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 # ----------
 
 
+def split_lit(
+    cfg: Config, tower: Any, encoder: Any, stamps: Any, features: torch.Tensor, seed: int
+) -> tuple[Any, Any, Any]:
+    """LiT trained on the training stamps of split ``seed``: ``(lit, train, test)``."""
+    position = {name: i for i, name in enumerate(stamps.names)}
+    train, test = stamps.split(cfg.test_share, seed=seed)
+    idx = [position[n] for n in train.names]
+    lit = games.train_lit(
+        train,
+        tower=tower,
+        encoder=encoder,
+        views=cfg.lit_views,
+        epochs=cfg.lit_epochs,
+        seed=seed,
+        name=f"lit{seed}",
+        features=features[:, idx],
+    )
+    return lit, train, test
+
+
+def guide_lit(cfg: Config, tower: Any, encoder: Any) -> Any:
+    """The search's guide alone: LiT of the first split, as :func:`measure_scorers` trains it."""
+    stamps = games.stamp_images(categories=cfg.categories)
+    features = games.stamp_features(stamps, tower, views=cfg.lit_views, seed=0)
+    return split_lit(cfg, tower, encoder, stamps, features, cfg.seeds[0])[0]
+
+
 def measure_scorers(cfg: Config, tower: Any, encoder: Any) -> tuple[dict[str, Any], list[Any]]:
     stamps = games.stamp_images(categories=cfg.categories)
-    position = {name: i for i, name in enumerate(stamps.names)}
     start = time.perf_counter()
     features = games.stamp_features(stamps, tower, views=cfg.lit_views, seed=0)
     feature_seconds = time.perf_counter() - start
@@ -146,19 +179,8 @@ def measure_scorers(cfg: Config, tower: Any, encoder: Any) -> tuple[dict[str, An
     }
     lits = []
     for seed in cfg.seeds:
-        train, test = stamps.split(cfg.test_share, seed=seed)
-        idx = [position[n] for n in train.names]
         start = time.perf_counter()
-        lit = games.train_lit(
-            train,
-            tower=tower,
-            encoder=encoder,
-            views=cfg.lit_views,
-            epochs=cfg.lit_epochs,
-            seed=seed,
-            name=f"lit{seed}",
-            features=features[:, idx],
-        )
+        lit, train, test = split_lit(cfg, tower, encoder, stamps, features, seed)
         train_seconds = time.perf_counter() - start
         lits.append(lit)
         row: dict[str, Any] = {"seed": seed, "train": len(train), "test": len(test)}
@@ -189,21 +211,45 @@ def measure_scorers(cfg: Config, tower: Any, encoder: Any) -> tuple[dict[str, An
 # ----------------------------------
 
 
-def compare_searches(cfg: Config, guide: Any, deck: games.Deck) -> dict[str, Any]:
+def tuned_settings(path: Path = TUNING) -> dict[str, dict[str, Any]]:
+    """Each method's setting chosen by ``tune.py`` on the validation concepts."""
+    tuning = json.loads(path.read_text(encoding="utf-8"))
+    return {m: dict(tuning["methods"][m]["setting"]) for m in METHODS}
+
+
+def bootstrap_ratio(
+    num: dict[str, list[float]], den: dict[str, list[float]], *, resamples: int = 4000
+) -> tuple[float, float]:
+    """95 % percentile interval of mean(num) / mean(den), resampling runs within each concept."""
+    rng = np.random.default_rng(0)
+    ratios = []
+    for _ in range(resamples):
+        a = [rng.choice(v, len(v)).mean() for v in num.values()]
+        b = [rng.choice(v, len(v)).mean() for v in den.values()]
+        ratios.append(float(np.mean(a) / np.mean(b)))
+    lo, hi = np.percentile(ratios, [2.5, 97.5])
+    return float(lo), float(hi)
+
+
+def compare_searches(
+    cfg: Config, guide: Any, deck: games.Deck, settings: dict[str, dict[str, Any]]
+) -> dict[str, Any]:
     runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for concept in cfg.compare:
         runs[concept] = {}
         for method in METHODS:
             runs[concept][method] = []
-            for seed in cfg.seeds:
+            setting = settings[method]
+            for seed in cfg.search_seeds:
                 r = games.search(
                     guide,
                     f"A {concept}.",
                     deck,
                     method=method,  # type: ignore[arg-type]
                     budget=cfg.budget,
-                    popsize=cfg.popsize,
+                    popsize=int(setting["popsize"]),
                     seed=seed,
+                    options={k: v for k, v in setting.items() if k != "popsize"},
                 )
                 runs[concept][method].append(r.to_dict())
     summary: dict[str, Any] = {}
@@ -241,7 +287,29 @@ def compare_searches(cfg: Config, guide: Any, deck: games.Deck) -> dict[str, Any
         for es in ("pgpe", "cmaes")
         for other in ("ga", "random")
     }
-    return {"runs": runs, "summary": summary, "pooled_evaluations": pooled, "ratios": ratios}
+    by_concept = {
+        m: {
+            c: [
+                float(cfg.budget if n is None else n)
+                for n in summary[c][m]["evaluations_to_threshold"]
+            ]
+            for c in summary
+        }
+        for m in METHODS
+    }
+    ratio_ci95 = {
+        f"{other}/{es}": bootstrap_ratio(by_concept[other], by_concept[es])
+        for es in ("pgpe", "cmaes")
+        for other in ("ga", "random")
+    }
+    return {
+        "settings": settings,
+        "runs": runs,
+        "summary": summary,
+        "pooled_evaluations": pooled,
+        "ratios": ratios,
+        "ratio_ci95": ratio_ci95,
+    }
 
 
 # %%
@@ -346,13 +414,35 @@ def tables(result: dict[str, Any]) -> dict[str, list[list[str]]]:
     for concept, s in cmp_["summary"].items():
         t["search"].append([concept, f"{s['threshold']:.3f}", *(pm(s[m]["best"]) for m in METHODS)])
     t["reach"] = [["concept", *METHODS]]
-    n = len(result["config"]["seeds"])
+    n = len(result["config"]["search_seeds"])
     for concept, s in cmp_["summary"].items():
         cells = []
         for m in METHODS:
             mean = s[m]["mean_evaluations_reached"]
             cells.append(f"{s[m]['reached']}/{n}" + (f", {mean:.0f}" if mean is not None else ""))
         t["reach"].append([concept, *cells])
+    t["ratios"] = [["evaluations to the level", "ratio", "95 % interval"]]
+    for name, value in cmp_["ratios"].items():
+        lo, hi = cmp_["ratio_ci95"][name]
+        other, es = name.split("/")
+        t["ratios"].append([f"{other} / {es}", f"{value:.2f}", f"{lo:.2f}-{hi:.2f}"])
+    tuning = result["tuning"]
+    t["tuning"] = [
+        ["method", "settings tried", "chosen", "evaluations to level (chosen)", "(default)"]
+    ]
+    for m in METHODS:
+        tm = tuning["methods"][m]
+        chosen, first = tm["tried"][tm["chosen"]], tm["tried"][0]
+        text = ", ".join(f"{k} {v}" for k, v in tm["setting"].items())
+        t["tuning"].append(
+            [
+                m,
+                str(len(tm["tried"])),
+                text,
+                f"{chosen['mean_evaluations']:.0f} (final {chosen['mean_final']:.3f})",
+                f"{first['mean_evaluations']:.0f} (final {first['mean_final']:.3f})",
+            ]
+        )
     t["games"] = [["composer", "player", "role", "correct", "accuracy (95 % CI)", "on random"]]
     for g in result["games"]:
         for name, a in g["accuracy"].items():
@@ -469,6 +559,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1])
     parser.add_argument("--quick", action="store_true", help="a smoke run in well under a minute")
     parser.add_argument("--out", type=Path, default=None, help="output folder")
+    parser.add_argument(
+        "--part",
+        choices=("all", "search"),
+        default="all",
+        help="'search': rerun only the search comparison, keeping the rest of the output "
+        "folder's results.json",
+    )
+    parser.add_argument("--tuning", type=Path, default=TUNING, help="tune.py's choice")
     args = parser.parse_args()
     cfg = QUICK if args.quick else FULL
     if args.out is not None:
@@ -481,9 +579,23 @@ def main() -> None:
     tower = games.ImageTower()
     encoder = ws.models.minilm()
     deck = games.default_deck()
+    settings = tuned_settings(args.tuning)
+    tuning = json.loads(args.tuning.read_text(encoding="utf-8"))
+    if args.part == "search":
+        result = json.loads((cfg.out / "results.json").read_text(encoding="utf-8"))
+        if result["mode"] != ("quick" if args.quick else "full"):
+            raise SystemExit(f"--part search: {cfg.out}/results.json is a {result['mode']} run")
+        t1 = time.perf_counter()
+        result["search"] = compare_searches(cfg, guide_lit(cfg, tower, encoder), deck, settings)
+        result["config"] = {k: v for k, v in asdict(cfg).items() if k != "out"}
+        result["tuning"] = tuning
+        result["seconds"]["search"] = time.perf_counter() - t1
+        result["seconds"]["search_cpu"] = time.process_time()
+        write(result, deck, cfg.out)
+        return
     scorer_result, (conse, *lits) = measure_scorers(cfg, tower, encoder)
     t1 = time.perf_counter()
-    search_result = compare_searches(cfg, lits[0], deck)
+    search_result = compare_searches(cfg, lits[0], deck, settings)
     t2 = time.perf_counter()
     players = {"lit0": lits[0], "lit1": lits[1], "conse": conse}
     played = [play_games(cfg, players, deck, composer) for composer in ("lit0", "conse")]
@@ -500,6 +612,7 @@ def main() -> None:
         "deck": list(deck.names),
         "scorers": scorer_result,
         "search": search_result,
+        "tuning": tuning,
         "games": played,
         "humans": humans,
         "seconds": {
@@ -511,12 +624,17 @@ def main() -> None:
         },
         "torch_threads": torch.get_num_threads(),
     }
+    write(result, deck, cfg.out)
+
+
+def write(result: dict[str, Any], deck: games.Deck, out: Path) -> None:
+    """Write ``results.json``, the tables (Markdown and one RST file each) and the figures."""
     t = tables(result)
-    (cfg.out / "results.json").write_text(json.dumps(result, indent=1))
-    (cfg.out / "results.md").write_text(markdown(t))
+    (out / "results.json").write_text(json.dumps(result, indent=1))
+    (out / "results.md").write_text(markdown(t))
     for name, rows in t.items():
-        (cfg.out / f"table_{name}.rst").write_text(rst(rows))
-    figures(result, deck, cfg.out)
+        (out / f"table_{name}.rst").write_text(rst(rows))
+    figures(result, deck, out)
 
 
 if __name__ == "__main__":

@@ -23,9 +23,10 @@ def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
     out, data = run
     assert data["mode"] == "quick"
     text = (out / "results.md").read_text()
-    for heading in ("### scorers", "### search", "### reach", "### games", "### played"):
-        assert heading in text, heading
-    for name in ("scorers", "search", "reach", "games", "played"):
+    names = ("scorers", "search", "reach", "ratios", "tuning", "games", "played")
+    for name in names:
+        assert f"### {name}" in text, name
+    for name in names:
         assert (out / f"table_{name}.rst").read_text().startswith(".. list-table::"), name
     for name in ("deck", "curves", "gallery"):
         assert (out / f"{name}.png").stat().st_size > 10_000, name
@@ -55,12 +56,16 @@ def test_scorers_are_measured_on_held_out_stamps_with_chance(
 def test_every_method_gets_the_same_budget(run: tuple[Path, dict[str, Any]]) -> None:
     cfg = run[1]["config"]
     search = run[1]["search"]
+    tuned = {m: run[1]["tuning"]["methods"][m]["setting"] for m in METHODS}
+    assert search["settings"] == tuned
     for concept, by_method in search["runs"].items():
         assert list(by_method) == METHODS
         for method, runs in by_method.items():
-            assert [r["seed"] for r in runs] == cfg["seeds"]
+            assert [r["seed"] for r in runs] == cfg["search_seeds"]
             for r in runs:
                 assert r["evaluations"] == cfg["budget"] and r["method"] == method
+                for name, value in tuned[method].items():  # the tuned setting, recorded
+                    assert r["options"][name] == value
                 scores = [s for _, s in r["curve"]]
                 assert scores == sorted(scores)  # best so far never falls
                 assert r["curve"][-1] == [cfg["budget"], r["best_score"]]
@@ -70,6 +75,14 @@ def test_every_method_gets_the_same_budget(run: tuple[Path, dict[str, Any]]) -> 
         assert math.isclose(summary["threshold"], sum(finals) / len(finals))
         assert summary["random"]["reached"] >= 1  # some seed reaches the mean of the seeds
     assert set(search["ratios"]) == {"ga/pgpe", "random/pgpe", "ga/cmaes", "random/cmaes"}
+    for name, value in search["ratios"].items():
+        other, es = name.split("/")
+        pooled = search["pooled_evaluations"]
+        assert math.isclose(
+            value, (sum(pooled[other]) / len(pooled[other])) / (sum(pooled[es]) / len(pooled[es]))
+        )
+        lo, hi = search["ratio_ci95"][name]
+        assert lo <= value <= hi
 
 
 def test_games_are_guessed_by_other_scorers(run: tuple[Path, dict[str, Any]]) -> None:
@@ -116,7 +129,62 @@ def test_committed_tables_come_from_the_committed_results() -> None:
     results = folder / "results"
     data = json.loads((results / "results.json").read_text(encoding="utf-8"))
     assert data["mode"] == "full" and data["config"]["seeds"] == [0, 1, 2]
+    assert len(data["config"]["search_seeds"]) >= 3
+    # The comparison ran the settings tune.py chose, and the tuning is the committed one.
+    tuning = json.loads((results / "tuning.json").read_text(encoding="utf-8"))
+    assert data["tuning"] == tuning
+    assert data["search"]["settings"] == {m: tuning["methods"][m]["setting"] for m in METHODS}
+    assert not set(tuning["validation"]) & set(data["config"]["compare"])
+    assert not set(tuning["validation"]) & set(CONCEPTS)
     tables = module.tables(data)
     for name, rows in tables.items():
         assert (results / f"table_{name}.rst").read_text(encoding="utf-8") == module.rst(rows)
     assert (results / "results.md").read_text(encoding="utf-8") == module.markdown(tables)
+
+
+def _tune_module() -> Any:
+    import importlib.util
+    import sys
+
+    folder = Path(__file__).resolve().parents[2] / "examples" / "project10_imagine"
+    spec = importlib.util.spec_from_file_location("imagine_tune", folder / "tune.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        del sys.modules[spec.name]
+    return module
+
+
+def test_tuning_picks_the_fewest_evaluations_to_the_level_then_the_best_final() -> None:
+    tune = _tune_module()
+    (a, b), seed = tune.VALIDATION[:2], tune.SEEDS[0]
+    assert len(tune.SEEDS) == 1 and len(tune.VALIDATION) == 2
+    grid = {"random": [{"spread": 1.5}, {"spread": 3.0}], "ga": [{}, {}, {}]}
+
+    def row(curve: list[list[float]]) -> dict[str, Any]:
+        return {"curve": curve, "best_score": curve[-1][1]}
+
+    rows = {
+        # Random search's first setting sets the levels: 0.5 for a, 0.4 for b.
+        tune.key("random", 0, a, seed): row([[16, 0.3], [32, 0.5]]),
+        tune.key("random", 0, b, seed): row([[16, 0.4], [32, 0.4]]),
+        tune.key("random", 1, a, seed): row([[16, 0.2], [32, 0.3]]),  # never reaches 0.5
+        tune.key("random", 1, b, seed): row([[16, 0.45], [32, 0.45]]),
+        tune.key("ga", 0, a, seed): row([[16, 0.5], [32, 0.6]]),
+        tune.key("ga", 0, b, seed): row([[16, 0.3], [32, 0.4]]),
+        tune.key("ga", 1, a, seed): row([[16, 0.5], [32, 0.7]]),  # same reach, better final
+        tune.key("ga", 1, b, seed): row([[16, 0.3], [32, 0.4]]),
+        tune.key("ga", 2, a, seed): row([[16, 0.1], [32, 0.2]]),
+        tune.key("ga", 2, b, seed): row([[16, 0.1], [32, 0.2]]),
+    }
+    out = tune.choose(rows, grid, budget=32)
+    assert out["levels"] == {a: 0.5, b: 0.4}
+    r = out["methods"]["random"]
+    assert [t["evaluations_to_level"] for t in r["tried"]] == [[32, 16], [32, 16]]
+    assert r["chosen"] == 0  # a tie on evaluations; 0.45 mean final beats 0.375
+    g = out["methods"]["ga"]
+    assert [t["mean_evaluations"] for t in g["tried"]] == [24.0, 24.0, 32.0]
+    assert g["chosen"] == 1 and g["setting"] == {}
