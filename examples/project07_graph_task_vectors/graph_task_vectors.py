@@ -147,7 +147,7 @@ FULL = Config(
     finetune_steps=600,
     grid=arithmetic.DEFAULT_GRID,
     negation_grid=tuple(round(0.1 * i, 1) for i in range(21)),
-    lr_grid=(3e-5, 1e-4, 3e-4),
+    lr_grid=(1e-4, 3e-4),
 )
 QUICK = Config(
     seeds=(0,),
