@@ -532,7 +532,9 @@ def _versions(mergekit_python: Path | None) -> str:
 def check_room(workdir: Path, arch: Arch) -> str | None:
     """Why the machine cannot hold this size (disk for inputs and outputs, memory), or None."""
     model = arch.params * 2
-    need_disk = (N_FINETUNES + 1) * model + 2 * model + (1 << 30)
+    # The inputs, the four merge outputs kept for the accuracy comparison, and the floor's
+    # output (removed after each run) or a margin.
+    need_disk = (N_FINETUNES + 1) * model + 5 * model + (1 << 30)
     have = workdir / "base" / "model.safetensors.index.json"
     if have.exists():
         need_disk -= (N_FINETUNES + 1) * model
@@ -667,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
             write_results(done=False)
-            if not args.keep and not owned:
+            if not args.keep:  # the next size needs the disk
                 for child in ["base", "out", "logs"] + [f"ft{i}" for i in range(N_FINETUNES)]:
                     shutil.rmtree(workdir / child, ignore_errors=True)
     finally:
@@ -766,6 +768,8 @@ def _run(
             os.sync()  # the previous run's writeback is not this run's cost
             run = measure(full, env, logs / f"{key}.log")
             runs[key].append(run)
+            if key.startswith("io"):  # not compared: free the disk for the next outputs
+                shutil.rmtree(out, ignore_errors=True)
             print(
                 f"  repeat {repeat + 1}/{args.repeats} {key:8s} {run.wall:7.2f} s "
                 f"{_fmt_gib(run.rss)} GiB",
