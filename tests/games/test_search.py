@@ -175,3 +175,10 @@ def test_natural_rule_concentrates_on_the_rewarded_card() -> None:
 def test_options_table_lists_every_method() -> None:
     assert set(SEARCH_OPTIONS) == set(SEARCH_METHODS)
     assert SEARCH_OPTIONS["random"] == {"spread": 1.5}
+
+
+def test_options_table_is_read_only() -> None:
+    with pytest.raises(TypeError):
+        SEARCH_OPTIONS["random"]["spread"] = 2.0  # type: ignore[index]
+    with pytest.raises(TypeError):
+        SEARCH_OPTIONS["new"] = {}  # type: ignore[index]

@@ -33,6 +33,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Literal
 
 import numpy as np
@@ -57,29 +58,37 @@ _PRIOR_STD = 1.5  # spread of random placements (and of the ES's initial distrib
 Fitness = Callable[[Tensor, Tensor], Tensor]
 Options = Mapping[str, float | str]
 
-SEARCH_OPTIONS: dict[str, dict[str, float | str]] = {
-    "pgpe": {
-        "sigma": 1.0,
-        "max_speed": 0.3,
-        "center_lr": 0.15,
-        "momentum": 0.9,
-        "sigma_lr": 0.1,
-        "utility": "centred",
-        "card_rule": "logit",
-        "card_lr": 1.0,
-    },
-    "cmaes": {"sigma": 1.0, "utility": "centred", "card_rule": "logit", "card_lr": 1.0},
-    "ga": {
-        "mutation_std": 0.5,
-        "gene_rate": 0.2,
-        "swap_rate": 0.1,
-        "elites": 2,
-        "tournament": 3,
-        "spread": _PRIOR_STD,
-    },
-    "random": {"spread": _PRIOR_STD},
-}
-"""Every method's settings (the ``options`` of :func:`search`) with their defaults.
+SEARCH_OPTIONS: Mapping[str, Mapping[str, float | str]] = MappingProxyType(
+    {
+        "pgpe": MappingProxyType(
+            {
+                "sigma": 1.0,
+                "max_speed": 0.3,
+                "center_lr": 0.15,
+                "momentum": 0.9,
+                "sigma_lr": 0.1,
+                "utility": "centred",
+                "card_rule": "logit",
+                "card_lr": 1.0,
+            }
+        ),
+        "cmaes": MappingProxyType(
+            {"sigma": 1.0, "utility": "centred", "card_rule": "logit", "card_lr": 1.0}
+        ),
+        "ga": MappingProxyType(
+            {
+                "mutation_std": 0.5,
+                "gene_rate": 0.2,
+                "swap_rate": 0.1,
+                "elites": 2,
+                "tournament": 3,
+                "spread": _PRIOR_STD,
+            }
+        ),
+        "random": MappingProxyType({"spread": _PRIOR_STD}),
+    }
+)
+"""Every method's settings (the ``options`` of :func:`search`) with their defaults (read-only).
 
 PGPE's ``center_lr`` defaults to half of ``max_speed`` (0.15 for the default 0.3) when
 ``max_speed`` is given and ``center_lr`` is not."""
