@@ -128,7 +128,7 @@ def test_exact_isometry_with_a_full_basis_keeps_the_map_orthogonal(weight: float
     np.testing.assert_allclose(c.T @ c, np.eye(len(v)), atol=1e-6)
     truth = spectral.FunctionalMap.from_pointwise(perm, bx, by).matrix
     np.testing.assert_allclose(c, truth, atol=1e-6)
-    assert est.orientation_weight_ == (0.1 if weight is None else weight)
+    assert est.orientation_weight_ == (1.0 if weight is None else weight)
     assert est.orientation_residual_ < 1e-6
     np.testing.assert_array_equal(est.map_.to_pointwise(), perm)
 

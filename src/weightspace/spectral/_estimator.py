@@ -30,7 +30,7 @@ Regularization = Literal["resolvent", "laplacian"]
 Orientation = Literal["preserving", "reversing"]
 
 #: The orientation weight used when meshes are given and ``orientation_weight`` is ``None``.
-DEFAULT_ORIENTATION_WEIGHT = 0.1
+DEFAULT_ORIENTATION_WEIGHT = 1.0
 
 
 class FunctionalMapEstimator:
@@ -105,9 +105,12 @@ class FunctionalMapEstimator:
             error of the k = 50 map's point map is 0.00132 at ``0`` and 0.00103-0.00105 for
             any ``beta`` in ``0.01 .. 0.3`` (0.00108 at 1, 0.00244 at 100); the default,
             ``0.1``, sits inside that flat range.
-        orientation_weight: ``gamma`` (non-negative), or ``None``: 0.1 when :meth:`fit`
-            gets both meshes' faces, 0 otherwise. A positive value without the faces is an
-            error.
+        orientation_weight: ``gamma`` (non-negative), or ``None``: 1 when :meth:`fit` gets
+            both meshes' faces, 0 otherwise. A positive value without the faces is an error.
+            On near-isometric validation pairs (bumpy stretched spheres, bent; 50 WKS
+            energies from 100 eigenpairs, k = 50), the k = 50 map's error fell from
+            0.006-0.31 without the term to 0.003-0.048 at 1; 0.1 helped less and 10 was
+            similar to 1.
         orientation: ``"preserving"`` (``s = 1``) or ``"reversing"`` (``s = -1``).
 
     Attributes:
