@@ -106,6 +106,12 @@ CASES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
     ("dare", {"drop_rate": 0.0}, {}),
     ("dare_ties", {"drop_rate": 0.3, "seed": 1}, {"weight": [1.0, 0.5, 1.5, 1.0]}),
     ("dare_ties", {"drop_rate": 0.7, "majority": "count"}, {}),
+    ("dare", {"drop_rate": 0.5, "seed": 2}, {"weight": [-1.0, 0.5, 2.0, -0.5]}),
+    (
+        "dare_ties",
+        {"drop_rate": 0.4, "seed": 5, "rescale": False},
+        {"weight": [-1.0, 1.0, 2.0, 1.0]},
+    ),
     ("consensus", {"k": 2, "lambdas": 0.5, "scale": 0.9}, {}),
 ]
 
@@ -295,6 +301,33 @@ def test_large_finite_values_take_the_lazy_path_with_the_same_bits(
     out = open_state_dict(tmp_path / "fast.safetensors")["layers.0.weight"].view(-1)
     assert bool(torch.isfinite(out).all())
     assert torch.equal(out[:40], torch.full((40,), 2.5e38, dtype=torch.bfloat16))
+
+
+@pytest.mark.parametrize("method", ["dare", "dare_ties"])
+def test_dare_zeros_keep_their_sign(tmp_path: Path, method: str) -> None:
+    """Base entries of -0.0 under dropped deltas: the fused DARE terms give the lazy bits."""
+    base, models = _checkpoints(tmp_path, 3, quantum=2.0**-7)
+    for i, path in enumerate([base, *models]):
+        sd = open_state_dict(path)
+        tensors = {k: sd[k].clone() for k in sd}
+        row = tensors["layers.0.weight"][0]
+        row[:] = -0.0 if i == 0 else -(2.0**-7) * (torch.arange(16) % 3)
+        save_state_dict(
+            tensors, path, overwrite=True, max_shard_size=300 if path.is_dir() else None
+        )
+    config = MergeConfig(
+        base=base,
+        models=tuple(models),
+        method=method,  # type: ignore[arg-type]
+        parameters={"drop_rate": 0.5, "seed": 0},
+    )
+    _compare(tmp_path, config, chunk=7)
+    out = open_state_dict(tmp_path / "fast.safetensors")["layers.0.weight"][0]
+    zeros = out == 0
+    # Every zero is +0.0 (-0.0 base + dropped terms of +0.0), also where negative deltas
+    # were dropped (entries 1, 2, 4, 5, ...: a product by a 0 mask alone would give -0.0).
+    assert not bool(torch.signbit(out[zeros]).any())
+    assert bool((zeros & (torch.arange(16) % 3 != 0)).any())
 
 
 def test_kth_largest_with_count_matches() -> None:
