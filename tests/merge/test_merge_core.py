@@ -69,9 +69,10 @@ def test_fused_sum_gives_the_bits_of_ordered_sum() -> None:
         tensors = [torch.randn(1000, generator=gen) * 10 ** float(i) for i in range(n)]
         weights = [0.3 + i for i in range(n)]
         for w in (None, weights):
-            expected = _core.ordered_sum(tensors, w)
-            got = _core.fused_sum([t.clone() for t in tensors], w)
-            assert torch.equal(got, expected), (n, w)
+            for mean in (False, True):
+                expected = _core.ordered_sum(tensors, w, divide_by_count=mean)
+                got = _core.fused_sum([t.clone() for t in tensors], w, divide_by_count=mean)
+                assert torch.equal(got.view(torch.int32), expected.view(torch.int32)), (n, w)
 
 
 # ---------------------------------------------------------------------------- trims

@@ -269,30 +269,36 @@ def fused_sum(
     tensors: Sequence[torch.Tensor],
     weights: Sequence[float] | None,
     wide: torch.Tensor | None = None,
+    *,
+    divide_by_count: bool = False,
 ) -> torch.Tensor:
-    """:func:`ordered_sum` ``(tensors, weights)`` of float32 tensors, with fewer passes.
+    """:func:`ordered_sum` of float32 tensors, with fewer passes.
 
-    The same operations as :func:`ordered_sum` entry by entry (each term rounded to float32,
-    three terms or more added in float64 in task order, one rounding), so the same bits, but
-    without the blocking, in place where it can: the result overwrites ``tensors[0]``
-    unless weights make new terms. ``wide`` is an optional float64 buffer of the tensors'
-    size for the float64 sum.
+    ``fused_sum(tensors, weights, divide_by_count=c)`` is ``ordered_sum(tensors, weights,
+    divide_by_count=c)``: the same operations entry by entry (each term rounded to float32,
+    three terms or more added in float64 in task order, the division by the count in the
+    sum's dtype, one rounding), so the same bits, but without the blocking, in place where it
+    can: the result overwrites ``tensors[0]`` unless weights make new terms. ``wide`` is an
+    optional float64 buffer of the tensors' size for the float64 sum.
     """
     n = len(tensors)
     terms = list(tensors)
     if weights is not None:
         terms = [t * w if w != 1.0 else t for t, w in zip(terms, weights, strict=True)]
     if n == 1:
-        return terms[0]
+        return terms[0]  # ordered_sum divides by 1.0: the same values
     if n == 2:
-        return terms[0] + terms[1]
+        total = terms[0] + terms[1]
+        return total / 2.0 if divide_by_count else total
     first = terms[0]
     if first.dtype not in _EXACT_IN_FLOAT64:
-        return ordered_sum(terms)
+        return ordered_sum(terms, divide_by_count=divide_by_count)
     acc = torch.empty(first.shape, dtype=torch.float64) if wide is None else wide
     acc.copy_(first)
     for term in terms[1:]:
         acc.add_(term)  # float32 -> float64 is exact: the same as adding a float64 copy
+    if divide_by_count:
+        acc.div_(float(n))
     first.copy_(acc)
     return first
 

@@ -454,7 +454,8 @@ class Engine:
             drops, divisor, w = None, None, None
         out: torch.Tensor
         if r.combine == "mean":
-            return deltas[0] if n == 1 else _core.ordered_sum(deltas, divide_by_count=True)
+            acc = self._buf("acc", 0, m, torch.float64)
+            return _core.fused_sum(deltas, None, acc, divide_by_count=True)
         if r.combine == "sum":
             if n == 1 and r.scale == 1.0 and w is None and r.sparsify == "none":
                 return deltas[0]  # task_arithmetic's identity
