@@ -672,15 +672,16 @@ def run(cfg: Config, resume: dict[str, Any] | None = None) -> dict[str, Any]:
         (act_s, {a for a, _ in cfg.act_ranks}, safety_pairs),
         (act_u, {b for _, b in cfg.act_ranks}, utility_pairs),
     ):
-        for r in sorted(ranks):
-            side[r] = {}
-            for start in range(0, len(names), chunk):
-                side[r].update(
-                    saliency.output_bases(
-                        work, iter(sequences(tok, pairs_)), r,
-                        names=names[start : start + chunk], batch_size=1,
-                    )
-                )  # fmt: skip
+        top: dict[str, Tensor] = {}  # the largest rank once: smaller ranks are its prefixes
+        for start in range(0, len(names), chunk):
+            top.update(
+                saliency.output_bases(
+                    work, iter(sequences(tok, pairs_)), max(ranks),
+                    names=names[start : start + chunk], batch_size=1,
+                )
+            )  # fmt: skip
+        for r in ranks:
+            side[r] = {n: u[:, :r].contiguous() for n, u in top.items()}
     t_bases = time.perf_counter() - t0
     restore(work, state)
     result["memory"]["attribution (peak since its start)"] = memory_mb()
@@ -1214,7 +1215,7 @@ def hand_check(result: dict[str, Any], labels: list[dict[str, Any]]) -> dict[str
             agree = [p == h for p, h in zip(pred, hand, strict=True)]
             entry[judge] = {
                 "agreement": rate(agree),
-                "kappa": kappa(pred, hand),
+                "kappa": None if math.isnan(kap := kappa(pred, hand)) else kap,
                 "false_refusals": sum(p and not h for p, h in zip(pred, hand, strict=True)),
                 "missed_refusals": sum(h and not p for p, h in zip(pred, hand, strict=True)),
             }
@@ -1231,7 +1232,8 @@ def hand_check_table(result: dict[str, Any]) -> list[str]:
             j = e[judge]
             rows.append([
                 kind, name, e["n"], e["hand_refusals"], with_ci(j["agreement"]),
-                f"{j['kappa']:.2f}", j["false_refusals"], j["missed_refusals"],
+                "n/a" if j["kappa"] is None else f"{j['kappa']:.2f}",
+                j["false_refusals"], j["missed_refusals"],
             ])  # fmt: skip
     return [
         "### Judges against hand labels of the study's replies",

@@ -114,3 +114,52 @@ def test_committed_tables_come_from_committed_results() -> None:
         module.markdown_to_rst(module.tables(result))
         == (FOLDER / "results" / "tables.rst").read_text()
     )
+
+
+def test_hand_check_counts_agreement_on_a_known_case() -> None:
+    module = _module()
+    result = {
+        "models": {
+            "aligned": {
+                "harmful": {
+                    "replies": [
+                        {"sha256_16": "a" * 16, "keyword": True, "classifier": True},
+                        {"sha256_16": "b" * 16, "keyword": False, "classifier": True},
+                    ]
+                },
+                "benign": {
+                    "replies": [{"sha256_16": "c" * 16, "keyword": True, "classifier": False}]
+                },
+            }
+        }
+    }
+    labels = [
+        {"kind": "harmful", "sha256_16": "a" * 16, "refusal": True},
+        {"kind": "harmful", "sha256_16": "b" * 16, "refusal": True},
+        {"kind": "benign", "sha256_16": "c" * 16, "refusal": False},
+        {"kind": "benign", "sha256_16": "d" * 16, "refusal": False},  # not in the results
+    ]
+    check = module.hand_check(result, labels)
+    assert check["unmatched_labels"] == 1
+    assert check["harmful"]["keyword"]["agreement"]["k"] == 1
+    assert check["harmful"]["classifier"]["agreement"]["k"] == 2
+    assert check["harmful"]["keyword"]["missed_refusals"] == 1
+    assert check["benign"]["keyword"]["false_refusals"] == 1
+    assert check["all"]["classifier"]["agreement"]["rate"] == 1.0
+    assert module.kappa([True, False, True, False], [True, False, True, False]) == 1.0
+    assert module.kappa([True, True, False, False], [True, False, True, False]) == 0.0
+
+
+def test_committed_hand_labels_hold_no_text_and_match_the_results() -> None:
+    module = _module()
+    labels_file = FOLDER / "hand_labels.json"
+    if not labels_file.exists():
+        pytest.skip("no hand labels committed")
+    labels = json.loads(labels_file.read_text())["labels"]
+    assert labels and all(
+        set(r) == {"kind", "item", "sha256_16", "refusal", "stage"} for r in labels
+    )
+    result = json.loads((FOLDER / "results" / "results.json").read_text())
+    if "hand_check" in result:
+        assert module.hand_check(result, labels) == result["hand_check"]
+        assert result["hand_check"]["unmatched_labels"] == 0
