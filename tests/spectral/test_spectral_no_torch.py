@@ -51,3 +51,19 @@ def test_neural_encoding_names_still_resolve() -> None:
     assert spectral.linear_cka.__module__ == "weightspace.spectral._neural"
     assert spectral.weight_spectra.__module__ == "weightspace.spectral._spectra"
     assert {"linear_cka", "weight_spectra", "WeightCovariances"} <= set(dir(spectral))
+
+
+def test_blas_threads_limits_and_restores() -> None:
+    from threadpoolctl import threadpool_info
+
+    from weightspace.spectral._common import blas_threads
+
+    def blas() -> set[int]:
+        return {p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"}
+
+    before = blas()
+    with blas_threads(1):
+        assert blas() <= {1}
+    assert blas() == before
+    with blas_threads(None):
+        assert blas() == before

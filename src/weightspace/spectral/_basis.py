@@ -12,7 +12,14 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from weightspace._errors import WeightspaceValueError
-from weightspace.spectral._common import ArrayLike, FloatArray, as_float_array, describe, frozen
+from weightspace.spectral._common import (
+    ArrayLike,
+    FloatArray,
+    as_float_array,
+    blas_threads,
+    describe,
+    frozen,
+)
 from weightspace.spectral._laplacian import Laplacian
 
 __all__ = ["Eigenbasis", "covariance_eigenbasis", "eigenbasis"]
@@ -341,16 +348,8 @@ def eigenbasis(
     a = (scaling @ laplacian.stiffness @ scaling).tocsc()
     a = (a + a.T) * 0.5
     dense = method == "dense" or (method == "auto" and (n <= DENSE_LIMIT or k_solve >= n - 1))
-    if dense:
-        values, y = scipy.linalg.eigh(a.toarray(), subset_by_index=[0, k_solve - 1])
-    else:
-        diag_scale = float(np.abs(a.diagonal()).max()) or 1.0
-        sigma = -1e-5 * diag_scale
-        shifted = (a - sigma * sp.identity(n, format="csc")).tocsc()
-        lu = spla.splu(shifted, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
-        op_inv = spla.LinearOperator((n, n), matvec=lu.solve, dtype=np.float64)
-        v0 = np.random.default_rng(seed).standard_normal(n)
-        values, y = spla.eigsh(a, k=k_solve, sigma=sigma, which="LM", OPinv=op_inv, v0=v0)
+    with blas_threads(1):
+        values, y = _solve(a, n, k_solve, dense, seed)
     order = np.argsort(values, kind="stable")
     values, y = values[order], y[:, order]
     keep = k
@@ -363,6 +362,23 @@ def eigenbasis(
             )
     vectors = _fix_signs(y[:, :keep] * inv_sqrt_m[:, None], laplacian.mass)
     return Eigenbasis(vectors, values[:keep], laplacian.mass, "ascending")
+
+
+def _solve(
+    a: sp.csc_matrix, n: int, k_solve: int, dense: bool, seed: int
+) -> tuple[FloatArray, FloatArray]:
+    """The ``k_solve`` smallest eigenpairs of the symmetric ``a`` (LAPACK or ARPACK)."""
+    if dense:
+        values, y = scipy.linalg.eigh(a.toarray(), subset_by_index=[0, k_solve - 1])
+        return values, y
+    diag_scale = float(np.abs(a.diagonal()).max()) or 1.0
+    sigma = -1e-5 * diag_scale
+    shifted = (a - sigma * sp.identity(n, format="csc")).tocsc()
+    lu = spla.splu(shifted, permc_spec="MMD_AT_PLUS_A", options={"SymmetricMode": True})
+    op_inv = spla.LinearOperator((n, n), matvec=lu.solve, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(n)
+    values, y = spla.eigsh(a, k=k_solve, sigma=sigma, which="LM", OPinv=op_inv, v0=v0)
+    return values, y
 
 
 def covariance_eigenbasis(

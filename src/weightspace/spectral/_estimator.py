@@ -15,6 +15,7 @@ from weightspace.spectral._common import (
     ArrayLike,
     FloatArray,
     as_float_array,
+    blas_threads,
     describe,
 )
 from weightspace.spectral._descriptors import _multiplication_operators
@@ -203,6 +204,29 @@ class FunctionalMapEstimator:
                 f"`regularization` must be 'resolvent' or 'laplacian', got {self.regularization!r}"
             )
         gamma = self._orientation_gamma(source_faces, target_faces)
+        with blas_threads(1):  # k x k products: threads cost more than they save
+            return self._fit(
+                source,
+                target,
+                source_descriptors,
+                target_descriptors,
+                beta,
+                gamma,
+                source_faces,
+                target_faces,
+            )
+
+    def _fit(
+        self,
+        source: Eigenbasis,
+        target: Eigenbasis,
+        source_descriptors: ArrayLike,
+        target_descriptors: ArrayLike,
+        beta: float,
+        gamma: float,
+        source_faces: ArrayLike | None,
+        target_faces: ArrayLike | None,
+    ) -> FunctionalMapEstimator:
         dx = as_float_array(source_descriptors, "source_descriptors", ndim=2)
         dy = as_float_array(target_descriptors, "target_descriptors", ndim=2)
         if dx.shape[0] != source.n or dy.shape[0] != target.n or dx.shape[1] != dy.shape[1]:

@@ -20,6 +20,7 @@ from weightspace.spectral._common import (
     IntArray,
     as_float_array,
     as_index_array,
+    blas_threads,
     frozen,
 )
 
@@ -73,8 +74,9 @@ def nearest_neighbors(
         reference: Points searched.
         queries: Points whose nearest reference point is wanted.
         method: ``"auto"``, ``"kdtree"`` or ``"brute"``.
-        workers: Threads of the k-d tree search (``-1``: all cores); ``None`` uses one thread
-            below 20,000 queries and all cores (at most 8) above.
+        workers: Threads of the search (the k-d tree's, or the BLAS threads of the brute
+            force; ``-1``: all cores); ``None`` uses one thread below 20,000 queries and all
+            cores (at most 8) above.
 
     Returns:
         ``int64`` indices into ``reference``.
@@ -104,14 +106,15 @@ def nearest_neighbors(
         raise WeightspaceValueError(
             f"`workers` must be a positive thread count, -1 (all cores) or None, got {workers}"
         )
-    if method == "brute" or (method == "auto" and ref.shape[1] > 12):
-        return _nearest_brute(ref, qry)
-    return _nearest_kdtree(ref, qry, workers)
-
-
-def _nearest_kdtree(ref: FloatArray, qry: FloatArray, workers: int | None) -> IntArray:
     threads = default_workers(qry.shape[0]) if workers is None else workers
-    _, idx = cKDTree(ref).query(qry, k=1, workers=threads)
+    if method == "brute" or (method == "auto" and ref.shape[1] > 12):
+        with blas_threads(None if threads == -1 else threads):
+            return _nearest_brute(ref, qry)
+    return _nearest_kdtree(ref, qry, threads)
+
+
+def _nearest_kdtree(ref: FloatArray, qry: FloatArray, workers: int) -> IntArray:
+    _, idx = cKDTree(ref).query(qry, k=1, workers=workers)
     return np.asarray(idx, dtype=np.int64)
 
 
@@ -602,8 +605,9 @@ def zoomout(
         final_passes: Iterations at the final size on all points at the end (``None``: 0).
         sampling: ``"area"`` or ``"uniform"`` (see above).
         sample_source: Sample ``X`` too (the former behaviour; biased, see above).
-        workers: Threads of k-d tree searches (see :func:`nearest_neighbors`); the ``float32``
-            products of the high-dimensional searches use the BLAS threads.
+        workers: Threads of the nearest-neighbour searches (see :func:`nearest_neighbors`;
+            ``None``: one thread below 20,000 searched points, all cores above). The least
+            squares and projections run on one BLAS thread.
 
     Returns:
         The refined map, of size ``[target.k, source.k]``.
@@ -651,6 +655,42 @@ def zoomout(
     sampled = subsample is not None and subsample < limit
     n_polish = (1 if polish is None else polish) if sampled else 0
     n_final = 0 if final_passes is None else final_passes
+    with blas_threads(1):
+        c = _schedule(
+            fmap,
+            source,
+            target,
+            step,
+            subsample,
+            seed,
+            n_polish,
+            n_final,
+            sampling,
+            sample_source,
+            sampled,
+            limit,
+            workers,
+        )
+    logger.debug("zoomout reached k=(%d, %d)", target.k, source.k)
+    return FunctionalMap(c, source, target)
+
+
+def _schedule(
+    fmap: FunctionalMap,
+    source: Eigenbasis,
+    target: Eigenbasis,
+    step: int,
+    subsample: int | None,
+    seed: int,
+    n_polish: int,
+    n_final: int,
+    sampling: Sampling,
+    sample_source: bool,
+    sampled: bool,
+    limit: int,
+    workers: int | None,
+) -> FloatArray:
+    """ZoomOut's iterations in the order :func:`zoomout` describes."""
     c = fmap.matrix
     grow = c.shape != (target.k, source.k)
     run = _ZoomOutRun(source, target, workers)
@@ -677,8 +717,7 @@ def zoomout(
             c = run.steps(c, draw(size), step)
     for _ in range(n_final):
         c = run.steps(c, None, step)
-    logger.debug("zoomout reached k=(%d, %d)", target.k, source.k)
-    return FunctionalMap(c, source, target)
+    return c
 
 
 def _sample(rng: np.random.Generator, mass: FloatArray, size: int, sampling: Sampling) -> IntArray:
