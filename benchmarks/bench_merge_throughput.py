@@ -12,7 +12,9 @@ the same run, interleaved (one run of each, then the next repeat), each in a fre
 with one torch thread (``threads=1``) and ``sync`` (untimed) before it:
 
 * ``read floor``: read every input byte once (``os.preadv`` into a reused buffer), nothing else;
-* ``new`` / ``baseline``: ``run_merge(config, OUT, threads=1)`` for each ``--methods`` entry.
+* ``new`` / ``baseline``: ``run_merge(config, OUT, threads=1)`` for each ``--methods`` entry
+  (``ta``, ``average``, ``ties``, ``magnitude_prune`` with density 0.5, ``dare``, ``dare_ties``
+  with drop rate 0.5).
 
 For each it prints the median wall time of ``run_merge`` (imports excluded), the median CPU
 time of the process during it (``time.process_time``, which a loaded machine inflates less
@@ -42,6 +44,31 @@ import bench_merge_vs_mergekit as bmk  # noqa: E402
 
 #: The commit before the throughput work of issue 12 (chunk pipeline as of the idle table).
 DEFAULT_BASELINE = "3154e38"
+
+#: ``--methods`` names: the config's method and parameters.
+METHODS = {
+    "ta": ("task_arithmetic", ""),
+    "average": ("average", ""),
+    "ties": ("ties", "{density: 0.5}"),
+    "magnitude_prune": ("magnitude_prune", "{density: 0.5}"),
+    "dare": ("dare", "{drop_rate: 0.5, seed: 1}"),
+    "dare_ties": ("dare_ties", "{drop_rate: 0.5, seed: 1}"),
+}
+
+
+def config_text(workdir: Path, method: str) -> str:
+    """The ``weightspace merge`` config of one ``--methods`` entry (a one-shard folder)."""
+    name, parameters = METHODS[method]
+    lines = [
+        f"base: {workdir / 'base'}",
+        "models:",
+        *(f"  - {folder}" for folder in bmk._input_dirs(workdir)[1:]),
+        f"method: {name}",
+        *([f"parameters: {parameters}"] if parameters else []),
+        "max_shard_size: 5GB",
+    ]
+    return "\n".join(lines) + "\n"
+
 
 _MERGE = """
 import os, sys, time
@@ -97,7 +124,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--params", default="0.15B", help="model size, e.g. 0.15B")
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--methods", default="ta,ties", help="comma-separated: ta, ties")
+    parser.add_argument(
+        "--methods", default="ta,ties", help=f"comma-separated, of: {', '.join(METHODS)}"
+    )
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git revision to compare")
     parser.add_argument("--workdir", type=Path, help="where the models are (generated if absent)")
     parser.add_argument("--results", type=Path, default=HERE / "results" / "merge_throughput.md")
@@ -114,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     configs = {}
     for method in methods:
         configs[method] = workdir / f"throughput-{method}.yml"
-        configs[method].write_text(bmk.weightspace_config(workdir, method, 0.5))
+        configs[method].write_text(config_text(workdir, method))
     inputs = [str(f) for d in bmk._input_dirs(workdir) for f in sorted(d.glob("*.safetensors"))]
     in_bytes = sum(os.path.getsize(f) for f in inputs)
 
