@@ -4,13 +4,20 @@ Project 2: spectral maps rediscovered
 
 Functional maps (Ovsjanikov et al., SIGGRAPH 2012) against the neural-encoding representation
 of trained CNN weights (Guth & Ménard, ICLR 2024 Re-Align workshop). The report,
-:doc:`/reports/project02_spectral_maps`, is built from this script's full-mode results.
+:doc:`/reports/project02_spectral_maps`, is built from this script's full-mode results: every
+table on it is included from ``results/tables.rst``.
 
-Run ``python examples/project02_spectral_maps/spectral_maps.py`` (full mode, several minutes
-on two CPU cores; writes ``results/``) or with ``--quick`` (seconds; writes ``results/quick/``).
+Run ``python examples/project02_spectral_maps/spectral_maps.py`` (full mode, about half an
+hour on one thread of a loaded two-core machine, mostly training; writes ``results/``), with
+``--cache DIR`` to keep the trained networks for a re-run, or with ``--quick`` (under a
+minute; writes ``results/quick/``).
 
-Four experiments, all through ``weightspace.spectral``:
+Five experiments, all through ``weightspace.spectral``:
 
+0. The mathematics, checked numerically: stationary (circulant) covariances are diagonal in
+   the Fourier basis and commute with the Laplacian; when the neural-encoding matrix equals
+   the functional map; truncated bases, unequal sizes and near-stationary covariances
+   (Davis-Kahan).
 1. Meshes with known correspondence (asymmetric and symmetric sheets, isometric bends,
    permuted vertices, different samplings): descriptor maps + ZoomOut, and what truncation
    does to orthogonality and composition.
@@ -18,8 +25,10 @@ Four experiments, all through ``weightspace.spectral``:
    Procrustes rotation each recover, on exact relabellings and between independent seeds.
 3. Spatial eigenbases of 3x3 filters (our CNNs, the pretrained MNIST CNN, EfficientNet-Lite0,
    random init) against the Laplacian eigenbasis of the 3x3 pixel grid.
-4. The application: a Bures–Wasserstein score on aligned weight covariances vs linear CKA on
-   the same model pairs, for separating same-data from different-data pairs.
+4. The cross-network matrix of Guth & Ménard between CNNs trained to a flat validation curve
+   on MNIST, Fashion-MNIST and the 8x8 digits, at two widths (five seeds each), and the
+   application: spectral scores vs linear CKA for telling same-data from different-data
+   pairs, with intervals from a bootstrap over networks (the pairs share networks).
 """
 
 from __future__ import annotations
@@ -82,6 +91,7 @@ def load_data(name: str, n_train: int, n_val: int, n_test: int) -> dict[str, tor
         loader = ws.data.mnist if name == "mnist" else ws.data.fashion_mnist
         xtr, ytr = loader("train").tensors()
         xte, yte = loader("test").tensors()
+    n_val = min(n_val, xtr.shape[0] // 5)  # the digits: 287 of their 1,438 training images
     n_train = min(n_train, xtr.shape[0] - n_val)
     return {
         "xtr": xtr[:n_train],
@@ -146,7 +156,8 @@ def trained_networks(
         epochs = config["epochs"][name]
         path = None
         if cache is not None:
-            tag = f"{name}_w{width}_s{seed}_n{config['n_train']}_e{epochs}_t{config['n_test']}"
+            n_tr = data[name]["xtr"].shape[0]
+            tag = f"{name}_w{width}_s{seed}_n{n_tr}_e{epochs}_t{config['n_test']}"
             path = cache / f"{tag}.pt"
         if path is not None and path.exists():
             saved = torch.load(path, weights_only=False)
@@ -709,7 +720,22 @@ def cross_network_matrix(
                 "chance_alignment": 1.0 / max(fa["width"], fb["width"]),
             }
         )
-    return {"keys": [list(key) for key in keys], "k": k, "entries": entries}
+    shown = {}
+    src = ("mnist", BASE_WIDTH, 0)
+    for dst in (
+        ("mnist", BASE_WIDTH, 1),
+        ("fashion", BASE_WIDTH, 0),
+        ("digits", BASE_WIDTH, 0),
+        ("mnist", 8, 0),
+        ("init", BASE_WIDTH, 0),
+    ):
+        if src in feats and dst in feats:
+            rot = spectral.procrustes_rotation(feats[src]["conv1"], feats[dst]["conv1"])
+            fmap = spectral.neural_encoding_map(feats[src]["cov2"], feats[dst]["cov2"], rot)
+            shown[f"{group_name(*src[:2])} (seed 0) to {group_name(*dst[:2])} (seed {dst[2]})"] = (
+                np.abs(fmap.matrix).tolist()
+            )
+    return {"keys": [list(key) for key in keys], "k": k, "entries": entries, "shown": shown}
 
 
 SIMILARITY_METRICS = (
@@ -1047,11 +1073,19 @@ def markdown(res: dict[str, Any]) -> str:
     lines += ["### Run", ""]
     lines += [
         table(
-            ["mode", "seeds", "seconds", "load average (1, 5, 15 min) at the end", "threads"],
+            [
+                "mode",
+                "seeds",
+                "seconds of training (sum over networks)",
+                "seconds of this run (no training when cached)",
+                "load average (1, 5, 15 min) at the end",
+                "threads",
+            ],
             [
                 [
                     res["mode"],
                     ", ".join(map(str, res["seeds"])),
+                    f"{sum(a['seconds'] for a in res['accuracy']):.0f}",
                     f"{res['seconds']:.0f}",
                     ", ".join(f"{x:.1f}" for x in res["load_average"]),
                     1,
@@ -1136,11 +1170,21 @@ def markdown(res: dict[str, Any]) -> str:
     lines += [table(header, rows)]
     lines += matrix_tables(res)
     sim = res["similarity"]
+    lines += ["### Application: the pairs", ""]
     lines += [
-        f"### Application: same-data vs different-data pairs ({sim['networks']} networks, "
-        f"{sim['same_pairs']} + {sim['different_pairs']} dependent pairs)",
-        "",
+        table(
+            ["networks", "same-data pairs", "different-data pairs", "bootstrap draws"],
+            [
+                [
+                    sim["networks"],
+                    sim["same_pairs"],
+                    sim["different_pairs"],
+                    sim["summary"]["cka_conv2"]["draws"],
+                ]
+            ],
+        )
     ]
+    lines += ["### Application: same-data vs different-data pairs", ""]
     rows = [
         [
             m,
@@ -1247,8 +1291,10 @@ def figures(
         ax.axhline(x - 0.5, color="white", lw=0.8)
         ax.axvline(x - 0.5, color="white", lw=0.8)
     starts = [0, *edges]
-    ax.set_xticks(starts, [group_name(*keys_[i][:2]) for i in starts], rotation=60, fontsize=7)
-    ax.set_yticks(starts, [group_name(*keys_[i][:2]) for i in starts], fontsize=7)
+    centres = [(a + b - 1) / 2 for a, b in zip(starts, [*edges, len(keys_)], strict=True)]
+    labels = [group_name(*keys_[i][:2]) for i in starts]
+    ax.set_xticks(centres, labels, rotation=60, ha="right", fontsize=7)
+    ax.set_yticks(centres, labels, fontsize=7)
     fig.colorbar(image, ax=ax, shrink=0.8)
     ax.set_title(
         f"top-{mx['k']} eigenvector alignment of conv2 covariances (row: from, column: to)",
@@ -1258,6 +1304,20 @@ def figures(
     fig.savefig(out / "cross_network_matrix.png", dpi=110)
     plt.close(fig)
     written.append("cross_network_matrix.png")
+
+    shown = res["matrix"]["shown"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0))
+    for ax, (name, mat) in zip(np.atleast_1d(axes), shown.items(), strict=True):
+        ax.imshow(np.asarray(mat), cmap="magma", vmin=0, vmax=1)
+        ax.set_title(name.replace(" to ", "\nto "), fontsize=7)
+        ax.set_xlabel("source eigenvector", fontsize=7)
+        ax.set_ylabel("target eigenvector", fontsize=7)
+        ax.tick_params(labelsize=6)
+    fig.suptitle("|C| between conv2 channel-covariance eigenbases, Procrustes-aligned", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(out / "cross_network_c.png", dpi=110)
+    plt.close(fig)
+    written.append("cross_network_c.png")
 
     pairs = res["similarity"]["pairs"]
     metrics = [
@@ -1319,7 +1379,7 @@ def run_config(quick: bool) -> dict[str, Any]:
         "n_train": 10000,
         "n_val": 2000,
         "n_test": 5000,
-        "epochs": {"mnist": 10, "fashion": 10, "digits": 30},
+        "epochs": {"mnist": 10, "fashion": 20, "digits": 30},
         "n_probe": 300,
         "bootstrap": 2000,
     }
@@ -1422,7 +1482,7 @@ def main() -> None:
     res["timings"] = timings
     res["seconds"] = timings["total"]
     res["load_average"] = list(os.getloadavg())
-    written = figures(res, mesh["maps"], spatial["vectors"], out) if not quick else []
+    written = figures(res, mesh["maps"], spatial["vectors"], out)
     res["figures"] = written
     (out / "results.json").write_text(json.dumps(res, indent=2, default=float))
     md = markdown(res)
