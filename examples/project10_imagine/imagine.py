@@ -421,6 +421,23 @@ def tables(result: dict[str, Any]) -> dict[str, list[list[str]]]:
             mean = s[m]["mean_evaluations_reached"]
             cells.append(f"{s[m]['reached']}/{n}" + (f", {mean:.0f}" if mean is not None else ""))
         t["reach"].append([concept, *cells])
+    pooled = cmp_["pooled_evaluations"]
+    t["reach"].append(
+        ["all (mean; unreached = budget)", *(f"{np.mean(pooled[m]):.0f}" for m in METHODS)]
+    )
+    budget = result["config"]["budget"]
+    marks = [n for n in (32, 128, 256, 512) if n < budget] + [budget]
+    t["progress"] = [["method", *(f"after {n}" for n in marks)]]
+    for m in METHODS:
+        cells = []
+        for n in marks:
+            values = [
+                max((v for k, v in r["curve"] if k <= n), default=math.nan)
+                for by_method in cmp_["runs"].values()
+                for r in by_method[m]
+            ]
+            cells.append(pm(interval(values)))
+        t["progress"].append([m, *cells])
     t["ratios"] = [["evaluations to the level", "ratio", "95 % interval"]]
     for name, value in cmp_["ratios"].items():
         lo, hi = cmp_["ratio_ci95"][name]

@@ -23,7 +23,7 @@ def test_writes_tables_and_figures(run: tuple[Path, dict[str, Any]]) -> None:
     out, data = run
     assert data["mode"] == "quick"
     text = (out / "results.md").read_text()
-    names = ("scorers", "search", "reach", "ratios", "tuning", "games", "played")
+    names = ("scorers", "search", "reach", "progress", "ratios", "tuning", "games", "played")
     for name in names:
         assert f"### {name}" in text, name
     for name in names:
