@@ -6,12 +6,13 @@ wall time and peak resident memory (``ru_maxrss``) are its own. Every configurat
 same pairs of near-isometric meshes:
 
 * ``sphere``: a bumpy geodesic sphere (frequency 22 or 70: 4,842 or 49,002 vertices),
-  stretched (2 : 1 : 0.8) and bent along its long axis (curvature 0.07: edge lengths change
-  by up to about 7 %), then rigidly moved, its vertices permuted;
-* ``sphere-bent``: the same with a stronger bend (curvature 0.2, about 20 %);
+  stretched (2 : 1 : 0.8) and bent along its long axis (0.09 radian per quarter length: edge
+  lengths change by up to 7 %), then rigidly moved, its vertices permuted;
+* ``sphere-bent``: the same with a stronger bend (0.25: up to 19 %);
 * ``homer`` and ``elephant``: meshes shipped in Debian's ``libcgal-demo`` package (CGAL's
   ``data/meshes/homer.off``, 4,930 vertices, and ``refined_elephant.off``, 44,460), bent along
-  their longest axis by 0.07 of its length, rigidly moved and permuted. Extract them with::
+  their longest axis like ``sphere`` (up to 6 % for homer), rigidly moved and permuted.
+  Extract them with::
 
       apt-get download libcgal-demo && dpkg-deb -x libcgal-demo_*_all.deb cgal
       tar xzf cgal/usr/share/doc/libcgal-dev/data.tar.gz data/meshes/homer.off \\
