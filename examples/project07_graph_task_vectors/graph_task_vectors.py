@@ -924,8 +924,8 @@ class CI(report.Summary):
         spec = spec or ".3f"
         if math.isnan(self.mean):
             return "n/a"
-        hw = self.half_width
-        return f"{self.mean:{spec}}" if math.isnan(hw) else f"{self.mean:{spec}} ± {hw:{spec}}"
+        hw, plain = self.half_width, spec.lstrip("+")
+        return f"{self.mean:{spec}}" if math.isnan(hw) else f"{self.mean:{spec}} ± {hw:{plain}}"
 
 
 def over(values: Sequence[float]) -> report.Summary:
