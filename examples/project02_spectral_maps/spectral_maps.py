@@ -1422,7 +1422,7 @@ def main() -> None:
 
     # 1. meshes
     mesh = mesh_experiment(
-        16 if quick else 48, seeds[:3], k0=8 if quick else 30, k1=16 if quick else 60
+        16 if quick else 48, seeds, k0=8 if quick else 30, k1=16 if quick else 60
     )
     timings["mesh"] = time.perf_counter() - t0
 
