@@ -346,7 +346,7 @@ def format_row(row: dict[str, Any]) -> str:
         return f"{head}  failed: {row['failed']}"
     return (
         f"{head}{row['wall_s']:>9.2f} s{row['rss_mib']:>8.0f} MiB"
-        f"{row['mean']:>10.5f}{row['median']:>10.5f}"
+        f"{row['mean']:>10.3g}{row['median']:>10.3g}"
     )
 
 
@@ -395,7 +395,7 @@ def write_table(
         )
         lines.append(
             f"| {label} | {threads} | {row['config']} | {row['wall_s']:.2f} | "
-            f"{row['rss_mib']:.0f} | {row['mean']:.5f} | {row['median']:.5f} | "
+            f"{row['rss_mib']:.0f} | {row['mean']:.3g} | {row['median']:.3g} | "
             f"{'' if beaten else 'yes'} |"
         )
     lines += [
@@ -423,8 +423,8 @@ def targets(rows: list[dict[str, Any]]) -> list[str]:
             threads = "1" if row["threads"] == 1 else "default"
             out.append(
                 f"- {row['pair']}, threads {threads}, vs {other['config']}: time "
-                f"{row['wall_s']:.2f} / {other['wall_s']:.2f} s, mean error {row['mean']:.5f} / "
-                f"{other['mean']:.5f}, RSS {row['rss_mib']:.0f} / {other['rss_mib']:.0f} MiB: "
+                f"{row['wall_s']:.2f} / {other['wall_s']:.2f} s, mean error {row['mean']:.3g} / "
+                f"{other['mean']:.3g}, RSS {row['rss_mib']:.0f} / {other['rss_mib']:.0f} MiB: "
                 f"{'met' if ok else 'NOT met'}"
             )
     return out
