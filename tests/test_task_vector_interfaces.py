@@ -7,6 +7,8 @@ for bit; the union policy of `add` is the sum of the two `union`s).
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -183,6 +185,22 @@ def test_unregistered_lora_conversions_say_what_to_import(
     register_lora_conversions(LoraConversions(lora_to_task_vector, fake_low_rank, to_lora))  # type: ignore[arg-type]
     assert TaskVector({"w": torch.ones(1)}).low_rank(3) == "factored"
     assert calls == [3]
+
+
+def test_lora_conversions_load_on_first_use_without_the_top_level_package() -> None:
+    """``weightspace`` loads TaskVector lazily; its LoRA methods must work however it is reached."""
+    code = (
+        "import sys, torch\n"
+        "from weightspace._task_vector import TaskVector\n"
+        "assert 'weightspace._lora' not in sys.modules\n"
+        "sd = {'m.lora_A.weight': torch.ones(1, 2), 'm.lora_B.weight': torch.full((3, 1), 2.0)}\n"
+        "tv = TaskVector.from_lora(sd, config={'r': 1, 'lora_alpha': 2})\n"
+        "print(sorted(tv.keys()), float(tv['m.weight'].sum()))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=300
+    )
+    assert out.stdout.strip() == "['m.weight'] 24.0"
 
 
 # ------------------------------------------------------------------------ identities

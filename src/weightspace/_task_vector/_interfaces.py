@@ -14,6 +14,7 @@ task vectors; it never imports them. Instead:
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
@@ -144,6 +145,10 @@ def lora_conversions() -> LoraConversions:
         WeightspaceError: if :mod:`weightspace._lora` has not been imported (it always is by
             ``import weightspace``).
     """
+    if not _registered:
+        # weightspace._lora registers itself on import; the top-level package loads the core
+        # classes lazily, so a caller may reach TaskVector before anything imported it.
+        importlib.import_module("weightspace._lora")
     if not _registered:
         raise WeightspaceError(
             "the LoRA conversions of TaskVector are not registered; `import weightspace` "
