@@ -259,6 +259,14 @@ def iter_snip(
     set of scores. The values are exactly those of :func:`snip` on the same arguments, in
     ``named_parameters`` order. Nothing is computed before the first item is asked for.
 
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> batch = (torch.randn(8, 3), torch.randint(0, 2, (8,)))
+        >>> lazy = dict(iter_snip(net, batch))
+        >>> all(torch.equal(lazy[n], s) for n, s in snip(net, batch).items())
+        True
+
     Args:
         model: The network (not modified).
         data: Labelled data in the contract of :func:`weightspace.train.batches`.
@@ -273,14 +281,6 @@ def iter_snip(
     Raises:
         WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
             ``data`` is malformed or empty (on the first item).
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(3, 2)
-        >>> batch = (torch.randn(8, 3), torch.randint(0, 2, (8,)))
-        >>> lazy = dict(iter_snip(net, batch))
-        >>> all(torch.equal(lazy[n], s) for n, s in snip(net, batch).items())
-        True
     """
     loss_fn = _loss_fn(loss, None, "saliency.iter_snip")
     yield from _snip_scores(model, data, loss_fn, batch_size, progress)
@@ -522,6 +522,13 @@ def iter_wanda(
     exactly those of :func:`wanda` on the same arguments, in ``named_parameters`` order.
     Nothing is computed before the first item is asked for.
 
+    Example:
+        >>> import torch
+        >>> net = torch.nn.Linear(3, 2)
+        >>> x = torch.randn(8, 3)
+        >>> [name for name, _ in iter_wanda(net, x)]
+        ['weight', 'bias']
+
     Args:
         model: The network (not modified).
         data: Data in the contract of :func:`weightspace.train.batches` (targets ignored).
@@ -535,12 +542,5 @@ def iter_wanda(
     Raises:
         WeightspaceValueError: if ``model`` is not a module or has no trainable parameter, or
             ``data`` is malformed or empty (on the first item).
-
-    Example:
-        >>> import torch
-        >>> net = torch.nn.Linear(3, 2)
-        >>> x = torch.randn(8, 3)
-        >>> [name for name, _ in iter_wanda(net, x)]
-        ['weight', 'bias']
     """
     yield from _wanda_scores(model, data, batch_size, progress)
