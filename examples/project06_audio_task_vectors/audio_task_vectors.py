@@ -566,18 +566,6 @@ def merge_methods(stride: int = 1) -> dict[str, arithmetic.Method]:
     return out
 
 
-def tuned(result: arithmetic.AdditionResult) -> dict[str, str]:
-    """Per method family, the configuration with the best validation score (first on ties)."""
-    best: dict[str, str] = {}
-    for name, row in result.rows.items():
-        family = name.partition("@")[0]
-        if name in ("pretrained", "finetuned"):
-            continue
-        if family not in best or row.validation > result.rows[best[family]].validation:
-            best[family] = name
-    return best
-
-
 def addition_study(
     net: AudioNet,
     base: Mapping[str, Tensor],
@@ -590,7 +578,7 @@ def addition_study(
     per-clip test correctness of its model on every task (for the bootstrap)."""
     methods = merge_methods(stride)
     result = arithmetic.add(base, dict(vectors), {n: tasks[n] for n in vectors}, methods=methods)
-    chosen = tuned(result)
+    chosen = result.best_by_family()
     names = list(vectors)
     clips: dict[str, dict[str, str]] = {
         "pretrained": {n: bits(correct(net, base, n, data[n].test)) for n in names},

@@ -673,18 +673,6 @@ def merge_methods(stride: int = 1) -> dict[str, arithmetic.Method]:
     return out
 
 
-def tuned(result: arithmetic.AdditionResult) -> dict[str, str]:
-    """Per method family, the configuration with the best validation score (first on ties)."""
-    best: dict[str, str] = {}
-    for name, row in result.rows.items():
-        family = name.partition("@")[0]
-        if name in ("pretrained", "finetuned"):
-            continue
-        if family not in best or row.validation > result.rows[best[family]].validation:
-            best[family] = name
-    return best
-
-
 # %%
 # One seed: pretrain, fine-tune, then negation, addition and analogies
 # --------------------------------------------------------------------
@@ -848,9 +836,9 @@ def run_seed(
         base, five, {n: recentred[n] for n in TASKS}, methods=methods
     )
     chosen = {
-        "addition": tuned(addition),
-        "addition_nci": tuned(addition_nci),
-        "addition_recentred": tuned(addition_recentred),
+        "addition": addition.best_by_family(),
+        "addition_nci": addition_nci.best_by_family(),
+        "addition_recentred": addition_recentred.best_by_family(),
     }
     only_sum = {
         "task_arithmetic": arithmetic.Method(

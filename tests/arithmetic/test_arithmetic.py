@@ -323,3 +323,24 @@ def test_a_classifier_task_scores_state_dicts_by_train_accuracy() -> None:
     assert result.scale == 2.0 and result.target.edited == 0.0
     with pytest.raises(WeightspaceValueError, match="`model` must be an nn.Module, got dict"):
         arithmetic.Task.from_classifier("t", {}, validation=(x, y), test=(x, y))  # type: ignore[arg-type]
+
+
+def test_best_by_family_keeps_the_best_validation_per_family() -> None:
+    def row(validation: float) -> arithmetic.MethodRow:
+        return arithmetic.MethodRow(
+            1.0, {"a": validation}, {"a": validation}, validation=validation
+        )
+
+    rows = {
+        "pretrained": row(0.99),
+        "finetuned": row(1.0),
+        "average": row(0.5),
+        "ties@0.2": row(0.7),
+        "ties@0.5": row(0.8),
+        "ties@0.8": row(0.8),  # a tie: the first configuration stays
+        "tall_masks@0.4": row(0.3),
+        "tall_masks@0.6": row(0.2),
+    }
+    best = arithmetic.AdditionResult(rows, ("a",)).best_by_family()
+    assert best == {"average": "average", "ties": "ties@0.5", "tall_masks": "tall_masks@0.4"}
+    assert list(best) == ["average", "ties", "tall_masks"]

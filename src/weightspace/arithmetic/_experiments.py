@@ -579,6 +579,36 @@ class AdditionResult:
             "rows": {k: v.to_dict() for k, v in self.rows.items()},
         }
 
+    def best_by_family(self) -> dict[str, str]:
+        """Per method family, the configuration with the best validation score.
+
+        A method named ``"family@value"`` (e.g. ``"ties@0.2"``, one entry per value of a
+        second hyperparameter) belongs to ``family``; a name without ``@`` is its own family.
+        The reference rows ``"pretrained"`` and ``"finetuned"`` are left out. On equal
+        validation scores the first configuration in :attr:`rows` wins.
+
+        Returns:
+            ``{family: row name}``, in the order families first appear.
+
+        Example:
+            >>> from weightspace.arithmetic import AdditionResult, MethodRow
+            >>> rows = {
+            ...     "ties@0.2": MethodRow(1.0, {"a": 0.7}, {"a": 0.7}, validation=0.6),
+            ...     "ties@0.5": MethodRow(1.0, {"a": 0.8}, {"a": 0.8}, validation=0.9),
+            ...     "average": MethodRow(1.0, {"a": 0.5}, {"a": 0.5}, validation=0.5),
+            ... }
+            >>> AdditionResult(rows, ("a",)).best_by_family()
+            {'ties': 'ties@0.5', 'average': 'average'}
+        """
+        best: dict[str, str] = {}
+        for name, row in self.rows.items():
+            if name in ("pretrained", "finetuned"):
+                continue
+            family = name.partition("@")[0]
+            if family not in best or row.validation > self.rows[best[family]].validation:
+                best[family] = name
+        return best
+
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AdditionResult:
         """Rebuild a result from :meth:`to_dict`'s form (for instance, read back from JSON).
