@@ -202,7 +202,7 @@ def test_fmap_validation_and_immutability() -> None:
     fmap = spectral.FunctionalMap(np.eye(3), b, b)
     with pytest.raises(ValueError, match="read-only"):
         fmap.matrix[0, 0] = 2.0
-    with pytest.raises(WeightspaceValueError, match="`step` must be positive"):
+    with pytest.raises(WeightspaceValueError, match="`step` must be a positive integer"):
         spectral.zoomout(fmap, b, b, step=0)
     with pytest.raises(WeightspaceValueError, match="`laplacian_weight`"):
         spectral.FunctionalMapEstimator(laplacian_weight=-1).fit(b, b, np.eye(3), np.eye(3))
@@ -235,14 +235,14 @@ def test_zoomout_polish_ends_with_an_exact_pass_on_all_points(
     v, perm, lx, bx, by, init = _bent_pair()
     n = bx.n  # 450 points: 2 * 120 < n <= 4 * 120
     kw: dict[str, Any] = {"step": 4, "subsample": 120, "seed": 3, "sampling": sampling}
-    kw["sample_source"] = sample_source
-    plain = spectral.zoomout(init, bx, by, polish=0, **kw)
-    once = spectral.zoomout(init, bx, by, polish=1, **kw)
-    full = spectral.zoomout(init, bx, by, polish=5, **kw)
+    kw |= {"sample_source": sample_source, "select": "last"}
+    plain = spectral.zoomout(init, bx, by, polish=0, final_passes=0, **kw)
+    once = spectral.zoomout(init, bx, by, polish=1, final_passes=0, **kw)
+    full = spectral.zoomout(init, bx, by, polish=5, final_passes=0, **kw)
     assert 2 * 120 < n <= 4 * 120
     # polish=1 adds one pass at k=30 on 240 fresh samples, then polish=2 ends on all points
     # with the exact projection of the previous map's point map; more passes change nothing
-    twice = spectral.zoomout(init, bx, by, polish=2, **kw)
+    twice = spectral.zoomout(init, bx, by, polish=2, final_passes=0, **kw)
     exact = spectral.FunctionalMap.from_pointwise(once.to_pointwise(), bx, by)
     np.testing.assert_allclose(twice.matrix, exact.matrix, atol=1e-12)
     np.testing.assert_array_equal(full.matrix, twice.matrix)
@@ -266,7 +266,15 @@ def test_sampling_only_the_target_is_less_biased() -> None:
     errors = {}
     for sample_source in (False, True):
         refined = spectral.zoomout(
-            init, bx, by, step=4, subsample=100, polish=0, sample_source=sample_source
+            init,
+            bx,
+            by,
+            step=4,
+            subsample=100,
+            polish=0,
+            final_passes=0,
+            select="last",
+            sample_source=sample_source,
         )
         errors[sample_source] = spectral.correspondence_error(
             refined.to_pointwise(), perm, v, area=lx.area
@@ -295,19 +303,74 @@ def test_zoomout_arguments_are_never_silently_ignored() -> None:
 
 def test_zoomout_defaults_and_the_former_schedule() -> None:
     _, _, _, bx, by, init = _bent_pair()
-    # a subsample at least as large as the shapes means all points: the former default
-    # (subsample=None) and the new one agree on small shapes
+    plain: dict[str, Any] = {"step": 4, "final_passes": 0, "select": "last"}
+    # a subsample at least as large as the shapes means all points
     np.testing.assert_array_equal(
-        spectral.zoomout(init, bx, by, step=4).matrix,
-        spectral.zoomout(init, bx, by, step=4, subsample=None).matrix,
+        spectral.zoomout(init, bx, by, **plain).matrix,
+        spectral.zoomout(init, bx, by, subsample=None, **plain).matrix,
     )
-    # on all points, extra final passes are further iterations at the final size
-    once = spectral.zoomout(init, bx, by, step=4, subsample=None)
-    again = spectral.zoomout(once, bx, by, subsample=None)
+    # on all points, a final pass is one more iteration at the final size
+    once = spectral.zoomout(init, bx, by, subsample=None, **plain)
+    again = spectral.zoomout(once, bx, by, subsample=None, **plain | {"final_passes": 1})
     np.testing.assert_array_equal(
-        spectral.zoomout(init, bx, by, step=4, subsample=None, final_passes=1).matrix,
+        spectral.zoomout(init, bx, by, subsample=None, **plain | {"final_passes": 2}).matrix,
         again.matrix,
     )
+    # the default number of final passes depends on the number of point pairs only
+    from weightspace.spectral._fmap import FINAL_PASSES, default_final_passes
+
+    assert default_final_passes(450, 450) == FINAL_PASSES == 6
+    assert default_final_passes(31_000, 32_000) == 6
+    assert default_final_passes(49_000, 49_000) == 0
+
+
+def _iterates(init: Any, bx: Any, by: Any, step: int, passes: int) -> list[Any]:
+    """Each final-size map of one plain schedule, by running it with 0, 1, ... final passes."""
+    kw: dict[str, Any] = {"step": step, "subsample": 100, "select": "last"}  # 2 x 100 < n
+    return [spectral.zoomout(init, bx, by, final_passes=i, **kw) for i in range(passes + 1)]
+
+
+@pytest.mark.parametrize("steps", [(4,), (2, 7)])
+def test_zoomout_keeps_the_best_covering_iterate(steps: tuple[int, ...]) -> None:
+    # two samplings of a sheet (no bijection exists) and a poor start: the iterates differ
+    vx, fx = data.sheet_mesh(30, 15, jitter=0.3, seed=0)
+    vy, fy = data.sheet_mesh(30, 15, jitter=0.3, seed=7)
+    bx = spectral.eigenbasis(spectral.cotangent_laplacian(vx, fx), 30)
+    by = spectral.eigenbasis(spectral.cotangent_laplacian(data.bend_sheet(vy, 2.0), fy), 30)
+    rng = np.random.default_rng(0)
+    start = spectral.nearest_neighbors(vx[:, :2], vy[:, :2])
+    wrong = rng.random(start.size) < 0.33
+    start[wrong] = rng.integers(0, bx.n, wrong.sum())
+    init = spectral.FunctionalMap.from_pointwise(start, bx.truncate(6), by.truncate(6))
+    candidates = [m for s in steps for m in _iterates(init, bx, by, s, 3)]
+    coverage = [np.unique(m.to_pointwise()).size for m in candidates]
+    assert len(set(coverage)) > 1  # the choice matters here
+    chosen = spectral.zoomout(init, bx, by, step=steps, subsample=100, final_passes=3)
+    # the first of the best-covering maps, in schedule order, is returned
+    np.testing.assert_array_equal(chosen.matrix, candidates[int(np.argmax(coverage))].matrix)
+    assert np.unique(chosen.to_pointwise()).size == max(coverage)
+
+
+def test_zoomout_point_map_is_the_maps_own() -> None:
+    v, perm, lx, bx, by, init = _bent_pair()
+    refined = spectral.zoomout(init, bx, by)
+    fresh = spectral.FunctionalMap(refined.matrix, bx, by)
+    np.testing.assert_array_equal(refined.to_pointwise(), fresh.to_pointwise())
+    kept = refined.to_pointwise()
+    kept[:] = 0  # a copy: the map's own point map is not changed
+    np.testing.assert_array_equal(refined.to_pointwise(), fresh.to_pointwise())
+    assert spectral.correspondence_error(refined.to_pointwise(), perm, v, area=lx.area) < 0.01
+
+
+def test_zoomout_rejects_bad_steps_and_selections() -> None:
+    _, _, _, bx, by, init = _bent_pair()
+    for bad in ((), (4, 0), 2.5):
+        with pytest.raises(WeightspaceValueError, match="`step` must be a positive integer"):
+            spectral.zoomout(init, bx, by, step=bad)  # type: ignore[arg-type]
+    with pytest.raises(WeightspaceValueError, match="`select` must be 'coverage' or 'last'"):
+        spectral.zoomout(init, bx, by, select="best")  # type: ignore[arg-type]
+    with pytest.raises(WeightspaceValueError, match="`select='last'` needs a single schedule"):
+        spectral.zoomout(init, bx, by, step=(2, 10), select="last")
 
 
 def test_area_sampling_follows_the_mass() -> None:

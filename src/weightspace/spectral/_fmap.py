@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -39,6 +40,12 @@ PARALLEL_QUERIES = 20000
 
 NeighborMethod = Literal["auto", "kdtree", "brute"]
 Sampling = Literal["area", "uniform"]
+Select = Literal["coverage", "last"]
+
+#: Final passes on all points that :func:`zoomout` runs by default on small enough shapes.
+FINAL_PASSES = 6
+#: Point pairs (``n_X * n_Y``) up to which :func:`zoomout` runs the final passes by default.
+FINAL_PASSES_MAX_PAIRS = 1_000_000_000
 
 
 def default_workers(num_queries: int) -> int:
@@ -296,6 +303,9 @@ class FunctionalMap:
         c = self.matrix
         if adjoint:
             return nearest_neighbors(self.source.vectors, self.target.vectors @ c)
+        known: IntArray | None = self.__dict__.get("_pointwise")
+        if known is not None:  # searched already by zoomout, which returned this map
+            return known.copy()
         return nearest_neighbors(self.source.vectors @ c.T, self.target.vectors)
 
     def transfer(self, functions: ArrayLike) -> FloatArray:
@@ -542,11 +552,12 @@ def zoomout(
     source: Eigenbasis,
     target: Eigenbasis,
     *,
-    step: int = 5,
+    step: int | Sequence[int] = (2, 10),
     subsample: int | None = 3000,
     seed: int = 0,
     polish: int | None = None,
     final_passes: int | None = None,
+    select: Select = "coverage",
     sampling: Sampling = "area",
     sample_source: bool = False,
     workers: int | None = None,
@@ -566,45 +577,52 @@ def zoomout(
     ``Y`` against *all* points of ``X`` and fit ``C`` by least squares on those rows (the
     projection :math:`\Phi_Y^\top M_Y \Pi \Phi_X` is an integral over ``Y``, which the sample
     estimates); then ``polish`` iterations at the final size on fresh samples twice as large
-    each time (``2, 4, 8, ...`` times ``subsample``), and ``final_passes`` iterations on all
+    each time (``2, 4, 8, ...`` times ``subsample``); then ``final_passes`` iterations on all
     points with the exact projection. A polishing sample that would reach the size of ``Y``
-    is replaced by all points, ends the polishing and counts as one of the final passes.
-    Matching the samples against all of ``X`` keeps ZoomOut's accuracy: with ``X`` sampled as
-    well (``sample_source=True``, ZoomOut's original fast variant and this function's former
-    behaviour), a sampled point can only match one of the few sampled points of ``X``, which
-    biases ``C``. Each iteration costs ``subsample x n_X x k`` (a ``float32`` matrix product,
-    see :func:`nearest_neighbors`), so the growing iterations stay cheap on large meshes.
+    ends the polishing, and at least one final pass follows. Matching the samples against all
+    of ``X`` keeps ZoomOut's accuracy: with ``X`` sampled as well (``sample_source=True``,
+    ZoomOut's original fast variant), a sampled point can only match one of the few sampled
+    points of ``X``, which biases ``C``. Each iteration costs ``subsample x n_X x k`` (a
+    ``float32`` matrix product, see :func:`nearest_neighbors`).
 
-    **Samples.** ``sampling="area"`` draws points with probability proportional to their mass
-    (uniform over the surface, so irregular meshes are covered evenly); ``"uniform"`` draws
-    every point with equal probability.
+    **Several steps, and which iterate is kept.** With several ``step`` values, one schedule
+    runs per value from the same ``fmap``. Every map at the final size (the end of each
+    schedule and each final pass) has its point map searched on all points once; with
+    ``select="coverage"`` the map whose point map reaches the most points of ``X`` is
+    returned. A correct map between two shapes sampled alike is nearly a bijection, and a
+    drifting one piles many points of ``Y`` onto few of ``X``, so coverage needs no ground
+    truth. ``select="last"`` returns the last map of a single schedule (plain ZoomOut). The
+    returned map keeps its point map, so :meth:`FunctionalMap.to_pointwise` costs nothing.
 
-    **Defaults** (changed in 0.1): ``step=5``, ``subsample=3000`` (were 1 and ``None``, ZoomOut
-    on all points with one function per step, the slowest choice) and one polishing pass
-    (was 3). On two near-isometric validation pairs of about 4.8k vertices (bumpy stretched
-    spheres, bent; one thread, loaded machine), from the same k = 50 map: the defaults took
-    1.1 s for errors of 0.00265 and 0.0232 (mean over sqrt(area)), ZoomOut on all points with
-    ``step=5`` 1.4 s for 0.00266 and 0.0229, and the former default (``step=1`` on all
-    points) 7.1-8.1 s for 0.00285 and 0.0305. A final pass on all points changed the error by
-    less than 3 % there, and costs one search over all pairs of points on large meshes, so it
-    is off by default. ``step=1, subsample=None`` gives the former default;
-    ``step=1, polish=3, sampling="uniform", sample_source=True`` the former subsampled
-    schedule.
+    **Defaults** (changed in 0.1: were ``step=1``, all points, no selection). Measured on 20
+    pairs of near-isometric meshes (bumpy spheres and meshes from CGAL's demo data, bent and
+    permuted; 3.9k to 49k vertices; ``benchmarks/bench_spectral_vs_pyfm.py``), no single
+    step was best everywhere: larger steps drifted less on the spheres, smaller ones on the
+    shipped meshes, and the coverage of the final point map ranked the runs of each pair
+    like their true error in nearly every case. Hence two schedules, steps 2 and 10, the best
+    covering map kept, and ``final_passes`` 6 up to 10^9 point pairs
+    (about 31k points per shape) and 0 above, where a pass
+    costs seconds and did not lower the error on 44k-49k vertices.
 
     Args:
         fmap: The initial map; its bases must be the leading columns of ``source``/``target``.
         source: Larger basis on ``X``.
         target: Larger basis on ``Y``.
-        step: Basis functions added per side and iteration.
+        step: Basis functions added per side and iteration, or several such values (one
+            schedule each).
         subsample: Points of ``Y`` (and of ``X`` with ``sample_source``) in the growing
             iterations (``None``: all points). A value at least the size of ``Y`` also means
             all points.
-        seed: Seeds the samples.
+        seed: Seeds the samples (each schedule draws from the same seed).
         polish: Iterations at the final size on growing samples after a subsampled run;
             ``None`` means 1 with a subsample. Only meaningful with ``subsample``.
-        final_passes: Iterations at the final size on all points at the end (``None``: 0).
-        sampling: ``"area"`` or ``"uniform"`` (see above).
-        sample_source: Sample ``X`` too (the former behaviour; biased, see above).
+        final_passes: Iterations at the final size on all points at the end of each schedule
+            (``None``: 6 up to 10^9 point pairs ``n_X * n_Y``, else 0).
+        select: ``"coverage"`` (keep the best-covering map, see above) or ``"last"``.
+        sampling: ``"area"`` draws points with probability proportional to their mass
+            (uniform over the surface); ``"uniform"`` draws every point with equal
+            probability.
+        sample_source: Sample ``X`` too (ZoomOut's original fast variant; biased, see above).
         workers: Threads of the nearest-neighbour searches (see :func:`nearest_neighbors`;
             ``None``: one thread below 20,000 searched points, all cores above). The least
             squares and projections run on one BLAS thread.
@@ -614,8 +632,9 @@ def zoomout(
 
     Raises:
         ShapeMismatchError: if the bases do not extend ``fmap``'s.
-        WeightspaceValueError: if ``step`` or ``subsample`` is not positive, ``polish`` or
-            ``final_passes`` is negative, ``sampling`` is unknown, or ``polish`` is given
+        WeightspaceValueError: if a ``step`` or ``subsample`` is not positive, ``step`` is
+            empty, ``polish`` or ``final_passes`` is negative, ``sampling`` or ``select`` is
+            unknown, ``select="last"`` is given several steps, or ``polish`` is given
             (non-zero) without ``subsample``.
 
     Example:
@@ -627,8 +646,15 @@ def zoomout(
         >>> zoomout(init, big, big, step=2).matrix.shape
         (12, 12)
     """
-    if step < 1:
-        raise WeightspaceValueError(f"`step` must be positive, got {step}")
+    steps: tuple[Any, ...] = ()
+    if isinstance(step, (int, np.integer)):
+        steps = (step,)
+    elif isinstance(step, Sequence):
+        steps = tuple(step)
+    if not steps or any(not isinstance(s, (int, np.integer)) or s < 1 for s in steps):
+        raise WeightspaceValueError(
+            f"`step` must be a positive integer or a non-empty sequence of them, got {step!r}"
+        )
     if subsample is not None and subsample < 1:
         raise WeightspaceValueError(
             f"`subsample` must be a positive number of points or None (all points), got {subsample}"
@@ -645,6 +671,13 @@ def zoomout(
         raise WeightspaceValueError(f"`final_passes` must be non-negative, got {final_passes}")
     if sampling not in ("area", "uniform"):
         raise WeightspaceValueError(f"`sampling` must be 'area' or 'uniform', got {sampling!r}")
+    if select not in ("coverage", "last"):
+        raise WeightspaceValueError(f"`select` must be 'coverage' or 'last', got {select!r}")
+    if select == "last" and len(steps) > 1:
+        raise WeightspaceValueError(
+            f"`select='last'` needs a single schedule, got `step={step!r}`; pass one step or "
+            "select='coverage'"
+        )
     for name, small, big in (("source", fmap.source, source), ("target", fmap.target, target)):
         if big.n != small.n or big.k < small.k:
             raise ShapeMismatchError(
@@ -653,71 +686,79 @@ def zoomout(
             )
     limit = min(source.n, target.n) if sample_source else target.n
     sampled = subsample is not None and subsample < limit
-    n_polish = (1 if polish is None else polish) if sampled else 0
-    n_final = 0 if final_passes is None else final_passes
+    plan = _Plan(
+        subsample=subsample if sampled else None,
+        seed=seed,
+        polish=(1 if polish is None else polish) if sampled else 0,
+        final=default_final_passes(source.n, target.n) if final_passes is None else final_passes,
+        sampling=sampling,
+        sample_source=sample_source,
+        limit=limit,
+    )
+    run = _ZoomOutRun(source, target, workers)
+    best: tuple[int, FloatArray, IntArray] | None = None
     with blas_threads(1):
-        c = _schedule(
-            fmap,
-            source,
-            target,
-            step,
-            subsample,
-            seed,
-            n_polish,
-            n_final,
-            sampling,
-            sample_source,
-            sampled,
-            limit,
-            workers,
-        )
-    logger.debug("zoomout reached k=(%d, %d)", target.k, source.k)
-    return FunctionalMap(c, source, target)
+        for s in steps:
+            for c, p2p in _schedule(fmap.matrix, run, s, plan):
+                covered = int(np.unique(p2p).size)
+                if select == "last" or best is None or covered > best[0]:
+                    best = (covered, c, p2p)
+    assert best is not None
+    logger.debug("zoomout reached k=(%d, %d), %d points covered", target.k, source.k, best[0])
+    out = FunctionalMap(best[1], source, target)
+    object.__setattr__(out, "_pointwise", frozen(best[2]))
+    return out
+
+
+def default_final_passes(n_source: int, n_target: int) -> int:
+    """Final passes on all points that :func:`zoomout` runs by default for these sizes."""
+    return FINAL_PASSES if n_source * n_target <= FINAL_PASSES_MAX_PAIRS else 0
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """The settings of one ZoomOut schedule that do not depend on its step (private)."""
+
+    subsample: int | None  # None: all points
+    seed: int
+    polish: int
+    final: int
+    sampling: Sampling
+    sample_source: bool
+    limit: int
 
 
 def _schedule(
-    fmap: FunctionalMap,
-    source: Eigenbasis,
-    target: Eigenbasis,
-    step: int,
-    subsample: int | None,
-    seed: int,
-    n_polish: int,
-    n_final: int,
-    sampling: Sampling,
-    sample_source: bool,
-    sampled: bool,
-    limit: int,
-    workers: int | None,
-) -> FloatArray:
-    """ZoomOut's iterations in the order :func:`zoomout` describes."""
-    c = fmap.matrix
+    c: FloatArray, run: _ZoomOutRun, step: int, plan: _Plan
+) -> Iterator[tuple[FloatArray, IntArray]]:
+    """One schedule as :func:`zoomout` describes: yields each final-size map and its point map."""
+    source, target = run.source, run.target
     grow = c.shape != (target.k, source.k)
-    run = _ZoomOutRun(source, target, workers)
-    if not sampled:
+    n_final = plan.final
+    if plan.subsample is None:
         if grow:
             c = run.steps(c, None, step)
     else:
-        assert subsample is not None
-        rng = np.random.default_rng(seed)
+        rng = np.random.default_rng(plan.seed)
 
         def draw(size: int) -> tuple[IntArray | None, IntArray]:
-            sub_x = _sample(rng, source.mass, size, sampling) if sample_source else None
-            return sub_x, _sample(rng, target.mass, size, sampling)
+            sub_x = _sample(rng, source.mass, size, plan.sampling) if plan.sample_source else None
+            return sub_x, _sample(rng, target.mass, size, plan.sampling)
 
         if grow:
-            c = run.steps(c, draw(subsample), step)
-        size = subsample
-        for _ in range(n_polish):
+            c = run.steps(c, draw(plan.subsample), step)
+        size = plan.subsample
+        for _ in range(plan.polish):
             size *= 2
-            if size >= limit:  # the sample would be (nearly) everything: use all points
-                c = run.steps(c, None, step)
-                n_final = max(n_final - 1, 0)
+            if size >= plan.limit:  # the sample would be (nearly) everything: use all points
+                n_final = max(n_final, 1)
                 break
             c = run.steps(c, draw(size), step)
-    for _ in range(n_final):
-        c = run.steps(c, None, step)
-    return c
+    for i in range(n_final + 1):
+        p2p = run.pointwise(c)
+        yield c, p2p
+        if i < n_final:
+            c = run.project(p2p)
 
 
 def _sample(rng: np.random.Generator, mass: FloatArray, size: int, sampling: Sampling) -> IntArray:
@@ -756,6 +797,17 @@ class _ZoomOutRun:
                 c = scipy.linalg.solve(a.T @ a, a.T @ px[p2p, :kx], assume_a="pos")
             if kx == self.source.k and ky == self.target.k:
                 return c
+
+    def pointwise(self, c: FloatArray) -> IntArray:
+        """The point map ``Y -> X`` of a full-size ``c`` on all points."""
+        return nearest_neighbors(
+            self.source.vectors @ c.T, self.target.vectors, workers=self.workers
+        )
+
+    def project(self, p2p: IntArray) -> FloatArray:
+        """The exact functional map of a point map, at the full size."""
+        py = self.target.vectors
+        return py.T @ (self.target.mass[:, None] * self.source.vectors[p2p])
 
 
 def correspondence_error(
