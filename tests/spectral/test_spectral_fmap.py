@@ -319,8 +319,8 @@ def test_zoomout_defaults_and_the_former_schedule() -> None:
     # the default number of final passes depends on the number of point pairs only
     from weightspace.spectral._fmap import FINAL_PASSES, default_final_passes
 
-    assert default_final_passes(450, 450) == FINAL_PASSES == 6
-    assert default_final_passes(31_000, 32_000) == 6
+    assert default_final_passes(450, 450) == FINAL_PASSES == 4
+    assert default_final_passes(31_000, 32_000) == 4
     assert default_final_passes(49_000, 49_000) == 0
 
 
@@ -349,6 +349,17 @@ def test_zoomout_keeps_the_best_covering_iterate(steps: tuple[int, ...]) -> None
     # the first of the best-covering maps, in schedule order, is returned
     np.testing.assert_array_equal(chosen.matrix, candidates[int(np.argmax(coverage))].matrix)
     assert np.unique(chosen.to_pointwise()).size == max(coverage)
+
+
+def test_zoomout_final_passes_stop_at_a_fixed_point() -> None:
+    _, _, _, bx, by, init = _bent_pair()
+    kw: dict[str, Any] = {"step": 4, "subsample": None, "select": "last"}
+    maps = [spectral.zoomout(init, bx, by, final_passes=i, **kw) for i in (2, 3, 40)]
+    # on this pair the point map settles within two passes: the next pass is the exact
+    # projection of that point map, and any number of further passes returns the same map
+    settled = spectral.FunctionalMap.from_pointwise(maps[0].to_pointwise(), bx, by)
+    np.testing.assert_allclose(maps[1].matrix, settled.matrix, atol=1e-12)
+    np.testing.assert_array_equal(maps[2].matrix, maps[1].matrix)
 
 
 def test_zoomout_point_map_is_the_maps_own() -> None:
