@@ -129,14 +129,16 @@ def _nearest_brute(ref: FloatArray, qry: FloatArray) -> IntArray:
     """Exact nearest neighbours by float32 matrix products, in chunks of queries.
 
     ``argmin |q - r|^2 = argmax (q . r - |r|^2 / 2)``: one product of ``[q, 1]`` with
-    ``[r, -|r|^2 / 2]`` per chunk, then an arg-max.
+    ``[r, -|r|^2 / 2]`` per chunk, then an arg-max. A chunk's scores hold about 4 million
+    entries (16 MB): on 5k-50k reference points (one thread) that was 18-30 % faster than
+    20 million, whose scores are written to memory and read back by the arg-max.
     """
     r32 = np.ascontiguousarray(ref, dtype=np.float32)
     half_sq = -0.5 * (r32.astype(np.float64) ** 2).sum(axis=1)
     r_aug = np.ascontiguousarray(np.c_[r32, half_sq.astype(np.float32)].T)  # [d + 1, n]
     q_aug = np.ascontiguousarray(np.c_[qry, np.ones(qry.shape[0])], dtype=np.float32)
     out = np.empty(qry.shape[0], dtype=np.int64)
-    chunk = max(1, int(2e7 // max(r32.shape[0], 1)))
+    chunk = max(16, int(4e6 // max(r32.shape[0], 1)))
     for start in range(0, q_aug.shape[0], chunk):
         out[start : start + chunk] = (q_aug[start : start + chunk] @ r_aug).argmax(axis=1)
     return out
