@@ -1243,7 +1243,14 @@ def figures(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    written = []
+    written: list[str] = []
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(out / name, dpi=110)
+        plt.close(fig)
+        written.append(name)
+
     fig, axes = plt.subplots(1, 4, figsize=(13, 3.4))
     keys = ["asymmetric_truth", "asymmetric", "symmetric_truth", "symmetric"]
     for ax, key in zip(axes, keys, strict=True):
@@ -1259,10 +1266,7 @@ def figures(
         )
         ax.set_xticks([]), ax.set_yticks([])
     fig.suptitle(f"|C| between sheet Laplacian eigenbases (k = {maps['symmetric'].shape[0]})")
-    fig.tight_layout()
-    fig.savefig(out / "mesh_fmaps.png", dpi=110)
-    plt.close(fig)
-    written.append("mesh_fmaps.png")
+    save(fig, "mesh_fmaps.png")
 
     fig, axes = plt.subplots(len(vectors), 4, figsize=(5.5, 1.4 * len(vectors)))
     for i, (name, vec) in enumerate(vectors.items()):
@@ -1273,10 +1277,7 @@ def figures(
             if j == 0:
                 ax.set_ylabel(name, rotation=0, ha="right", va="center", fontsize=8)
     fig.suptitle("leading eigenvectors of 3x3 spatial covariances", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "spatial_eigenvectors.png", dpi=110)
-    plt.close(fig)
-    written.append("spatial_eigenvectors.png")
+    save(fig, "spatial_eigenvectors.png")
 
     mx = res["matrix"]
     keys_ = [tuple(k) for k in mx["keys"]]
@@ -1300,10 +1301,7 @@ def figures(
         f"top-{mx['k']} eigenvector alignment of conv2 covariances (row: from, column: to)",
         fontsize=8,
     )
-    fig.tight_layout()
-    fig.savefig(out / "cross_network_matrix.png", dpi=110)
-    plt.close(fig)
-    written.append("cross_network_matrix.png")
+    save(fig, "cross_network_matrix.png")
 
     shown = res["matrix"]["shown"]
     fig, axes = plt.subplots(1, len(shown), figsize=(2.6 * len(shown), 3.0))
@@ -1314,10 +1312,7 @@ def figures(
         ax.set_ylabel("target eigenvector", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.suptitle("|C| between conv2 channel-covariance eigenbases, Procrustes-aligned", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "cross_network_c.png", dpi=110)
-    plt.close(fig)
-    written.append("cross_network_c.png")
+    save(fig, "cross_network_c.png")
 
     pairs = res["similarity"]["pairs"]
     metrics = [
@@ -1351,10 +1346,7 @@ def figures(
     ax.set_ylabel("similarity")
     ax.legend(fontsize=8)
     ax.set_title("model pairs: spectral scores vs linear CKA", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(out / "similarity_scores.png", dpi=110)
-    plt.close(fig)
-    written.append("similarity_scores.png")
+    save(fig, "similarity_scores.png")
     return written
 
 
